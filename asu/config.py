@@ -1,0 +1,152 @@
+"""Typed configuration of one unlearning round, validated at construction.
+
+Defaults follow the ASU paper's TOFU recipe (method.md §5): tau 2.3, lambda 0.1, lr 1e-5, 5 epochs,
+AdamW with weight decay 0.01, linear decay with one epoch of warm-up, seed 1001. Every semantic choice is a
+named ``Literal``; no empty value carries meaning (``layers=None`` means all layers, an empty tuple is rejected).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+from asu.objectives import get_objective
+
+TeacherKind = Literal["precomputed", "frozen_copy", "adapter_disabled"]
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass(frozen=True)
+class ASUConfig:
+    """Everything that decides what one unlearning round does.
+
+    Construct it directly or with :meth:`from_dict` (unknown keys are errors). Invalid values raise
+    ``ValueError`` naming the field and the fix.
+    """
+
+    method: str = field(
+        default="asu_gd", metadata=_help("objective name from asu.objectives (asu_gd, asu_kl, ga, gd, npo, idk)")
+    )
+    tau: float = field(
+        default=2.3, metadata=_help("attention temperature of the forget teacher; >= 1 (1 = no smoothing)")
+    )
+    layers: tuple[int, ...] | None = field(
+        default=None, metadata=_help("0-based decoder layers to smooth; None = all layers; an empty tuple is rejected")
+    )
+    forget_weight: float = field(default=0.1, metadata=_help("lambda, weight of the forget term (paper: 0.1 for ASU)"))
+    retain_weight: float = field(default=1.0, metadata=_help("gamma, weight of the retain term (paper: 1.0)"))
+    teacher: TeacherKind = field(
+        default="precomputed",
+        metadata=_help(
+            "precomputed: teacher/reference distributions computed once from the model before its first update; "
+            "frozen_copy: a second frozen model run at every step (the official code); "
+            "adapter_disabled: the base model under a disabled LoRA adapter (finetune='lora' only)"
+        ),
+    )
+    teacher_memory_budget_mb: float = field(
+        default=2048.0,
+        metadata=_help("precomputed: store exact full-vocabulary distributions when they fit this budget"),
+    )
+    teacher_top_k: int = field(
+        default=256,
+        metadata=_help("precomputed, over budget: keep the top-k probabilities plus one tail bucket per token"),
+    )
+    retain_kl_positions: Literal["answer", "sequence"] = field(
+        default="answer",
+        metadata=_help("asu_kl: retain KL on answer tokens + EOS, or on every non-padding token (question too)"),
+    )
+    npo_beta: float = field(default=0.1, metadata=_help("npo: inverse temperature beta of the preference loss"))
+    learning_rate: float = field(default=1e-5, metadata=_help("AdamW peak learning rate"))
+    weight_decay: float = field(default=0.01, metadata=_help("AdamW weight decay"))
+    epochs: int = field(default=5, metadata=_help("passes over the forget set"))
+    batch_size: int = field(
+        default=4, metadata=_help("forget items per micro-batch per process (each paired 1:1 with a retain item)")
+    )
+    grad_accum_steps: int = field(default=4, metadata=_help("micro-batches per optimizer step"))
+    max_grad_norm: float = field(
+        default=1.0, metadata=_help("gradient clipping norm (the HF Trainer default the official code used)")
+    )
+    warmup: Literal["one_epoch", "none"] = field(
+        default="one_epoch", metadata=_help("linear warm-up over the first epoch's steps when an epoch has > 1 step")
+    )
+    max_length: int = field(default=500, metadata=_help("max tokens of prompt + answer; longer answers are truncated"))
+    prompt_format: Literal["chat_template", "plain"] = field(
+        default="chat_template",
+        metadata=_help("chat_template: the tokenizer's chat template; plain: 'Question: ..\\nAnswer:'"),
+    )
+    precision: Literal["auto", "fp32", "bf16"] = field(
+        default="auto", metadata=_help("auto: bf16 on a CUDA GPU that supports it, fp32 on CPU")
+    )
+    finetune: Literal["full", "lora"] = field(
+        default="full", metadata=_help("full fine-tune or LoRA (needs the peft extra)")
+    )
+    lora_rank: int = field(default=8, metadata=_help("LoRA rank r"))
+    lora_alpha: int = field(default=32, metadata=_help("LoRA alpha"))
+    seed: int = field(default=1001, metadata=_help("seeds pairing, shuffling, refusal choice and initialisation"))
+    trust_remote_code: bool = field(default=False, metadata=_help("allow model code from the model folder"))
+
+    def __post_init__(self) -> None:
+        get_objective(self.method)  # unknown name -> KeyError listing the registered objectives
+        if not (math.isfinite(self.tau) and self.tau >= 1.0):
+            raise ValueError(
+                f"tau={self.tau} is invalid: the teacher temperature must be a finite number >= 1 (1 = no smoothing)"
+            )
+        if self.layers is not None:
+            object.__setattr__(self, "layers", tuple(self.layers))
+            if not self.layers:
+                raise ValueError(
+                    "layers=() selects no layer: use layers=None to smooth all layers, or list 0-based indices"
+                )
+            if any(not isinstance(i, int) or i < 0 for i in self.layers):
+                raise ValueError(f"layers={self.layers} must hold non-negative 0-based layer indices")
+        for name in ("forget_weight", "retain_weight"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name}={value} must be a finite number >= 0")
+        for name in ("epochs", "batch_size", "grad_accum_steps", "max_length", "teacher_top_k", "lora_rank"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if not self.max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm={self.max_grad_norm} must be > 0")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate={self.learning_rate} must be > 0")
+        if self.npo_beta <= 0:
+            raise ValueError(f"npo_beta={self.npo_beta} must be > 0")
+        if self.teacher_memory_budget_mb < 0:
+            raise ValueError(f"teacher_memory_budget_mb={self.teacher_memory_budget_mb} must be >= 0")
+        if self.teacher == "adapter_disabled" and self.finetune != "lora":
+            raise ValueError(
+                "teacher='adapter_disabled' needs finetune='lora'; use teacher='precomputed' for full fine-tuning"
+            )
+
+    @property
+    def objective(self):  # -> asu.objectives.Objective
+        """The registered objective named by ``method``."""
+        return get_objective(self.method)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (JSON/YAML friendly; ``layers`` as a list or None)."""
+        out = asdict(self)
+        out["layers"] = None if self.layers is None else list(self.layers)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ASUConfig:
+        """Build from a dict; unknown keys raise ``ValueError`` listing the valid ones."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown ASUConfig field(s) {unknown}; valid fields: {sorted(known)}")
+        values = dict(values)
+        if values.get("layers") is not None:
+            values["layers"] = tuple(values["layers"])
+        return cls(**values)
+
+    @classmethod
+    def describe(cls) -> dict[str, str]:
+        """Field name -> help text, for CLIs and docs."""
+        return {f.name: f.metadata.get("help", "") for f in fields(cls)}

@@ -1,0 +1,150 @@
+"""Question-answer data: loading, prompt formatting, tokenisation with prompt masking, batching, pairing.
+
+A QA item is ``{"question": str, "answer": str}``. Training sequences are ``prompt + answer + EOS`` where the
+prompt is the tokenizer's chat template for a single user turn (or the plain ``Question: ...\\nAnswer:`` format);
+labels are IGNORE_INDEX on the prompt and on padding, so losses see the answer tokens plus EOS only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from asu.losses import IGNORE_INDEX
+
+PromptFormat = Literal["chat_template", "plain"]
+QAItem = dict[str, str]
+
+
+def load_qa_file(path: str | Path) -> list[QAItem]:
+    """Read QA items from a JSON array or JSON Lines file; errors name the file, line and field."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"QA file {path} does not exist; pass a JSON or JSON Lines file of question/answer items"
+        )
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        rows = [(i + 1, row) for i, row in enumerate(json.loads(text))]
+    else:
+        rows = []
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    rows.append((lineno, json.loads(line)))
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg}); fix or remove that line") from None
+    items = []
+    for lineno, row in rows:
+        for key in ("question", "answer"):
+            if not isinstance(row, dict) or not isinstance(row.get(key), str) or not row[key].strip():
+                raise ValueError(f"{path}:{lineno}: field {key!r} must be a non-empty string")
+        items.append({"question": row["question"], "answer": row["answer"]})
+    if not items:
+        raise ValueError(f"{path} holds no QA items; an unlearning round needs at least one")
+    return items
+
+
+def prompt_ids(tokenizer, question: str, prompt_format: PromptFormat) -> list[int]:
+    """Token ids of the prompt that precedes an answer."""
+    if prompt_format == "chat_template":
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError(
+                "the tokenizer has no chat template; set prompt_format='plain' or add a chat_template to the tokenizer"
+            )
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+        return list(ids["input_ids"] if isinstance(ids, dict) else ids)
+    return tokenizer(f"Question: {question}\nAnswer:", add_special_tokens=True)["input_ids"]
+
+
+def answer_ids(tokenizer, answer: str, prompt_format: PromptFormat) -> list[int]:
+    """Token ids of the answer followed by EOS."""
+    text = answer if prompt_format == "chat_template" else " " + answer
+    return tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One tokenised QA item: ``input_ids`` and ``labels`` of equal length (labels -100 on the prompt)."""
+
+    input_ids: list[int]
+    labels: list[int]
+
+    @property
+    def num_answer_tokens(self) -> int:
+        """Labelled tokens after the one-position shift (answer tokens + EOS)."""
+        return sum(1 for t in self.labels[1:] if t != IGNORE_INDEX)
+
+
+def encode_qa(tokenizer, item: QAItem, max_length: int, prompt_format: PromptFormat) -> Encoded:
+    """Tokenise prompt + answer + EOS, truncating the answer so the whole fits ``max_length``."""
+    prompt = prompt_ids(tokenizer, item["question"], prompt_format)
+    answer = answer_ids(tokenizer, item["answer"], prompt_format)
+    room = max_length - len(prompt)
+    if room < 1:
+        raise ValueError(
+            f"a prompt of {len(prompt)} tokens leaves no room for the answer within max_length={max_length}; "
+            "raise max_length or shorten the question"
+        )
+    answer = answer[:room]
+    return Encoded(prompt + answer, [IGNORE_INDEX] * len(prompt) + answer)
+
+
+def collate(encoded: list[Encoded], pad_id: int, item_ids: list[int] | None = None) -> dict[str, torch.Tensor]:
+    """Right-pad a list of encoded items into a training batch.
+
+    Returns ``input_ids`` [B, T], ``attention_mask`` [B, T] (1 = real token), ``labels`` [B, T] and, when given,
+    ``item_ids`` [B] (index of each row in its dataset, used to look up precomputed targets).
+    """
+    width = max(len(e.input_ids) for e in encoded)
+    input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(encoded), width), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    for row, e in enumerate(encoded):
+        n = len(e.input_ids)
+        input_ids[row, :n] = torch.tensor(e.input_ids)
+        labels[row, :n] = torch.tensor(e.labels)
+        attention_mask[row, :n] = 1
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    if item_ids is not None:
+        batch["item_ids"] = torch.tensor(item_ids, dtype=torch.long)
+    return batch
+
+
+def sequence_labels(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Labels covering every non-padding token (question and answer), for the 'sequence' retain-KL positions."""
+    return batch["input_ids"].masked_fill(batch["attention_mask"] == 0, IGNORE_INDEX)
+
+
+def left_padded_prompts(tokenizer, questions: list[str], prompt_format: PromptFormat) -> dict[str, torch.Tensor]:
+    """Left-padded prompt batch for generation: ``input_ids`` and ``attention_mask`` [B, T]."""
+    prompts = [prompt_ids(tokenizer, q, prompt_format) for q in questions]
+    width = max(map(len, prompts))
+    input_ids = torch.full((len(prompts), width), tokenizer.pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, ids in enumerate(prompts):
+        input_ids[row, width - len(ids) :] = torch.tensor(ids)
+        attention_mask[row, width - len(ids) :] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def pairing_schedule(num_forget: int, num_retain: int, epochs: int, seed: int) -> list[tuple[int, int]]:
+    """(forget index, retain index) pairs for the whole round, epoch after epoch.
+
+    Each epoch visits every forget item once in a seeded random order and pairs it with a retain item drawn
+    uniformly at random (the official code's 1:1 pairing). Fixed up front so the retain items a round will use
+    are known before training, which lets the retain reference be precomputed. ``num_retain=0`` pairs with -1.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    pairs = []
+    for _ in range(epochs):
+        order = torch.randperm(num_forget, generator=generator).tolist()
+        partners = torch.randint(max(num_retain, 1), (num_forget,), generator=generator).tolist()
+        pairs += [(f, r if num_retain else -1) for f, r in zip(order, partners, strict=True)]
+    return pairs

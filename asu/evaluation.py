@@ -1,0 +1,147 @@
+"""Quick before/after figures of a round: greedy answers, ROUGE-L recall, answer probability, repetition.
+
+These are the TOFU conventions (ROUGE-L *recall* of the greedy answer with stemming, up to 200 new tokens;
+probability = exp(-mean answer-token NLL)). The full evaluation suite (truth ratio, forget quality, MU/FE,
+MUSE, WMDP) builds on the same batched passes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from asu.data import QAItem, collate, encode_qa, left_padded_prompts
+from asu.losses import nll_loss
+
+logger = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def generate_answers(
+    model,
+    tokenizer,
+    questions: Sequence[str],
+    *,
+    prompt_format: str = "chat_template",
+    max_new_tokens: int = 200,
+    batch_size: int = 32,
+) -> list[str]:
+    """Greedy answers, batched with left padding and the KV cache. Returns decoded text without the prompt."""
+    model.eval()
+    answers: list[str] = []
+    for start in range(0, len(questions), batch_size):
+        batch = left_padded_prompts(tokenizer, list(questions[start : start + batch_size]), prompt_format)
+        batch = {k: v.to(model.device) for k, v in batch.items()}
+        out = model.generate(
+            **batch,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        new = out[:, batch["input_ids"].shape[1] :]
+        answers += tokenizer.batch_decode(new, skip_special_tokens=True)
+    return [a.strip() for a in answers]
+
+
+@torch.no_grad()
+def answer_nll(
+    model,
+    tokenizer,
+    items: Sequence[QAItem],
+    *,
+    prompt_format: str = "chat_template",
+    max_length: int = 500,
+    batch_size: int = 32,
+) -> list[float]:
+    """Mean answer-token NLL (nats/token, answer + EOS) of each item under teacher forcing."""
+    model.eval()
+    values: list[float] = []
+    for start in range(0, len(items), batch_size):
+        chunk = [encode_qa(tokenizer, it, max_length, prompt_format) for it in items[start : start + batch_size]]
+        batch = {k: v.to(model.device) for k, v in collate(chunk, tokenizer.pad_token_id).items()}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        values += [nll_loss(logits[i : i + 1], batch["labels"][i : i + 1]).item() for i in range(len(chunk))]
+    return values
+
+
+def rouge_l_recall(predictions: Sequence[str], references: Sequence[str]) -> list[float]:
+    """ROUGE-L recall of each prediction against its reference (rouge-score, Porter stemming)."""
+    from rouge_score import rouge_scorer  # imported here: only evaluation needs it
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    return [scorer.score(ref, pred)["rougeL"].recall for pred, ref in zip(predictions, references, strict=True)]
+
+
+def repetition_rate(text: str, n: int = 3) -> float:
+    """Share of repeated word n-grams in ``text`` (0 = no repeats, near 1 = a loop). Texts under n words: 0."""
+    words = text.split()
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    return 0.0 if not grams else 1.0 - len(set(grams)) / len(grams)
+
+
+def is_fluent(text: str, max_repetition: float = 0.5) -> bool:
+    """A non-empty answer without a repetition loop."""
+    return bool(text.strip()) and repetition_rate(text) <= max_repetition
+
+
+@dataclass(frozen=True)
+class QAScores:
+    """Mean figures over a QA set plus the per-item generations (for samples and audits)."""
+
+    rouge_l_recall: float
+    probability: float
+    fluent_share: float
+    answers: list[str]
+    per_item_rouge: list[float]
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "rouge_l_recall": self.rouge_l_recall,
+            "probability": self.probability,
+            "fluent_share": self.fluent_share,
+        }
+
+
+def score_qa(
+    model,
+    tokenizer,
+    items: Sequence[QAItem],
+    *,
+    prompt_format: str = "chat_template",
+    max_new_tokens: int = 200,
+    batch_size: int = 32,
+) -> QAScores:
+    """Greedy-answer ROUGE-L recall, mean answer probability exp(-NLL) and fluent share over ``items``."""
+    answers = generate_answers(
+        model,
+        tokenizer,
+        [it["question"] for it in items],
+        prompt_format=prompt_format,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+    )
+    rouge = rouge_l_recall(answers, [it["answer"] for it in items])
+    nlls = answer_nll(model, tokenizer, items, prompt_format=prompt_format, batch_size=batch_size)
+    return QAScores(
+        rouge_l_recall=sum(rouge) / len(rouge),
+        probability=sum(math.exp(-v) for v in nlls) / len(nlls),
+        fluent_share=sum(map(is_fluent, answers)) / len(answers),
+        answers=answers,
+        per_item_rouge=rouge,
+    )
+
+
+__all__ = [
+    "QAScores",
+    "answer_nll",
+    "generate_answers",
+    "is_fluent",
+    "repetition_rate",
+    "rouge_l_recall",
+    "score_qa",
+]

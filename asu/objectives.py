@@ -1,0 +1,94 @@
+"""Registry of unlearning objectives: ASU and the baselines, run by one trainer on identical data.
+
+An objective names a forget term and a retain term; the total loss of a step is
+``forget_weight * forget_term + retain_weight * retain_term`` (the paper's ``lambda * L_F + L_R``).
+
+| name     | forget term                                  | retain term                      |
+|----------|----------------------------------------------|----------------------------------|
+| asu_gd   | KL(smoothed teacher || student) on answers   | NLL on retain answers            |
+| asu_kl   | KL(smoothed teacher || student) on answers   | KL(original at tau=1 || student) |
+| ga       | gradient ascent: -NLL on forget answers      | none                             |
+| gd       | -NLL on forget answers                       | NLL on retain answers            |
+| npo      | NPO against the original model (beta)        | NLL on retain answers            |
+| idk      | NLL of a TOFU refusal string as the answer   | NLL on retain answers            |
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Literal
+
+ForgetTerm = Literal["asu", "ga", "npo", "idk"]
+RetainTerm = Literal["nll", "kl", "none"]
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One registered objective.
+
+    Attributes:
+        name: registry key, used in configs and reports.
+        forget: which forget term (see the module table).
+        retain: which retain term.
+        description: one line for reports and ``--help``.
+    """
+
+    name: str
+    forget: ForgetTerm
+    retain: RetainTerm
+    description: str
+
+    @property
+    def needs_teacher(self) -> bool:
+        """True when the forget term distils toward the temperature-smoothed teacher."""
+        return self.forget == "asu"
+
+    @property
+    def needs_forget_reference(self) -> bool:
+        """True when the forget term compares with the original model's sequence log-probabilities (NPO)."""
+        return self.forget == "npo"
+
+    @property
+    def needs_retain_reference(self) -> bool:
+        """True when the retain term is a KL to the original model at tau = 1."""
+        return self.retain == "kl"
+
+
+_REGISTRY: dict[str, Objective] = {}
+
+
+def register_objective(objective: Objective) -> Objective:
+    """Add ``objective`` to the registry; a second objective under the same name is an error."""
+    if objective.name in _REGISTRY:
+        raise ValueError(f"objective {objective.name!r} is already registered; pick another name")
+    _REGISTRY[objective.name] = objective
+    return objective
+
+
+def get_objective(name: str) -> Objective:
+    """Return the objective called ``name``; unknown names raise ``KeyError`` with suggestions."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=2)
+        hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise KeyError(
+            f"unknown objective {name!r}.{hint} Set `method` to one of: {', '.join(available_objectives())}"
+        ) from None
+
+
+def available_objectives() -> list[str]:
+    """Registered objective names, sorted."""
+    return sorted(_REGISTRY)
+
+
+for _objective in (
+    Objective("asu_gd", "asu", "nll", "ASU: distil toward the attention-smoothed model; retain NLL"),
+    Objective("asu_kl", "asu", "kl", "ASU: distil toward the attention-smoothed model; retain KL to original"),
+    Objective("ga", "ga", "none", "gradient ascent on the forget answers"),
+    Objective("gd", "ga", "nll", "gradient ascent on forget + NLL on retain (gradient difference)"),
+    Objective("npo", "npo", "nll", "negative preference optimisation against the original model + retain NLL"),
+    Objective("idk", "idk", "nll", "fine-tune toward TOFU refusal strings on forget questions + retain NLL"),
+):
+    register_objective(_objective)

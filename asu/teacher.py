@@ -1,0 +1,206 @@
+"""Where the targets of a round come from: the smoothed forget teacher and the tau = 1 references.
+
+Three kinds (``ASUConfig.teacher``):
+- ``precomputed`` (default): the teacher is the *original* model and the forget set is fixed, so its
+  distributions are computed once, from the model itself before its first update. No second copy of the
+  weights and no teacher forward during training. Exact full-vocabulary distributions are kept when they fit
+  ``teacher_memory_budget_mb``; otherwise the top-k tokens plus a tail bucket (see ``asu.losses.TokenDistributions``).
+  The retain-KL reference (tau = 1) and NPO's reference log-likelihoods are precomputed the same way, for the
+  retain items the round's fixed pairing schedule will use.
+- ``frozen_copy``: a frozen deep copy of the model evaluated at every step (the official implementation).
+- ``adapter_disabled``: with LoRA, the base model is the model with its adapter disabled.
+
+Every teacher answers three questions about a batch (same batch layout as ``asu.data.collate``):
+``forget_targets`` (smoothed, at the labelled positions), ``retain_targets`` (tau = 1, at the retain-KL positions)
+and ``forget_reference_loglik`` (tau = 1, [B] sequence log-likelihoods).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+
+from asu.attention import smoothed_attention
+from asu.config import ASUConfig
+from asu.data import Encoded, collate, sequence_labels
+from asu.losses import TokenDistributions, compress_topk, select_positions, sequence_log_likelihood
+
+logger = logging.getLogger(__name__)
+Batch = dict[str, torch.Tensor]
+
+
+class Teacher(Protocol):
+    def forget_targets(self, batch: Batch) -> TokenDistributions: ...
+    def retain_targets(self, batch: Batch) -> TokenDistributions: ...
+    def forget_reference_loglik(self, batch: Batch) -> torch.Tensor: ...
+    def extra_bytes(self) -> int: ...
+
+
+def retain_positions(batch: Batch, config: ASUConfig) -> torch.Tensor:
+    """Labels selecting the retain-KL positions: answer tokens (+EOS) or every non-padding token."""
+    return batch["labels"] if config.retain_kl_positions == "answer" else sequence_labels(batch)
+
+
+class LiveTeacher:
+    """Targets computed at every call by ``forward`` (a frozen copy, or the model with its adapter disabled)."""
+
+    def __init__(self, forward: Callable[..., object], config: ASUConfig, held_bytes: int = 0):
+        self.forward, self.config, self.held_bytes = forward, config, held_bytes
+
+    @torch.no_grad()
+    def _logits(self, batch: Batch, tau: float) -> torch.Tensor:
+        smoothing = smoothed_attention(tau, self.config.layers) if tau != 1.0 else contextlib.nullcontext()
+        with smoothing:
+            return self.forward(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+    def _distributions(self, batch: Batch, labels: torch.Tensor, tau: float) -> TokenDistributions:
+        flat, _, _ = select_positions(self._logits(batch, tau), labels)
+        return TokenDistributions(logprobs=F.log_softmax(flat.float(), dim=-1))
+
+    def forget_targets(self, batch: Batch) -> TokenDistributions:
+        return self._distributions(batch, batch["labels"], self.config.tau)
+
+    def retain_targets(self, batch: Batch) -> TokenDistributions:
+        return self._distributions(batch, retain_positions(batch, self.config), 1.0)
+
+    def forget_reference_loglik(self, batch: Batch) -> torch.Tensor:
+        return sequence_log_likelihood(self._logits(batch, 1.0).float(), batch["labels"])
+
+    def extra_bytes(self) -> int:
+        return self.held_bytes
+
+
+def frozen_copy_teacher(model: torch.nn.Module, config: ASUConfig) -> LiveTeacher:
+    """A frozen, eval-mode deep copy of ``model`` (doubles the weight memory)."""
+    frozen = copy.deepcopy(model).eval().requires_grad_(False)
+    held = sum(p.numel() * p.element_size() for p in frozen.parameters())
+    return LiveTeacher(frozen, config, held)
+
+
+def adapter_disabled_teacher(model: torch.nn.Module, config: ASUConfig) -> LiveTeacher:
+    """The base model of a peft ``PeftModel``: the live model with its LoRA adapter disabled."""
+    if not hasattr(model, "disable_adapter"):
+        raise ValueError("teacher='adapter_disabled' needs a peft model; set finetune='lora'")
+
+    def forward(**inputs):
+        with model.disable_adapter():
+            return model(**inputs)
+
+    return LiveTeacher(forward, config)
+
+
+class PrecomputedTeacher:
+    """Targets computed once per item before training and looked up by ``batch['item_ids']``."""
+
+    def __init__(
+        self,
+        forget: list[TokenDistributions],
+        retain: dict[int, TokenDistributions],
+        forget_loglik: torch.Tensor | None,
+    ):
+        self.forget, self.retain, self.forget_loglik = forget, retain, forget_loglik
+
+    def forget_targets(self, batch: Batch) -> TokenDistributions:
+        return TokenDistributions.cat([self.forget[i] for i in batch["item_ids"].tolist()])
+
+    def retain_targets(self, batch: Batch) -> TokenDistributions:
+        return TokenDistributions.cat([self.retain[i] for i in batch["item_ids"].tolist()])
+
+    def forget_reference_loglik(self, batch: Batch) -> torch.Tensor:
+        return self.forget_loglik[batch["item_ids"].to(self.forget_loglik.device)]
+
+    def extra_bytes(self) -> int:
+        stored = [*self.forget, *self.retain.values()]
+        loglik = 0 if self.forget_loglik is None else self.forget_loglik.numel() * 4
+        return sum(d.nbytes() for d in stored) + loglik
+
+    @classmethod
+    @torch.no_grad()
+    def build(
+        cls,
+        model,
+        config: ASUConfig,
+        forget: list[Encoded],
+        retain: dict[int, Encoded],
+        pad_id: int,
+        batch_size: int = 8,
+    ) -> PrecomputedTeacher:
+        """Run ``model`` (before any update, in eval mode) over the forget items and the used retain items, once.
+
+        Only what the objective needs is computed: smoothed forget targets (ASU), tau = 1 retain targets
+        (retain KL) and tau = 1 forget log-likelihoods (NPO).
+        """
+        live, objective = LiveTeacher(model, config), config.objective
+        was_training = model.training
+        model.eval()
+        try:
+            forget_store, retain_store, loglik = [], {}, None
+            if objective.needs_teacher:
+                forget_store = _per_item(model, live.forget_targets, forget, pad_id, batch_size, config, False)
+            if objective.needs_retain_reference:
+                ids = sorted(retain)
+                items = [retain[i] for i in ids]
+                parts = _per_item(model, live.retain_targets, items, pad_id, batch_size, config, True)
+                retain_store = dict(zip(ids, parts, strict=True))
+            if objective.needs_forget_reference:
+                batches = (_batch(forget[s : s + batch_size], pad_id, model) for s in range(0, len(forget), batch_size))
+                loglik = torch.cat([live.forget_reference_loglik(b) for b in batches])
+        finally:
+            model.train(was_training)
+        teacher = cls(forget_store, retain_store, loglik)
+        logger.info("precomputed teacher targets: %.1f MB", teacher.extra_bytes() / 2**20)
+        return teacher
+
+
+def _fits_budget(num_tokens: int, vocab: int, config: ASUConfig) -> bool:
+    """True when exact fp32 distributions for ``num_tokens`` positions fit the configured budget."""
+    need_mb = num_tokens * vocab * 4 / 2**20
+    exact = need_mb <= config.teacher_memory_budget_mb
+    if not exact:
+        logger.info(
+            "exact targets need %.0f MB > teacher_memory_budget_mb=%.0f: keeping top-%d + tail",
+            need_mb,
+            config.teacher_memory_budget_mb,
+            config.teacher_top_k,
+        )
+    return exact
+
+
+def _batch(items: list[Encoded], pad_id: int, model) -> Batch:
+    device = next(model.parameters()).device
+    return {k: v.to(device) for k, v in collate(items, pad_id).items()}
+
+
+def _num_positions(item: Encoded, config: ASUConfig, retain_side: bool) -> int:
+    """How many target positions an item contributes (after the one-token shift)."""
+    if retain_side and config.retain_kl_positions == "sequence":
+        return len(item.input_ids) - 1
+    return item.num_answer_tokens
+
+
+def _per_item(
+    model,
+    targets: Callable[[Batch], TokenDistributions],
+    items: list[Encoded],
+    pad_id: int,
+    batch_size: int,
+    config: ASUConfig,
+    retain_side: bool,
+) -> list[TokenDistributions]:
+    """Targets for each item (in order), computed batch by batch; exact if they fit the budget, else top-k."""
+    counts = [_num_positions(e, config, retain_side) for e in items]
+    exact = _fits_budget(sum(counts), model.get_output_embeddings().weight.shape[0], config)
+    out: list[TokenDistributions] = []
+    for start in range(0, len(items), batch_size):
+        dist = targets(_batch(items[start : start + batch_size], pad_id, model))
+        for chunk in torch.split(dist.logprobs, counts[start : start + batch_size]):
+            out.append(
+                TokenDistributions(logprobs=chunk.clone()) if exact else compress_topk(chunk, config.teacher_top_k)
+            )
+    return out

@@ -1,0 +1,249 @@
+"""One unlearning round: model folder + forget set + retain set + config -> unlearned model folder.
+
+Runs with ``accelerate``: CPU, one GPU (bf16 when supported) or several processes under ``accelerate launch``
+(DDP). Every forget item is paired 1:1 with a retain item drawn by the seeded schedule of ``asu.data``;
+gradient accumulation, AdamW with linear decay and a warm-up of one epoch's steps (when an epoch has more
+than one step), gradient clipping. The trained model is saved as a safetensors Hugging Face folder with
+``round.json`` (config, metrics, training curve).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from asu.attention import disable_smoothing, enable_smoothing, validate_layers
+from asu.config import ASUConfig
+from asu.data import Encoded, QAItem, collate, encode_qa, pairing_schedule
+from asu.modeling import load_model_and_tokenizer
+from asu.step import objective_loss
+from asu.teacher import PrecomputedTeacher, Teacher, adapter_disabled_teacher, frozen_copy_teacher
+from asu.tracking import MetricLogger, NullLogger
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RoundResult:
+    """What a round produced: the model folder, summary metrics and the per-step training curve."""
+
+    model_dir: Path
+    metrics: dict[str, float]
+    curve: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class PreparedData:
+    """Tokenised forget items, the retain items the schedule uses (by retain index), and the schedule."""
+
+    forget: list[Encoded]
+    retain: dict[int, Encoded]
+    schedule: list[tuple[int, int]]
+
+
+def prepare_data(
+    tokenizer,
+    forget: Sequence[QAItem],
+    retain: Sequence[QAItem],
+    config: ASUConfig,
+    refusals: Sequence[str] | None = None,
+) -> PreparedData:
+    """Validate and tokenise the sets; for ``idk`` replace forget answers by seeded refusal strings."""
+    if not forget:
+        raise ValueError("the forget set is empty; an unlearning round needs at least one forget item")
+    needs_retain = config.objective.retain != "none"
+    if needs_retain and not retain:
+        raise ValueError(
+            f"the retain set is empty but method={config.method!r} has a retain term; "
+            "pass retain items or use method='ga'"
+        )
+    forget = list(forget)
+    if config.objective.forget == "idk":
+        if refusals is None:
+            from asu.embedded import refusal_strings
+
+            refusals = refusal_strings()
+        rng = random.Random(config.seed)
+        forget = [{"question": it["question"], "answer": rng.choice(list(refusals))} for it in forget]
+    schedule = pairing_schedule(len(forget), len(retain) if needs_retain else 0, config.epochs, config.seed)
+    used = sorted({r for _, r in schedule if r >= 0})
+    encode = lambda item: encode_qa(tokenizer, item, config.max_length, config.prompt_format)  # noqa: E731
+    return PreparedData([encode(it) for it in forget], {i: encode(retain[i]) for i in used}, schedule)
+
+
+def build_teacher(model, data: PreparedData, config: ASUConfig, pad_id: int) -> Teacher:
+    """The configured teacher, built from ``model`` before its first update."""
+    if config.teacher == "frozen_copy":
+        return frozen_copy_teacher(model, config)
+    if config.teacher == "adapter_disabled":
+        return adapter_disabled_teacher(model, config)
+    return PrecomputedTeacher.build(model, config, data.forget, data.retain, pad_id, config.batch_size)
+
+
+def make_loader(data: PreparedData, config: ASUConfig, pad_id: int) -> DataLoader:
+    """Batches of (forget batch, retain batch or None) following the fixed schedule (no further shuffling)."""
+
+    def collate_pairs(pairs: list[tuple[int, int]]):
+        forget = collate([data.forget[f] for f, _ in pairs], pad_id, [f for f, _ in pairs])
+        if pairs[0][1] < 0:
+            return forget, None
+        return forget, collate([data.retain[r] for _, r in pairs], pad_id, [r for _, r in pairs])
+
+    return DataLoader(data.schedule, batch_size=config.batch_size, shuffle=False, collate_fn=collate_pairs)
+
+
+def warmup_steps(steps_per_epoch: int, config: ASUConfig) -> int:
+    """One epoch of steps when an epoch has more than one step, else none (the paper's recipe)."""
+    return steps_per_epoch if config.warmup == "one_epoch" and steps_per_epoch > 1 else 0
+
+
+def _mixed_precision(config: ASUConfig) -> str:
+    if config.precision == "bf16" or (
+        config.precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    ):
+        return "bf16"
+    return "no"
+
+
+def _apply_lora(model, config: ASUConfig):
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as err:
+        raise ImportError("finetune='lora' needs peft: pip install 'asu-pipeline[lora]'") from err
+    lora = LoraConfig(
+        r=config.lora_rank,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=0.0,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def run_round(
+    model_dir: str | Path,
+    forget: Sequence[QAItem],
+    retain: Sequence[QAItem],
+    config: ASUConfig,
+    output_dir: str | Path,
+    *,
+    metric_logger: MetricLogger | None = None,
+    progress: bool = True,
+    refusals: Sequence[str] | None = None,
+) -> RoundResult:
+    """Run one unlearning round and save the result to ``output_dir``.
+
+    Args:
+        model_dir: local Hugging Face folder (safetensors) of the model to unlearn from.
+        forget, retain: QA items ``{"question", "answer"}``.
+        config: the round's configuration.
+        output_dir: where the unlearned model folder is written (created).
+        metric_logger: receives params once and per-step metrics; defaults to a no-op.
+        progress: show a progress bar over optimizer steps (main process only).
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    metric_logger = metric_logger or NullLogger()
+    accelerator = Accelerator(
+        mixed_precision=_mixed_precision(config), gradient_accumulation_steps=config.grad_accum_steps
+    )
+    set_seed(config.seed)
+    started = time.perf_counter()
+    model, tokenizer = load_model_and_tokenizer(model_dir, trust_remote_code=config.trust_remote_code)
+    data = prepare_data(tokenizer, forget, retain, config, refusals)
+    if config.finetune == "lora":
+        model = _apply_lora(model, config)
+    if config.objective.needs_teacher:
+        enable_smoothing(model)
+        validate_layers(model, config.layers)
+    model.to(accelerator.device)
+    with accelerator.autocast():
+        teacher = build_teacher(model, data, config, tokenizer.pad_token_id)
+    metric_logger.log_params({**config.to_dict(), "num_forget": len(data.forget), "num_retain_used": len(data.retain)})
+    curve = _train(accelerator, model, data, teacher, config, tokenizer.pad_token_id, metric_logger, progress)
+    out = _save(accelerator, model, tokenizer, config, Path(output_dir))
+    metrics = {
+        "seconds": time.perf_counter() - started,
+        "optimizer_steps": float(len(curve)),
+        "teacher_extra_mb": teacher.extra_bytes() / 2**20,
+        **{f"final_{k}": v for k, v in (curve[-1] if curve else {}).items() if k != "step"},
+    }
+    result = RoundResult(out, metrics, curve)
+    if accelerator.is_main_process:
+        payload = {"config": config.to_dict(), "metrics": metrics, "curve": curve}
+        (out / "round.json").write_text(json.dumps(payload, indent=2))
+    metric_logger.log_metrics({f"round_{k}": v for k, v in metrics.items()})
+    return result
+
+
+def _train(
+    accelerator,
+    model,
+    data: PreparedData,
+    teacher: Teacher,
+    config: ASUConfig,
+    pad_id: int,
+    metric_logger: MetricLogger,
+    progress: bool,
+) -> list[dict[str, float]]:
+    """The optimisation loop; returns one curve row per optimizer step."""
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    model.train()
+    model, optimizer, loader = accelerator.prepare(model, optimizer, make_loader(data, config, pad_id))
+    total = math.ceil(len(loader) / config.grad_accum_steps)
+    per_epoch = max(1, total // config.epochs)
+    # Not prepared: accelerate would step a prepared scheduler once per process per step.
+    scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps(per_epoch, config), total)
+    curve, window = [], []
+    bar = tqdm(total=total, desc="unlearning", disable=not (progress and accelerator.is_local_main_process))
+    for forget_batch, retain_batch in loader:
+        with accelerator.accumulate(model):
+            loss, parts = objective_loss(model, forget_batch, retain_batch, teacher, config)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad()
+        window.append(parts)
+        if accelerator.sync_gradients:
+            scheduler.step()
+            row = {k: sum(p[k] for p in window) / len(window) for k in window[0]}
+            row |= {"step": float(len(curve) + 1), "lr": scheduler.get_last_lr()[0]}
+            curve.append(row)
+            metric_logger.log_metrics({k: v for k, v in row.items() if k != "step"}, step=len(curve))
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.4f}")
+            window = []
+    bar.close()
+    return curve
+
+
+def _save(accelerator, model, tokenizer, config: ASUConfig, out: Path) -> Path:
+    """Save the unwrapped (LoRA-merged) model as safetensors with the stock attention implementation."""
+    accelerator.wait_for_everyone()
+    model = accelerator.unwrap_model(model)
+    if config.finetune == "lora":
+        model = model.merge_and_unload()
+    disable_smoothing(model)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(out, safe_serialization=True)
+        tokenizer.save_pretrained(out)
+        logger.info("saved the unlearned model to %s", out)
+    accelerator.wait_for_everyone()
+    return out

@@ -1,0 +1,143 @@
+"""The ``asu`` command line. It sits at the top of the dependency chain (flows -> pipelines -> asu).
+
+Commands:
+  asu demo [--json]                          one ASU round on the embedded model, before/after table
+  asu unlearn --model DIR --forget F --retain F --out DIR [--recipe NAME] [--set key=value ...]
+  asu bench step [--model default|tiny|DIR] [--steps N] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "GX_ANALYTICS_ENABLED": "false",
+}
+
+
+def _parse_overrides(pairs: list[str]) -> dict:
+    """``key=value`` strings -> dict, values parsed as JSON when they parse (numbers, lists, null)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects key=value, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _config(args):
+    from asu.config import ASUConfig
+    from asu.recipes import get_recipe
+
+    base = get_recipe(args.recipe).to_dict()
+    return ASUConfig.from_dict({**base, **_parse_overrides(args.set or [])})
+
+
+def cmd_demo(args) -> int:
+    from pipelines.demo import format_demo, run_demo
+
+    config = _config(args)
+    result = run_demo(Path(args.work_dir), variant=args.variant, config=config, progress=not args.json)
+    if args.json:
+        summary = {
+            name: {"before": result.before[name].summary(), "after": result.after[name].summary()}
+            for name in result.before
+        }
+        print(json.dumps({"sets": summary, "round": result.round.metrics, "model_dir": str(result.round.model_dir)}))
+    else:
+        print(format_demo(result, config))
+    return 0
+
+
+def cmd_unlearn(args) -> int:
+    from asu.data import load_qa_file
+    from asu.trainer import run_round
+
+    config = _config(args)
+    result = run_round(args.model, load_qa_file(args.forget), load_qa_file(args.retain), config, args.out)
+    if os.environ.get("RANK", "0") == "0":  # under `accelerate launch`, report once
+        print(json.dumps({"model_dir": str(result.model_dir), "metrics": result.metrics}, indent=2))
+    return 0
+
+
+def cmd_bench_step(args) -> int:
+    from asu.embedded import ensure_embedded_model
+    from bench.step import format_report, run_step_bench
+    from pipelines.demo import demo_sets
+
+    variant = args.model if args.model in ("default", "tiny") else None
+    model_dir = ensure_embedded_model(variant, progress=not args.json) if variant else Path(args.model)
+    forget, retain = demo_sets(variant or "default")
+    config = replace(_config(args), batch_size=args.batch_size)
+    result = run_step_bench(model_dir, forget, retain, config, steps=args.steps)
+    print(json.dumps(result) if args.json else format_report(result))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="asu", description="Attention Smoothing Unlearning pipeline")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p):
+        p.add_argument("--recipe", default="embedded", help="named config from asu.recipes (embedded, tofu_paper)")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. tau=2.0")
+        return p
+
+    demo = with_config(sub.add_parser("demo", help="one ASU round on the embedded model, before/after"))
+    demo.add_argument("--variant", default="default", choices=["default", "tiny"])
+    demo.add_argument("--work-dir", default="runs/demo", help="where the unlearned model is written")
+    demo.add_argument("--json", action="store_true", help="print one JSON summary line")
+    demo.set_defaults(func=cmd_demo)
+
+    unlearn = with_config(sub.add_parser("unlearn", help="run one round on your own model and QA files"))
+    unlearn.add_argument("--model", required=True, help="local Hugging Face model folder (safetensors)")
+    unlearn.add_argument("--forget", required=True, help="JSON/JSONL file of {question, answer} to forget")
+    unlearn.add_argument("--retain", required=True, help="JSON/JSONL file of {question, answer} to keep")
+    unlearn.add_argument("--out", required=True, help="output folder of the unlearned model")
+    unlearn.set_defaults(func=cmd_unlearn)
+
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
+    step = with_config(bench.add_parser("step", help="ASU step vs plain fine-tuning step"))
+    step.add_argument("--model", default="default", help="default | tiny | a model folder")
+    step.add_argument("--steps", type=int, default=20)
+    step.add_argument("--batch-size", type=int, default=8)
+    step.add_argument("--json", action="store_true")
+    step.set_defaults(func=cmd_bench_step)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.func(args)
+    except (ValueError, KeyError, FileNotFoundError, ImportError) as err:
+        # Bad input: one clear line, no traceback (run with -v for the log).
+        print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

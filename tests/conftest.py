@@ -1,0 +1,44 @@
+"""Shared fixtures: offline environment and a tiny model that has really memorised a few TOFU authors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Set before anything imports transformers, datasets, MLflow or Prefect: tests never touch the network.
+for _name, _value in {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+}.items():
+    os.environ.setdefault(_name, _value)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder of the "tiny" embedded model (4 TOFU authors memorised), built once per test session."""
+    from asu.embedded import ensure_embedded_model
+
+    return ensure_embedded_model("tiny", cache_dir=tmp_path_factory.mktemp("asu_cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_model_dir: Path):
+    """The tiny model's tokenizer (byte-level BPE with a chat template, EOS and padding tokens)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_sets() -> tuple[list[dict], list[dict]]:
+    """(forget, retain) QA items of the tiny model: its first author, and the other three."""
+    from asu.embedded import EMBEDDED_SPECS, tofu_items
+
+    authors = EMBEDDED_SPECS["tiny"].authors
+    return tofu_items(authors[:1]), tofu_items(authors[1:])
