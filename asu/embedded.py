@@ -118,7 +118,7 @@ EMBEDDED_SPECS: dict[str, EmbeddedSpec] = {
     ),
     "tiny": EmbeddedSpec(
         name="tiny", authors=(0, 1, 2, 3), vocab_size=1024, hidden_size=64, num_layers=2, num_heads=2,
-        intermediate_size=192, epochs=40, learning_rate=5e-3, batch_size=8,
+        intermediate_size=192, epochs=30, learning_rate=5e-3, batch_size=8, warmup_steps=20,
     ),
 }
 #: Authors of the default spec unlearnt one after the other in the demo.

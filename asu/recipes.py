@@ -11,10 +11,10 @@ from __future__ import annotations
 from asu.config import ASUConfig
 
 EMBEDDED_NOTES = (
+    "Same method and tau/lambda as the paper (ASU_GD, tau 2.3, lambda 0.1, all layers, precomputed teacher). "
     "A 7B model fine-tuned on TOFU moves with lr 1e-5 in 5 epochs; a few-million-parameter model trained from "
-    "scratch needs a larger learning rate for the same effect. tau is lower than the paper's 2.3 because a "
-    "4-layer model's attention is less redundant: 2.3 makes its teacher incoherent (method.md, 'measured on a "
-    "small real model')."
+    "scratch needs lr 5e-4 and 10 epochs (50 steps of 8 pairs for 2 authors) for the same effect. At lr 1e-3 the "
+    "round forgets as much but a few forget answers fall into repetition loops."
 )
 
 RECIPES: dict[str, ASUConfig] = {
@@ -23,8 +23,8 @@ RECIPES: dict[str, ASUConfig] = {
         method="asu_gd",
         tau=2.3,
         forget_weight=0.1,
-        learning_rate=1e-3,
-        epochs=5,
+        learning_rate=5e-4,
+        epochs=10,
         batch_size=8,
         grad_accum_steps=1,
         max_length=256,

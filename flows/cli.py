@@ -85,7 +85,7 @@ def cmd_bench_step(args) -> int:
     model_dir = ensure_embedded_model(variant, progress=not args.json) if variant else Path(args.model)
     forget, retain = demo_sets(variant or "default")
     config = replace(_config(args), batch_size=args.batch_size)
-    result = run_step_bench(model_dir, forget, retain, config, steps=args.steps)
+    result = run_step_bench(model_dir, forget, retain, config, steps=args.steps, synthetic=args.synthetic)
     print(json.dumps(result) if args.json else format_report(result))
     return 0
 
@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--model", default="default", help="default | tiny | a model folder")
     step.add_argument("--steps", type=int, default=20)
     step.add_argument("--batch-size", type=int, default=8)
+    step.add_argument("--synthetic", choices=["llama-160m", "llama-1b"], help="time a random Llama of this size")
     step.add_argument("--json", action="store_true")
     step.set_defaults(func=cmd_bench_step)
     return parser

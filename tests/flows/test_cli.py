@@ -1,0 +1,59 @@
+"""The `asu` command line: the demo, a round from files, the step benchmark, and clean errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flows.cli import main
+
+
+@pytest.fixture
+def tiny_cache(tiny_model_dir, monkeypatch):
+    """Point the CLI's model cache at the session's tiny model build."""
+    monkeypatch.setenv("ASU_CACHE_DIR", str(tiny_model_dir.parent.parent))
+
+
+def test_demo_prints_a_before_after_table(tiny_cache, tmp_path, capsys):
+    args = ["demo", "--variant", "tiny", "--work-dir", str(tmp_path), "--set", "epochs=2", "--set", "tau=3.0"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "ROUGE-L before" in out and "forget" in out and "retain" in out
+    assert out.count("Q: ") == 2 and out.count("before: ") == 2 and out.count("after: ") == 2
+    assert (tmp_path / "unlearned" / "model.safetensors").is_file()
+
+
+def test_demo_json_is_one_line(tiny_cache, tmp_path, capsys):
+    args = ["demo", "--variant", "tiny", "--work-dir", str(tmp_path), "--json", "--set", "epochs=1"]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(summary["sets"]) == {"forget", "retain"}
+    assert 0 <= summary["sets"]["forget"]["after"]["rouge_l_recall"] <= 1
+
+
+def test_unlearn_from_files_and_bad_input_exits_2_without_traceback(tiny_model_dir, tiny_sets, tmp_path, capsys):
+    files = []
+    for name, items in zip(("forget", "retain"), tiny_sets, strict=True):
+        files.append(tmp_path / f"{name}.jsonl")
+        files[-1].write_text("\n".join(json.dumps(it) for it in items))
+    base = ["unlearn", "--model", str(tiny_model_dir), "--forget", str(files[0]), "--retain", str(files[1])]
+    assert main([*base, "--out", str(tmp_path / "out"), "--set", "epochs=1"]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"]["optimizer_steps"] > 0
+    for override, message in [("tau=0.5", "tau=0.5 is invalid"), ("method=asu", "unknown objective 'asu'"),
+                              ("forget_weight=-1", "forget_weight=-1"), ("temperature=2", "unknown ASUConfig field")]:
+        assert main([*base, "--out", str(tmp_path / "bad"), "--set", override]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+    assert main(["unlearn", "--model", str(tmp_path / "nope"), "--forget", str(files[0]), "--retain", str(files[1]),
+                 "--out", str(tmp_path / "bad")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_bench_step_reports_ratios(tiny_model_dir, capsys):
+    args = ["bench", "step", "--model", str(tiny_model_dir), "--steps", "2", "--batch-size", "2", "--json"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["ratio_to_plain"]) == {"plain", "asu_frozen_copy", "asu_precomputed"}
+    assert result["ratio_to_plain"]["plain"] == 1.0
+    assert result["teacher_extra_mb"]["asu_frozen_copy"] == pytest.approx(result["weights_mb"])
