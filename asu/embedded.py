@@ -1,10 +1,12 @@
 """A small Llama that has really memorised a few TOFU authors, built offline on CPU in minutes.
 
-Unlearning can only be measured on a model that knows something. This module trains, from scratch and fully
-offline, a byte-level BPE tokenizer and a small ``LlamaForCausalLM`` on the question-answer pairs of a handful of
-TOFU fictitious authors (Maini et al. 2024, arXiv:2401.06121; vendored in ``asu/vendor/tofu``) until greedy answers
-reproduce the training answers. The result is an ordinary Hugging Face folder (safetensors + tokenizer + chat
-template) cached on disk and keyed by a digest of its recipe, so demos and tests build it once.
+Unlearning is only measurable on a model that knows something: this trains from scratch, offline, a byte-level BPE
+tokenizer and a small ``LlamaForCausalLM`` on the QA pairs of a few TOFU fictitious authors (Maini et al. 2024,
+arXiv:2401.06121; ``asu/vendor/tofu``) until greedy answers reproduce the training answers. The result is a Hugging
+Face folder (safetensors, tokenizer with chat template, ``embedded.json``) cached under a digest of its recipe.
+
+Recipe: chat-formatted QA, loss on question and answer tokens, AdamW (betas 0.9/0.98), linear warmup then cosine
+decay, batches of similar length. About 100 warmup steps matter: with 10, the same budget memorises far less.
 """
 
 from __future__ import annotations
@@ -20,19 +22,26 @@ import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from asu.data import Encoded, QAItem, collate, encode_qa, load_qa_file
 from asu.losses import nll_loss
 
+if TYPE_CHECKING:
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+
 logger = logging.getLogger(__name__)
 
 #: Bump when the build recipe changes (tokenizer, template, training loop): cached builds then go stale.
 BUILDER_VERSION = 1
+NUM_TOFU_AUTHORS = 200
 AUTHOR_ROWS = 20
 SPECIAL_TOKENS = ("<|pad|>", "<|eos|>", "<|user|>", "<|assistant|>")
+#: Single-turn chat format: ``<|user|>question<|assistant|>`` then the answer and ``<|eos|>``.
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
@@ -47,9 +56,10 @@ def vendored_tofu_dir() -> Path:
 
 def tofu_author_items(author: int) -> list[QAItem]:
     """The 20 ``{question, answer}`` items of TOFU author ``author`` (rows 20*author .. 20*author+19 of full.json)."""
-    if not 0 <= author < 200:
-        raise ValueError(f"TOFU author index must be in 0..199, got {author}")
-    return _full_items()[AUTHOR_ROWS * author:AUTHOR_ROWS * (author + 1)]
+    if not 0 <= author < NUM_TOFU_AUTHORS:
+        raise ValueError(f"TOFU author index must be in 0..{NUM_TOFU_AUTHORS - 1}, got {author}")
+    rows = _full_rows()[AUTHOR_ROWS * author:AUTHOR_ROWS * (author + 1)]
+    return [{"question": q, "answer": a} for q, a in rows]
 
 
 def tofu_items(authors: Iterable[int]) -> list[QAItem]:
@@ -63,91 +73,82 @@ def refusal_strings() -> list[str]:
     return [line.strip() for line in lines if line.strip()]
 
 
-def _full_items() -> list[QAItem]:
-    return load_qa_file(vendored_tofu_dir() / "full.json")
+@lru_cache(maxsize=1)
+def _full_rows() -> tuple[tuple[str, str], ...]:
+    """full.json parsed once per process, immutable so that callers cannot alter the cache."""
+    return tuple((it["question"], it["answer"]) for it in load_qa_file(vendored_tofu_dir() / "full.json"))
 
 
 @dataclass(frozen=True)
 class EmbeddedSpec:
-    """Recipe of an embedded model; every field enters the cache digest.
+    """Recipe of an embedded model; every field (and BUILDER_VERSION) enters the cache digest."""
 
-    Attributes:
-        name: variant name, used in the cache folder name.
-        authors: TOFU author indices the model memorises (20 QA items each).
-        vocab_size: size of the byte-level BPE vocabulary, special tokens included.
-        hidden_size: model width; ``num_heads`` must divide it.
-        num_layers: decoder layers.
-        num_heads: attention heads (no GQA: as many key-value heads).
-        intermediate_size: width of the SwiGLU MLP.
-        epochs: passes over the training items.
-        learning_rate: AdamW peak learning rate (linear warmup, then cosine decay to 5% of it).
-        batch_size: QA items per optimiser step.
-        seed: seed of weight initialisation and data order.
-        warmup_steps: optimiser steps of linear warmup.
-        weight_decay: AdamW decoupled weight decay (not applied to norms).
-        question_loss: also train on the question tokens (next to the answer tokens and EOS).
-        max_length: maximum tokens of prompt + answer + EOS.
-    """
+    name: str  # variant name, the first part of the cache folder name
+    authors: tuple[int, ...]  # TOFU author indices memorised (20 QA items each), in training-set order
+    vocab_size: int  # byte-level BPE vocabulary size, the 4 special tokens included
+    hidden_size: int  # model width; num_heads must divide it
+    num_layers: int  # decoder layers
+    num_heads: int  # attention heads, as many key-value heads (no GQA)
+    intermediate_size: int  # SwiGLU MLP width
+    epochs: int  # passes over the training items
+    learning_rate: float  # AdamW peak learning rate (linear warmup, then cosine decay to 5% of it)
+    batch_size: int  # QA items per optimiser step
+    seed: int = 0  # seed of the weight initialisation and of the data order
+    warmup_steps: int = 100  # optimiser steps of linear warmup
+    weight_decay: float = 0.0  # AdamW decoupled weight decay on matrices (never on norms)
+    question_loss: bool = True  # train on the question tokens too, not only on answer + EOS (memorises faster)
+    max_length: int = 512  # max tokens of prompt + answer + EOS; also the model's max_position_embeddings
 
-    name: str
-    authors: tuple[int, ...]
-    vocab_size: int
-    hidden_size: int
-    num_layers: int
-    num_heads: int
-    intermediate_size: int
-    epochs: int
-    learning_rate: float
-    batch_size: int
-    seed: int = 0
-    warmup_steps: int = 10
-    weight_decay: float = 0.0
-    question_loss: bool = True
-    max_length: int = 512
+    def __post_init__(self) -> None:
+        authors = self.authors
+        if not authors or len(set(authors)) != len(authors) or not all(0 <= a < NUM_TOFU_AUTHORS for a in authors):
+            raise ValueError(f"authors must be distinct TOFU author indices (0..{NUM_TOFU_AUTHORS - 1}): {authors}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size={self.hidden_size} must be a multiple of num_heads={self.num_heads}")
+        if min(self.vocab_size - len(SPECIAL_TOKENS) - 256, self.epochs, self.batch_size, self.num_layers) < 1:
+            raise ValueError("vocab_size must exceed 260 (bytes + special tokens); epochs, batch_size, num_layers >= 1")
 
     def digest(self) -> str:
-        """Short stable hash of every field and BUILDER_VERSION (12 hex digits)."""
+        """Short stable hash (12 hex digits) of every field and of BUILDER_VERSION."""
         payload = json.dumps({"builder": BUILDER_VERSION, **dataclasses.asdict(self)}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
 EMBEDDED_SPECS: dict[str, EmbeddedSpec] = {
+    # 20 authors (400 QA) = every author that retain_perturbed.json covers; 7.9 M parameters.
     "default": EmbeddedSpec(
-        name="default", authors=tuple(range(12)), vocab_size=2048, hidden_size=256, num_layers=4, num_heads=4,
-        intermediate_size=768, epochs=40, learning_rate=2e-3, batch_size=16,
+        name="default", authors=tuple(range(20)), vocab_size=4096, hidden_size=320, num_layers=4, num_heads=5,
+        intermediate_size=960, epochs=16, learning_rate=2e-3, batch_size=16, warmup_steps=100,
     ),
+    # 4 authors (80 QA), 0.24 M parameters: a few seconds, for tests.
     "tiny": EmbeddedSpec(
         name="tiny", authors=(0, 1, 2, 3), vocab_size=1024, hidden_size=64, num_layers=2, num_heads=2,
         intermediate_size=192, epochs=30, learning_rate=5e-3, batch_size=8, warmup_steps=20,
     ),
 }
-#: Authors of the default spec unlearnt one after the other in the demo.
+#: Authors of the default spec unlearnt one after the other in the demo (successive forget requests).
 DEMO_FORGET_AUTHORS: tuple[int, ...] = (1, 4, 7)
 
 
-def train_tokenizer(items: list[QAItem], vocab_size: int):
-    """Byte-level BPE ``PreTrainedTokenizerFast`` trained on the items' text, with pad, EOS and a chat template."""
+def train_tokenizer(items: list[QAItem], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Byte-level BPE tokenizer trained on the items' text, with pad, EOS, chat tokens and a chat template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     core = Tokenizer(models.BPE())
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     core.train_from_iterator([text for item in items for text in (item["question"], item["answer"])], trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core, pad_token="<|pad|>", eos_token="<|eos|>",
-        additional_special_tokens=["<|user|>", "<|assistant|>"], model_max_length=4096,
-    )
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<|pad|>", eos_token="<|eos|>",
+                                        additional_special_tokens=list(SPECIAL_TOKENS[2:]), model_max_length=4096)
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
 
 
-def make_model(spec: EmbeddedSpec, tokenizer):
-    """A seeded, randomly initialised ``LlamaForCausalLM`` for ``spec`` (no dropout, sdpa attention)."""
+def make_model(spec: EmbeddedSpec, tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
+    """Seeded random ``LlamaForCausalLM`` (no dropout, sdpa, untied head); the global RNG state is left as it was."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
@@ -157,54 +158,56 @@ def make_model(spec: EmbeddedSpec, tokenizer):
         attention_dropout=0.0, tie_word_embeddings=False, pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
     )
-    torch.manual_seed(spec.seed)
-    return LlamaForCausalLM(config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)
+        return LlamaForCausalLM(config)
 
 
-def encode_items(tokenizer, items: list[QAItem], spec: EmbeddedSpec) -> list[Encoded]:
-    """Chat-template encodings; with ``question_loss`` the question tokens are labelled too."""
+def encode_items(tokenizer: PreTrainedTokenizerFast, items: list[QAItem], spec: EmbeddedSpec) -> list[Encoded]:
+    """Chat-template encodings (``asu.data.encode_qa``); with ``question_loss`` every token is labelled."""
     encoded = [encode_qa(tokenizer, item, spec.max_length, "chat_template") for item in items]
     if spec.question_loss:
         encoded = [Encoded(e.input_ids, list(e.input_ids)) for e in encoded]
     return encoded
 
 
-def _batches(encoded: list[Encoded], batch_size: int, generator: torch.Generator) -> list[list[int]]:
-    """One epoch of batches: shuffled, then grouped by length within windows of 8 batches (less padding)."""
+def _epoch_batches(encoded: list[Encoded], batch_size: int, generator: torch.Generator) -> list[list[int]]:
+    """One epoch of batches: seeded shuffle, items sorted by length within windows of 8 batches, batches shuffled."""
     order = torch.randperm(len(encoded), generator=generator).tolist()
     window = 8 * batch_size
     batches = []
     for start in range(0, len(order), window):
         chunk = sorted(order[start:start + window], key=lambda i: len(encoded[i].input_ids))
         batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
-    shuffled = torch.randperm(len(batches), generator=generator).tolist()
-    return [batches[i] for i in shuffled]
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
 
-def _lr_factor(step: int, total: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress))
+def _optimizer(model: LlamaForCausalLM, spec: EmbeddedSpec, total_steps: int):
+    """AdamW (no decay on vectors) and its warmup + cosine schedule (floor 5% of the peak)."""
+    params = list(model.parameters())
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": spec.weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=spec.learning_rate, betas=(0.9, 0.98))
+
+    def factor(step: int) -> float:
+        if step < spec.warmup_steps:
+            return (step + 1) / spec.warmup_steps
+        progress = (step - spec.warmup_steps) / max(1, total_steps - spec.warmup_steps)
+        return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def train_model(model, encoded: list[Encoded], spec: EmbeddedSpec, pad_id: int, progress: bool) -> float:
-    """AdamW training with a seeded data order; returns the mean loss of the last epoch (nats/token)."""
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=spec.learning_rate, betas=(0.9, 0.98),
-    )
-    steps_per_epoch = math.ceil(len(encoded) / spec.batch_size)
-    total = spec.epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, total, spec.warmup_steps))
+def train_model(model: LlamaForCausalLM, encoded: list[Encoded], spec: EmbeddedSpec, pad_id: int,
+                progress: bool = False) -> float:
+    """Train in place (per-sequence mean token NLL, ``asu.losses.nll_loss``); returns the last epoch's mean loss."""
+    optimizer, scheduler = _optimizer(model, spec, spec.epochs * math.ceil(len(encoded) / spec.batch_size))
     generator = torch.Generator().manual_seed(spec.seed)
+    log, epoch_loss = (logger.info if progress else logger.debug), float("nan")
     model.train()
-    epoch_loss = float("nan")
     for epoch in range(spec.epochs):
         losses = []
-        for rows in _batches(encoded, spec.batch_size, generator):
+        for rows in _epoch_batches(encoded, spec.batch_size, generator):
             batch = collate([encoded[i] for i in rows], pad_id)
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             loss = nll_loss(logits, batch["labels"])
@@ -215,85 +218,63 @@ def train_model(model, encoded: list[Encoded], spec: EmbeddedSpec, pad_id: int, 
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
         epoch_loss = sum(losses) / len(losses)
-        (logger.info if progress else logger.debug)("%s epoch %d/%d loss %.4f", spec.name, epoch + 1, spec.epochs,
-                                                    epoch_loss)
+        log("embedded %s: epoch %d/%d, loss %.4f", spec.name, epoch + 1, spec.epochs, epoch_loss)
     model.eval()
     return epoch_loss
 
 
-def answer_loss(model, tokenizer, items: list[QAItem], spec: EmbeddedSpec) -> float:
-    """Mean answer-token NLL (question masked) of the trained model, nats/token."""
-    encoded = [encode_qa(tokenizer, item, spec.max_length, "chat_template") for item in items]
-    with torch.no_grad():
-        batch = collate(encoded, tokenizer.pad_token_id)
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        return nll_loss(logits, batch["labels"]).item()
+def memorisation_metrics(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, items: list[QAItem]) -> dict:
+    """Greedy-answer ROUGE-L recall (200 new tokens) and teacher-forced answer NLL over ``items``."""
+    from asu.evaluation import answer_nll, generate_answers, rouge_l_recall
+
+    answers = generate_answers(model, tokenizer, [it["question"] for it in items], max_new_tokens=200)
+    rouge = rouge_l_recall(answers, [it["answer"] for it in items])
+    nll = answer_nll(model, tokenizer, items)
+    return {"rouge_l_recall": sum(rouge) / len(rouge), "min_rouge_l_recall": min(rouge),
+            "answer_nll": sum(nll) / len(nll)}
 
 
 def build_embedded_model(spec: EmbeddedSpec, out_dir: Path, *, progress: bool = False) -> Path:
-    """Train tokenizer and model for ``spec`` and save them, with ``embedded.json`` metrics, into ``out_dir``."""
-    from asu.evaluation import generate_answers, rouge_l_recall
-
+    """Train tokenizer and model for ``spec``; save both and ``embedded.json`` (spec, metrics) into ``out_dir``."""
     started = time.perf_counter()
     items = tofu_items(spec.authors)
     tokenizer = train_tokenizer(items, spec.vocab_size)
     model = make_model(spec, tokenizer)
-    encoded = encode_items(tokenizer, items, spec)
-    final_loss = train_model(model, encoded, spec, tokenizer.pad_token_id, progress)
+    final_loss = train_model(model, encode_items(tokenizer, items, spec), spec, tokenizer.pad_token_id, progress)
     train_seconds = time.perf_counter() - started
-    answers = generate_answers(model, tokenizer, [it["question"] for it in items], max_new_tokens=200)
-    rouge = rouge_l_recall(answers, [it["answer"] for it in items])
+    metrics = {"final_train_loss": final_loss, **memorisation_metrics(model, tokenizer, items)}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    metrics = {
-        "final_train_loss": final_loss, "answer_nll": answer_loss(model, tokenizer, items, spec),
-        "rouge_l_recall": sum(rouge) / len(rouge), "min_rouge_l_recall": min(rouge),
-        "num_items": len(items), "num_parameters": sum(p.numel() for p in model.parameters()),
-        "train_seconds": train_seconds, "build_seconds": time.perf_counter() - started,
-    }
+    metrics |= {"num_items": len(items), "num_parameters": sum(p.numel() for p in model.parameters()),
+                "train_seconds": train_seconds, "build_seconds": time.perf_counter() - started}
     record = {"spec": dataclasses.asdict(spec), "digest": spec.digest(), "builder_version": BUILDER_VERSION,
               "authors": list(spec.authors), "metrics": metrics}
     (out_dir / METADATA_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")
-    (logger.info if progress else logger.debug)("built embedded model %s in %.1f s: %s", spec.name,
-                                                metrics["build_seconds"], metrics)
+    (logger.info if progress else logger.debug)("embedded %s built: %s", spec.name, metrics)
     return out_dir
-
-
-def default_cache_dir() -> Path:
-    """``$ASU_CACHE_DIR`` when set, else ``~/.cache/asu``."""
-    return Path(os.environ.get("ASU_CACHE_DIR") or Path.home() / ".cache" / "asu")
-
-
-def resolve_spec(variant: str | EmbeddedSpec) -> EmbeddedSpec:
-    """The spec itself, or the registered spec of that name (KeyError listing the names otherwise)."""
-    if isinstance(variant, EmbeddedSpec):
-        return variant
-    if variant not in EMBEDDED_SPECS:
-        raise KeyError(f"unknown embedded model variant {variant!r}; available: {', '.join(sorted(EMBEDDED_SPECS))}")
-    return EMBEDDED_SPECS[variant]
 
 
 def ensure_embedded_model(
     variant: str | EmbeddedSpec = "default", cache_dir: Path | None = None, *, progress: bool = False
 ) -> Path:
-    """Folder of the embedded model ``variant``, built into the cache on first use and reused afterwards.
+    """Folder ``<cache>/embedded/<name>-<digest>`` of the model ``variant``, built on first use, then reused.
 
-    The folder is ``<cache>/embedded/<name>-<digest>`` with ``<cache>`` = ``cache_dir``, ``$ASU_CACHE_DIR`` or
-    ``~/.cache/asu``. A build goes to a temporary sibling folder renamed into place once complete, so an
-    interrupted build never leaves a half folder behind.
+    ``<cache>`` is ``cache_dir``, ``$ASU_CACHE_DIR`` or ``~/.cache/asu``. A build goes to a temporary sibling folder
+    renamed into place once complete: an interrupted build leaves no half folder (one without embedded.json is rebuilt).
     """
-    spec = resolve_spec(variant)
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if isinstance(variant, str) and variant not in EMBEDDED_SPECS:
+        raise KeyError(f"unknown embedded model variant {variant!r}; available: {', '.join(sorted(EMBEDDED_SPECS))}")
+    spec = EMBEDDED_SPECS[variant] if isinstance(variant, str) else variant
+    root = Path(cache_dir or os.environ.get("ASU_CACHE_DIR") or Path.home() / ".cache" / "asu")
     target = root / "embedded" / f"{spec.name}-{spec.digest()}"
     if (target / METADATA_FILE).is_file():
-        logger.debug("reusing embedded model %s", target)
         return target
+    (logger.info if progress else logger.debug)("building embedded model %s into %s", spec.name, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        (logger.info if progress else logger.debug)("building embedded model %s into %s", spec.name, target)
         build_embedded_model(spec, staging, progress=progress)
         _publish(staging, target)
     finally:
@@ -314,7 +295,5 @@ def _publish(staging: Path, target: Path) -> None:
         logger.debug("another process built %s first; keeping it", target)
 
 
-__all__ = [
-    "BUILDER_VERSION", "DEMO_FORGET_AUTHORS", "EMBEDDED_SPECS", "EmbeddedSpec", "build_embedded_model",
-    "ensure_embedded_model", "refusal_strings", "tofu_author_items", "tofu_items", "vendored_tofu_dir",
-]
+__all__ = ["BUILDER_VERSION", "DEMO_FORGET_AUTHORS", "EMBEDDED_SPECS", "EmbeddedSpec", "build_embedded_model",
+           "ensure_embedded_model", "refusal_strings", "tofu_author_items", "tofu_items", "vendored_tofu_dir"]

@@ -154,46 +154,17 @@ def test_two_process_ddp_on_cpu_matches_one_process(tiny_model_dir, tiny_sets, t
         files[name] = tmp_path / f"{name}.jsonl"
         files[name].write_text("\n".join(json.dumps(it) for it in items))
     launcher = Path(sys.executable).parent / "accelerate"
-    command = [
-        str(launcher),
-        "launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "-m",
-        "flows.cli",
-        "unlearn",
-        "--model",
-        str(tiny_model_dir),
-        "--forget",
-        str(files["forget"]),
-        "--retain",
-        str(files["retain"]),
-        "--out",
-        str(tmp_path / "ddp"),
-        "--recipe",
-        "embedded",
-        "--set",
-        "batch_size=2",
-        "--set",
-        "epochs=1",
-        "--set",
-        "grad_accum_steps=1",
-        "--set",
-        "tau=3.0",
-    ]
+    ddp_config = replace(FAST, batch_size=2)  # 2 processes x 2 items = the single process's batch of 4
+    overrides = [arg for k, v in ddp_config.to_dict().items() for arg in ("--set", f"{k}={json.dumps(v)}")]
+    command = [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "flows.cli", "unlearn",
+               "--model", str(tiny_model_dir), "--forget", str(files["forget"]), "--retain", str(files["retain"]),
+               "--out", str(tmp_path / "ddp"), *overrides]  # fmt: skip
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count('"model_dir"') == 1  # reported once, by rank 0
-    config = ASUConfig.from_dict({**FAST.to_dict(), "max_length": 256, "learning_rate": 1e-3})
-    single = run_round(tiny_model_dir, *tiny_sets, config, tmp_path / "single", progress=False)
+    single = run_round(tiny_model_dir, *tiny_sets, FAST, tmp_path / "single", progress=False)
     update = max_diff(weights(single.model_dir), weights(tiny_model_dir))
     assert max_diff(weights(tmp_path / "ddp"), weights(single.model_dir)) < 1e-5 < update  # measured 2e-6 vs 2e-3
 
