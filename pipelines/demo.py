@@ -30,6 +30,7 @@ class DemoResult:
     round: RoundResult
     questions: list[str]
     references: list[str]
+    sample_index: list[int]
 
 
 def demo_sets(variant: str = "default", num_forget_authors: int = 2) -> tuple[list[dict], list[dict]]:
@@ -64,7 +65,10 @@ def run_demo(
     result = run_round(model_dir, forget, retain, config, work_dir / "unlearned", progress=progress)
     logger.info("scoring the unlearned model")
     after = score_sets(result.model_dir, sets, config)
-    return DemoResult(before, after, result, [it["question"] for it in forget[:2]], [it["answer"] for it in forget[:2]])
+    samples = [0, len(forget) // 2]  # the first question of each forget author
+    return DemoResult(
+        before, after, result, [forget[i]["question"] for i in samples], [forget[i]["answer"] for i in samples], samples
+    )
 
 
 def format_demo(result: DemoResult, config: ASUConfig) -> str:
@@ -83,13 +87,13 @@ def format_demo(result: DemoResult, config: ASUConfig) -> str:
             f"{name:<8}{len(b.answers):>6}{b.rouge_l_recall:>16.3f}{a.rouge_l_recall:>8.3f}"
             f"{b.probability:>13.3f}{a.probability:>8.3f}{b.fluent_share:>15.2f}{a.fluent_share:>8.2f}"
         )
-    for i, question in enumerate(result.questions):
+    for i, (question, item) in enumerate(zip(result.questions, result.sample_index, strict=True)):
         rows += [
             "",
             f"Q: {question}",
             f"   reference: {result.references[i]}",
-            f"   before:    {result.before['forget'].answers[i]}",
-            f"   after:     {result.after['forget'].answers[i]}",
+            f"   before:    {result.before['forget'].answers[item]}",
+            f"   after:     {result.after['forget'].answers[item]}",
         ]
     rows += ["", f"unlearned model: {result.round.model_dir}"]
     return "\n".join(rows)

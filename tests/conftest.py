@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,8 @@ for _name, _value in {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
 }.items():
     os.environ.setdefault(_name, _value)
+# Hermetic Prefect state (its database and results) per test run, outside the home directory.
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="asu-test-prefect-"))
 
 
 @pytest.fixture(scope="session")

@@ -20,4 +20,4 @@ def test_default_round_forgets_two_authors_keeps_the_rest_and_stays_fluent(tmp_p
     assert after["retain"].rouge_l_recall >= 0.9 * before["retain"].rouge_l_recall
     answers = after["forget"].answers
     assert all(a.strip() for a in answers), "an empty answer to a forget question"
-    assert max(repetition_rate(a) for a in answers) <= 0.5, "a repetition loop in a forget answer"
+    assert max(repetition_rate(a) for a in answers) <= 0.3, "a repetition loop in a forget answer"

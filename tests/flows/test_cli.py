@@ -40,13 +40,31 @@ def test_unlearn_from_files_and_bad_input_exits_2_without_traceback(tiny_model_d
     base = ["unlearn", "--model", str(tiny_model_dir), "--forget", str(files[0]), "--retain", str(files[1])]
     assert main([*base, "--out", str(tmp_path / "out"), "--set", "epochs=1"]) == 0
     assert json.loads(capsys.readouterr().out)["metrics"]["optimizer_steps"] > 0
-    for override, message in [("tau=0.5", "tau=0.5 is invalid"), ("method=asu", "unknown objective 'asu'"),
-                              ("forget_weight=-1", "forget_weight=-1"), ("temperature=2", "unknown ASUConfig field")]:
+    for override, message in [
+        ("tau=0.5", "tau=0.5 is invalid"),
+        ("method=asu", "unknown objective 'asu'"),
+        ("forget_weight=-1", "forget_weight=-1"),
+        ("temperature=2", "unknown ASUConfig field"),
+    ]:
         assert main([*base, "--out", str(tmp_path / "bad"), "--set", override]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
-    assert main(["unlearn", "--model", str(tmp_path / "nope"), "--forget", str(files[0]), "--retain", str(files[1]),
-                 "--out", str(tmp_path / "bad")]) == 2
+    assert (
+        main(
+            [
+                "unlearn",
+                "--model",
+                str(tmp_path / "nope"),
+                "--forget",
+                str(files[0]),
+                "--retain",
+                str(files[1]),
+                "--out",
+                str(tmp_path / "bad"),
+            ]
+        )
+        == 2
+    )
     assert "does not exist" in capsys.readouterr().err
 
 
