@@ -6,7 +6,8 @@ arXiv:2401.06121; ``asu/vendor/tofu``) until greedy answers reproduce the traini
 Face folder (safetensors, tokenizer with chat template, ``embedded.json``) cached under a digest of its recipe.
 
 Recipe: chat-formatted QA, loss on question and answer tokens, AdamW (betas 0.9/0.98), linear warmup then cosine
-decay, batches of similar length. About 100 warmup steps matter: with 10, the same budget memorises far less.
+decay, similar-length batches. Warmup trades speed for tau-sensitivity: 100 steps memorise in ~half the epochs but
+the attention becomes so redundant that tau = 4 barely moves facts; 10 steps give attention that smoothing breaks.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from tqdm.auto import tqdm
 
 from asu.data import Encoded, QAItem, collate, encode_qa, load_qa_file
 from asu.losses import nll_loss
@@ -42,10 +44,8 @@ NUM_TOFU_AUTHORS = 200
 AUTHOR_ROWS = 20
 SPECIAL_TOKENS = ("<|pad|>", "<|eos|>", "<|user|>", "<|assistant|>")
 #: Single-turn chat format: ``<|user|>question<|assistant|>`` then the answer and ``<|eos|>``.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
-)
+CHAT_TEMPLATE = ("{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>{% endif %}")
 METADATA_FILE = "embedded.json"
 
 
@@ -94,7 +94,7 @@ class EmbeddedSpec:
     learning_rate: float  # AdamW peak learning rate (linear warmup, then cosine decay to 5% of it)
     batch_size: int  # QA items per optimiser step
     seed: int = 0  # seed of the weight initialisation and of the data order
-    warmup_steps: int = 100  # optimiser steps of linear warmup
+    warmup_steps: int = 10  # optimiser steps of linear warmup (short keeps the model tau-sensitive, see above)
     weight_decay: float = 0.0  # AdamW decoupled weight decay on matrices (never on norms)
     question_loss: bool = True  # train on the question tokens too, not only on answer + EOS (memorises faster)
     max_length: int = 512  # max tokens of prompt + answer + EOS; also the model's max_position_embeddings
@@ -115,9 +115,8 @@ class EmbeddedSpec:
 
 
 EMBEDDED_SPECS: dict[str, EmbeddedSpec] = {
-    # 12 authors (240 QA), 4.5 M parameters. A 20-author, 4096-token, width-320 variant memorised as well but
-    # its attention was so redundant that tau had to exceed 4 before facts moved (teacher ROUGE-L 0.95 at
-    # tau 2.0, 0.53 at 4.0) and it built in ~9 min on 2 busy cores; this one builds in ~2.5 min.
+    # 12 authors (240 QA), 4.5 M parameters; ~2.5 min on 2 quiet cores. Its short warmup keeps facts sensitive to
+    # smoothing (greedy forget ROUGE-L 0.44 at tau 2.3); with 100 warmup steps tau 4 barely moved them.
     "default": EmbeddedSpec(
         name="default", authors=tuple(range(12)), vocab_size=2048, hidden_size=256, num_layers=4, num_heads=4,
         intermediate_size=768, epochs=40, learning_rate=2e-3, batch_size=16, warmup_steps=10,
@@ -207,6 +206,7 @@ def train_model(model: LlamaForCausalLM, encoded: list[Encoded], spec: EmbeddedS
     generator = torch.Generator().manual_seed(spec.seed)
     log, epoch_loss = (logger.info if progress else logger.debug), float("nan")
     model.train()
+    bar = tqdm(total=spec.epochs, desc=f"building the {spec.name} model", unit="epoch", disable=not progress)
     for epoch in range(spec.epochs):
         losses = []
         for rows in _epoch_batches(encoded, spec.batch_size, generator):
@@ -221,6 +221,9 @@ def train_model(model: LlamaForCausalLM, encoded: list[Encoded], spec: EmbeddedS
             losses.append(loss.item())
         epoch_loss = sum(losses) / len(losses)
         log("embedded %s: epoch %d/%d, loss %.4f", spec.name, epoch + 1, spec.epochs, epoch_loss)
+        bar.update(1)
+        bar.set_postfix(loss=f"{epoch_loss:.4f}")
+    bar.close()
     model.eval()
     return epoch_loss
 
@@ -258,9 +261,8 @@ def build_embedded_model(spec: EmbeddedSpec, out_dir: Path, *, progress: bool = 
     return out_dir
 
 
-def ensure_embedded_model(
-    variant: str | EmbeddedSpec = "default", cache_dir: Path | None = None, *, progress: bool = False
-) -> Path:
+def ensure_embedded_model(variant: str | EmbeddedSpec = "default", cache_dir: Path | None = None, *,
+                          progress: bool = False) -> Path:
     """Folder ``<cache>/embedded/<name>-<digest>`` of the model ``variant``, built on first use, then reused.
 
     ``<cache>`` is ``cache_dir``, ``$ASU_CACHE_DIR`` or ``~/.cache/asu``. A build goes to a temporary sibling folder
@@ -294,7 +296,6 @@ def _publish(staging: Path, target: Path) -> None:
     except OSError:
         if not (target / METADATA_FILE).is_file():  # a concurrent build that finished first is fine
             raise
-        logger.debug("another process built %s first; keeping it", target)
 
 
 __all__ = ["BUILDER_VERSION", "DEMO_FORGET_AUTHORS", "EMBEDDED_SPECS", "EmbeddedSpec", "build_embedded_model",
