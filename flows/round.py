@@ -9,12 +9,8 @@ from prefect.cache_policies import NONE
 
 from pipelines.unlearn import unlearn_from_files
 
-
-@task(cache_policy=NONE)  # holds a model while it runs; never cache on its inputs
-def unlearn(
-    model_dir: str, forget_file: str, retain_file: str, output_dir: str, recipe: str, overrides: dict[str, Any] | None
-) -> dict[str, Any]:
-    return unlearn_from_files(model_dir, forget_file, retain_file, output_dir, recipe, overrides)
+# Holds a model while it runs: never cache on its inputs.
+unlearn = task(unlearn_from_files, name="unlearn", cache_policy=NONE)
 
 
 @flow(name="unlearning-round")
