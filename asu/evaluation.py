@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from asu.data import QAItem, collate, encode_qa, left_padded_prompts
-from asu.losses import nll_loss
+from asu.losses import IGNORE_INDEX, sequence_log_likelihood
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,9 @@ def answer_nll(
         chunk = [encode_qa(tokenizer, it, max_length, prompt_format) for it in items[start : start + batch_size]]
         batch = {k: v.to(model.device) for k, v in collate(chunk, tokenizer.pad_token_id).items()}
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        values += [nll_loss(logits[i : i + 1], batch["labels"][i : i + 1]).item() for i in range(len(chunk))]
+        # One pass for the whole batch: summed log-likelihood over each row's answer tokens / their count.
+        counts = (batch["labels"][:, 1:] != IGNORE_INDEX).sum(1).clamp(min=1)
+        values += (-sequence_log_likelihood(logits, batch["labels"]) / counts).tolist()
     return values
 
 
