@@ -128,3 +128,18 @@ def privleak(auc: float, reference_auc: float) -> float:
     if reference_auc >= 1.0:
         raise ValueError("reference AUC of 1 leaves privleak undefined; check the reference model's MIA result")
     return ((1.0 - auc) - (1.0 - reference_auc)) / (1.0 - reference_auc) * 100.0
+
+
+def token_entropy(token_ids: Sequence[int]) -> float:
+    """Normalised unigram entropy of a generation's tokens, in [0, 1] (the closer-look fluency score).
+
+    H = -sum_v p_v ln p_v over the token frequencies p_v of the generation, divided by ln(n) for n tokens (the
+    value when every token is distinct). 1 = no repeated token, near 0 = one token looping. A generation of fewer
+    than two tokens scores 0: an empty or one-token answer is not fluent text.
+    """
+    n = len(token_ids)
+    if n < 2:
+        return 0.0
+    _, counts = np.unique(np.asarray(token_ids), return_counts=True)
+    p = counts / n
+    return float(-(p * np.log(p)).sum() / math.log(n))

@@ -62,3 +62,13 @@ def test_membership_inference_scores_and_privleak():
     assert f.privleak(0.9, 0.5) == pytest.approx(-80.0)
     assert f.privleak(0.5, 0.5) == pytest.approx(0.0)
     assert f.privleak(0.2, 0.5) == pytest.approx(60.0)
+
+
+def test_token_entropy_hand_computed():
+    from asu.metrics.formulas import token_entropy
+
+    assert token_entropy([1, 2, 3, 4]) == pytest.approx(1.0)
+    assert token_entropy([5, 5, 5, 5]) == pytest.approx(0.0)
+    # [a, a, b, c]: p = (1/2, 1/4, 1/4); H = 1.5 ln 2; ln 4 = 2 ln 2 -> 0.75
+    assert token_entropy([7, 7, 8, 9]) == pytest.approx(0.75)
+    assert token_entropy([]) == 0.0 and token_entropy([3]) == 0.0
