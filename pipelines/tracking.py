@@ -109,8 +109,8 @@ def with_retries(fn: Callable[[], T], *, what: str, uri: str, policy: RetryPolic
             if attempt == policy.attempts:
                 raise TrackingUnavailable(
                     f"MLflow at {redact_uri(uri)} failed {policy.attempts} times while {what}: "
-                    f"{type(err).__name__}: {str(err)[:300]}. Check that the tracking server is running and "
-                    "reachable (or, for sqlite, that the database file and its folder exist and are writable and "
+                    f"{type(err).__name__}: {redact_uri(str(err))[:300]}. Check that the tracking server is running "
+                    "and reachable (or, for sqlite, that the database file and its folder exist and are writable and "
                     "not locked), or point MLFLOW_TRACKING_URI / ASU_WORK_DIR elsewhere; the step can be retried."
                 ) from err
             logger.warning("MLflow %s failed (attempt %d/%d, retrying in %.1f s): %s",
