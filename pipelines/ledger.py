@@ -1,0 +1,406 @@
+"""The request ledger: durable store of every forget request, its state history and its record hashes.
+
+Where it lives:
+- ``Ledger(url)`` takes a SQLAlchemy URL. Default: ``$ASU_LEDGER_URL``, else
+  ``sqlite:///<work dir>/asu-ledger.db`` with the work dir ``$ASU_WORK_DIR`` or ``./asu-work``.
+- PostgreSQL: ``postgresql://user@host:5432/db`` (driven by psycopg 3, ``pip install 'psycopg[binary]'``).
+  The same code runs on both; tables are created on first use.
+
+Guarantees:
+- Idempotent intake: ``accept`` of the same request id with the same content hash returns the existing entry;
+  the same id with other content raises ``RequestConflict`` (a rejected request may be resubmitted).
+- Several processes may submit and claim at once: SQLite transactions start with ``BEGIN IMMEDIATE`` (one
+  writer at a time, 60 s busy timeout); PostgreSQL relies on the unique request id and on
+  ``SELECT ... FOR UPDATE SKIP LOCKED`` for claims. Every state change is a conditional update plus a
+  ``transitions`` row (UTC time, actor) in one transaction.
+- Content is sensitive: it lives only in ``asu_requests.content_json``; transitions, rejections and logs hold
+  ids, SHA-256 hashes and line numbers. ``purge_content`` drops the content of completed requests older than
+  the retention (``$ASU_RETENTION_DAYS``, default 30) and keeps hashes and the audit trail.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+
+from pipelines.ledger_records import Acceptance, LedgerEntry, Rejection, Transition
+from pipelines.ledger_schema import (
+    ALLOWED,
+    COMPLETED,
+    ESCALATABLE,
+    STATES,
+    metadata,
+    record_hashes,
+    rejections,
+    requests,
+    transitions,
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    from pipelines.requests import ForgetRequest
+
+logger = logging.getLogger(__name__)
+
+LEDGER_ENV, WORK_DIR_ENV, RETENTION_ENV = "ASU_LEDGER_URL", "ASU_WORK_DIR", "ASU_RETENTION_DAYS"
+DEFAULT_WORK_DIR, DEFAULT_RETENTION_DAYS = "asu-work", 30
+_LOCK_KEY = 0x41535531  # PostgreSQL advisory lock serialising table creation
+
+
+class RequestConflict(ValueError):
+    """The request id is already taken by a request with other content."""
+
+
+class StateConflict(RuntimeError):
+    """The request's state changed under us (another process moved it first)."""
+
+
+class UnknownRequest(KeyError):
+    """No request with that id in the ledger."""
+
+
+class ContentPurged(LookupError):
+    """The request's raw content was purged by the retention policy; hashes and history remain."""
+
+
+def resolve_work_dir(path: str | Path | None = None) -> Path:
+    """The working folder: ``path``, else ``$ASU_WORK_DIR``, else ``./asu-work``."""
+    return Path(path or os.environ.get(WORK_DIR_ENV) or DEFAULT_WORK_DIR)
+
+
+def default_ledger_url(work: str | Path | None = None) -> str:
+    """``$ASU_LEDGER_URL``, else SQLite at ``<work dir>/asu-ledger.db`` (absolute path)."""
+    return os.environ.get(LEDGER_ENV) or f"sqlite:///{(resolve_work_dir(work) / 'asu-ledger.db').resolve()}"
+
+
+def retention_from_env() -> timedelta:
+    raw = os.environ.get(RETENTION_ENV, str(DEFAULT_RETENTION_DAYS))
+    try:
+        days = float(raw)
+    except ValueError:
+        raise ValueError(f"{RETENTION_ENV}={raw!r} is invalid; set a number of days, e.g. 30") from None
+    if days < 0:
+        raise ValueError(f"{RETENTION_ENV}={raw!r} is invalid; set a number of days >= 0")
+    return timedelta(days=days)
+
+
+def _engine(url: str) -> sa.Engine:
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        memory = parsed.database in (None, "", ":memory:")
+        if not memory:
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        pool = {"poolclass": sa.pool.StaticPool} if memory else {}
+        engine = sa.create_engine(parsed, connect_args={"timeout": 60, "check_same_thread": False}, **pool)
+
+        @sa.event.listens_for(engine, "connect")
+        def _connect(dbapi_connection, _record):
+            dbapi_connection.isolation_level = None  # let SQLAlchemy's "begin" below open the transactions
+            for pragma in ("journal_mode=WAL", "foreign_keys=ON", "busy_timeout=60000"):
+                dbapi_connection.execute(f"PRAGMA {pragma}")
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin(connection):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")  # take the write lock up front: no upgrade deadlocks
+
+        return engine
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    try:
+        return sa.create_engine(parsed, pool_pre_ping=True)
+    except ModuleNotFoundError as err:
+        raise ImportError(f"the ledger URL needs the database driver {err.name!r}; install it "
+                          "(PostgreSQL: pip install 'psycopg[binary]')") from None
+
+
+def _json(value) -> str | None:
+    return None if value is None else json.dumps(value, default=str, sort_keys=True)
+
+
+class Ledger:
+    """Durable request store (see the module docstring). Safe to use from several processes at once."""
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = url or default_ledger_url()
+        self.engine = _engine(self.url)
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+            metadata.create_all(conn)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- writes -----------------------------------------------------------------------------------------------
+
+    def _log(self, conn, request_id: str, from_state: str | None, to_state: str, *, actor: str, at: datetime,
+             event: str = "transition", detail: dict | None = None) -> None:
+        conn.execute(transitions.insert().values(request_id=request_id, event=event, from_state=from_state,
+                                                 to_state=to_state, at=at, actor=actor, detail_json=_json(detail)))
+
+    def _locked_row(self, conn, request_id: str):
+        query = sa.select(requests).where(requests.c.request_id == request_id).with_for_update()
+        return conn.execute(query).mappings().first()
+
+    def _existing(self, row, content_sha256: str, *, urgent: bool, actor: str) -> Acceptance:
+        if row["content_sha256"] != content_sha256:
+            raise RequestConflict(
+                f"request_id {row['request_id']!r} is already used by another request (content SHA-256 "
+                f"{row['content_sha256'][:12]}..., state {row['state']}); give this request a new request_id, or "
+                "resubmit the original content unchanged")
+        if urgent and not row["urgent"]:
+            self.escalate(row["request_id"], actor=actor)
+        return Acceptance(self.get(row["request_id"]), created=False)
+
+    def accept(self, request: ForgetRequest, *, actor: str, urgent: bool = False, source_name: str | None = None,
+               received_at: datetime | None = None, validated_at: datetime | None = None,
+               detail: dict | None = None) -> Acceptance:
+        """Record a validated request: received -> validated -> queued in one transaction, with its content and
+        record hashes. Same id and content already accepted: returns it (``created=False``; ``urgent`` raises its
+        urgency). Same id, other content: ``RequestConflict``. A ``rejected`` request id is taken over."""
+        from pipelines.requests import canonical_json
+
+        content_sha256, now = request.content_sha256, utcnow()
+        received_at, validated_at = received_at or now, validated_at or now
+        urgent = urgent or request.urgency == "urgent"
+        values = {
+            "state": "queued", "content_sha256": content_sha256, "urgent": urgent, "kind": request.kind,
+            "record_count": len(request.all_records()), "source_name": source_name,
+            "submitted_received_at": request.received_at, "updated_at": now,
+            "content_json": json.dumps(request.to_dict(), ensure_ascii=False), "content_purged_at": None,
+            "validation_split_json": canonical_json(request.validation_split.to_dict())
+            if request.validation_split else None,
+        }
+        hashes = [{"request_id": request.request_id, "record_id": r.record_id, "role": r.role,
+                   "content_sha256": r.content_sha256, "key_sha256": r.key_sha256(request.kind)}
+                  for r in request.all_records()]
+        for attempt in range(2):
+            try:
+                with self.engine.begin() as conn:
+                    row = self._locked_row(conn, request.request_id)
+                    if row is not None and row["state"] != "rejected":
+                        break
+                    if row is None:
+                        conn.execute(requests.insert().values(request_id=request.request_id, created_at=received_at,
+                                                              **values))
+                    else:
+                        conn.execute(requests.update().where(requests.c.request_id == request.request_id)
+                                     .values(**values))
+                        conn.execute(record_hashes.delete().where(record_hashes.c.request_id == request.request_id))
+                    previous = None if row is None else "rejected"
+                    self._log(conn, request.request_id, previous, "received", actor=actor, at=received_at,
+                              detail={"source": source_name, "content_sha256": content_sha256})
+                    self._log(conn, request.request_id, "received", "validated", actor=actor, at=validated_at,
+                              detail=detail)
+                    self._log(conn, request.request_id, "validated", "queued", actor=actor, at=now,
+                              detail={"urgent": urgent})
+                    conn.execute(record_hashes.insert(), hashes)
+                logger.info("request %s queued (content %s)", request.request_id, content_sha256[:12])
+                return Acceptance(self.get(request.request_id), created=True)
+            except sa.exc.IntegrityError:
+                if attempt:
+                    raise
+                logger.info("request %s was inserted concurrently; re-reading", request.request_id)
+        return self._existing(row, content_sha256, urgent=urgent, actor=actor)
+
+    def reject(self, request_id: str, content_sha256: str, *, actor: str, detail: dict,
+               source_name: str | None = None, received_at: datetime | None = None) -> LedgerEntry | None:
+        """Record a request that failed validation: received -> rejected (content not stored; it is in
+        quarantine). Returns ``None`` when the id already belongs to an accepted request (nothing changes)."""
+        now = utcnow()
+        for attempt in range(2):
+            try:
+                with self.engine.begin() as conn:
+                    row = self._locked_row(conn, request_id)
+                    if row is not None and row["state"] != "rejected":
+                        return None
+                    values = {"state": "rejected", "content_sha256": content_sha256, "source_name": source_name,
+                              "updated_at": now, "content_json": None}
+                    if row is None:
+                        conn.execute(requests.insert().values(request_id=request_id, created_at=received_at or now,
+                                                              urgent=False, record_count=0, **values))
+                    else:
+                        conn.execute(requests.update().where(requests.c.request_id == request_id).values(**values))
+                    self._log(conn, request_id, None if row is None else "rejected", "received", actor=actor,
+                              at=received_at or now, detail={"source": source_name, "content_sha256": content_sha256})
+                    self._log(conn, request_id, "received", "rejected", actor=actor, at=now, detail=detail)
+                return self.get(request_id)
+            except sa.exc.IntegrityError:
+                if attempt:
+                    raise
+        return None
+
+    def record_rejection(self, *, actor: str, problems: list[dict], source_name: str | None,
+                         size_bytes: int | None, file_sha256: str | None, request_id: str | None,
+                         quarantine_path: str | None) -> None:
+        """Log a refused submission (any reason, with or without a usable request id)."""
+        with self.engine.begin() as conn:
+            conn.execute(rejections.insert().values(
+                at=utcnow(), source_name=source_name, size_bytes=size_bytes, file_sha256=file_sha256,
+                request_id=request_id, problems_json=_json(problems), quarantine_path=quarantine_path, actor=actor))
+
+    def transition(self, request_id: str, to_state: str, *, actor: str, detail: dict | None = None,
+                   expected_from: str | None = None) -> LedgerEntry:
+        """Move a request to ``to_state`` (checked against the state machine), atomically."""
+        if to_state not in STATES:
+            raise ValueError(f"unknown state {to_state!r}; use one of {list(STATES)}")
+        with self.engine.begin() as conn:
+            row = self._locked_row(conn, request_id)
+            if row is None:
+                raise UnknownRequest(f"no request {request_id!r} in the ledger; check the id with `asu status`")
+            current = row["state"]
+            if expected_from is not None and current != expected_from:
+                raise StateConflict(f"request {request_id!r} is {current}, not {expected_from}")
+            if to_state not in ALLOWED[current]:
+                raise ValueError(f"request {request_id!r}: transition {current} -> {to_state} is not allowed; "
+                                 f"from {current} it can go to {sorted(ALLOWED[current]) or 'nothing (final)'}")
+            now = utcnow()
+            done = conn.execute(requests.update().where(requests.c.request_id == request_id,
+                                                        requests.c.state == current)
+                                .values(state=to_state, updated_at=now))
+            if done.rowcount != 1:
+                raise StateConflict(f"request {request_id!r} changed state concurrently; re-read it and retry")
+            self._log(conn, request_id, current, to_state, actor=actor, at=now, detail=detail)
+        return self.get(request_id)
+
+    def claim_next(self, *, actor: str) -> LedgerEntry | None:
+        """Atomically move the next queued request (urgent first, then received order) to ``running`` and return
+        it; ``None`` when the queue is empty. Two concurrent callers never get the same request."""
+        query = (sa.select(requests.c.request_id).where(requests.c.state == "queued")
+                 .order_by(requests.c.urgent.desc(), requests.c.seq.asc()).limit(1)
+                 .with_for_update(skip_locked=True))
+        for _ in range(100):
+            with self.engine.begin() as conn:
+                request_id = conn.execute(query).scalar()
+                if request_id is None:
+                    return None
+                now = utcnow()
+                done = conn.execute(requests.update().where(requests.c.request_id == request_id,
+                                                            requests.c.state == "queued")
+                                    .values(state="running", claimed_by=actor, updated_at=now))
+                if done.rowcount == 1:
+                    self._log(conn, request_id, "queued", "running", actor=actor, at=now)
+                    return self.get(request_id, conn=conn)
+        raise StateConflict("could not claim a queued request after 100 attempts; the ledger is very busy")
+
+    next_queued = claim_next  # the name issue 6 builds on
+
+    def escalate(self, request_id: str, *, actor: str) -> bool:
+        """Mark a not-yet-running request urgent; returns whether anything changed."""
+        with self.engine.begin() as conn:
+            now = utcnow()
+            done = conn.execute(requests.update().where(requests.c.request_id == request_id,
+                                                        requests.c.state.in_(ESCALATABLE),
+                                                        requests.c.urgent.is_(False))
+                                .values(urgent=True, updated_at=now))
+            if done.rowcount != 1:
+                return False
+            state = conn.execute(sa.select(requests.c.state).where(requests.c.request_id == request_id)).scalar()
+            self._log(conn, request_id, state, state, actor=actor, at=now, event="escalated")
+        return True
+
+    def purge_content(self, retention: timedelta | None = None, *, actor: str,
+                      now: datetime | None = None) -> list[str]:
+        """Drop the raw content of completed requests (states in ``COMPLETED``) last updated before
+        ``now - retention``; hashes and history stay. Returns the purged request ids."""
+        retention = retention_from_env() if retention is None else retention
+        now = now or utcnow()
+        with self.engine.begin() as conn:
+            ids = conn.execute(sa.select(requests.c.request_id, requests.c.state).where(
+                requests.c.state.in_(COMPLETED), requests.c.content_json.is_not(None),
+                requests.c.updated_at < now - retention)).all()
+            for request_id, state in ids:
+                conn.execute(requests.update().where(requests.c.request_id == request_id)
+                             .values(content_json=None, content_purged_at=now))
+                self._log(conn, request_id, state, state, actor=actor, at=now, event="content_purged",
+                          detail={"retention_days": retention.total_seconds() / 86400})
+        logger.info("purged the content of %d request(s)", len(ids))
+        return [request_id for request_id, _ in ids]
+
+    # -- reads ------------------------------------------------------------------------------------------------
+
+    def find(self, request_id: str, *, conn=None) -> LedgerEntry | None:
+        query = sa.select(requests).where(requests.c.request_id == request_id)
+        if conn is not None:
+            row = conn.execute(query).mappings().first()
+        else:
+            with self.engine.connect() as own:
+                row = own.execute(query).mappings().first()
+        return None if row is None else LedgerEntry.from_row(row)
+
+    def get(self, request_id: str, *, conn=None) -> LedgerEntry:
+        entry = self.find(request_id, conn=conn)
+        if entry is None:
+            raise UnknownRequest(f"no request {request_id!r} in the ledger; check the id with `asu status`")
+        return entry
+
+    def list_requests(self, states: Iterable[str] | None = None, *, limit: int | None = None) -> list[LedgerEntry]:
+        """Requests in received order, optionally only those in ``states``."""
+        query = sa.select(requests).order_by(requests.c.seq)
+        if states is not None:
+            query = query.where(requests.c.state.in_(list(states)))
+        with self.engine.connect() as conn:
+            return [LedgerEntry.from_row(r) for r in conn.execute(query.limit(limit)).mappings()]
+
+    def queue(self) -> list[LedgerEntry]:
+        """Running requests, then queued ones in the order ``claim_next`` takes them."""
+        entries = self.list_requests(("running", "queued"))
+        return sorted(entries, key=lambda e: (e.state != "running", not e.urgent, e.seq))
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(requests.c.state, sa.func.count()).group_by(requests.c.state)).all()
+        return {state: int(n) for state, n in rows}
+
+    def history(self, request_id: str) -> list[Transition]:
+        query = sa.select(transitions).where(transitions.c.request_id == request_id).order_by(transitions.c.id)
+        with self.engine.connect() as conn:
+            return [Transition.from_row(r) for r in conn.execute(query).mappings()]
+
+    def rejections(self, *, limit: int | None = 50) -> list[Rejection]:
+        query = sa.select(rejections).order_by(rejections.c.id.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            return [Rejection.from_row(r) for r in conn.execute(query).mappings()]
+
+    def record_hashes(self, request_id: str) -> list[dict]:
+        query = sa.select(record_hashes.c.record_id, record_hashes.c.role, record_hashes.c.content_sha256,
+                          record_hashes.c.key_sha256).where(record_hashes.c.request_id == request_id)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query.order_by(record_hashes.c.id)).mappings()]
+
+    def forgotten_keys(self, *, exclude_request_id: str | None = None) -> frozenset[str]:
+        """Keys (``key_sha256``) of the forget records of every accepted request (any state but rejected)."""
+        query = (sa.select(record_hashes.c.key_sha256).join(requests, requests.c.request_id ==
+                                                            record_hashes.c.request_id)
+                 .where(record_hashes.c.role == "forget", requests.c.state != "rejected"))
+        if exclude_request_id is not None:
+            query = query.where(record_hashes.c.request_id != exclude_request_id)
+        with self.engine.connect() as conn:
+            return frozenset(conn.execute(query).scalars())
+
+    def load_request(self, request_id: str) -> ForgetRequest:
+        """The stored request content as a ``ForgetRequest``; ``ContentPurged`` after the retention purge."""
+        from pipelines.requests import ForgetRequest
+
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(requests.c.content_json, requests.c.content_purged_at, requests.c.state)
+                               .where(requests.c.request_id == request_id)).first()
+        if row is None:
+            raise UnknownRequest(f"no request {request_id!r} in the ledger; check the id with `asu status`")
+        if row.content_json is None:
+            when = f"purged on {row.content_purged_at:%Y-%m-%d}" if row.content_purged_at else f"not kept ({row.state})"
+            raise ContentPurged(f"the content of request {request_id!r} was {when}; only hashes and history remain")
+        return ForgetRequest.from_dict(json.loads(row.content_json))
