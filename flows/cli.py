@@ -4,6 +4,9 @@ Commands:
   asu demo [--json]                          one ASU round on the embedded model, before/after table
   asu unlearn --model DIR --forget F --retain F --out DIR [--recipe NAME] [--set key=value ...]
   asu bench step [--model default|tiny|DIR] [--steps N] [--json]
+  asu submit FILE [--urgent] [--retain F] [--json]   record a forget request (exit 1 when refused)
+  asu status [REQUEST_ID] [--json]                  the request queue, or one request's history
+  asu bench validate [--records N] [--json]         time the validation of a 10,000-record request
 """
 
 from __future__ import annotations
@@ -121,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--synthetic", choices=["llama-160m", "llama-1b"], help="time a random Llama of this size")
     step.add_argument("--json", action="store_true")
     step.set_defaults(func=cmd_bench_step)
+
+    from flows.intake_cli import add_intake_commands
+
+    add_intake_commands(sub, bench)
     return parser
 
 
