@@ -33,7 +33,11 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 def _name(value: Any) -> str:
     """``value`` as text if it is identifier-like (no spaces, at most 128 characters), else ``[redacted]``."""
     text = str(value)
-    return text if _NAME.match(text) else REDACTED
+    return text if _NAME.match(text) or text == REDACTED else REDACTED
+
+
+def _opt(value: Any) -> str | None:
+    return None if value is None else _name(value)
 
 
 def _hashes(values: Mapping[str, str], what: str) -> dict[str, str]:
@@ -68,6 +72,11 @@ class ValidationSummary:
                 column = (config.get("kwargs") or {}).get("column")
                 failed.append(":".join(_name(x) for x in (config.get("type", "expectation"), column) if x))
         return cls(bool(data.get("success")), stats, tuple(failed), len(data.get("warnings") or []))
+
+    def to_dict(self) -> dict[str, Any]:
+        failed = [":".join(_name(p) for p in f.split(":")) for f in self.failed]
+        return {"passed": bool(self.passed), "statistics": {_name(k): int(v) for k, v in self.statistics.items()},
+                "failed": failed, "warnings": int(self.warnings)}
 
 
 @dataclass(frozen=True)
@@ -126,8 +135,7 @@ class EvidenceReport:
             "request_id": self.request_id,
             "created_at": self.created_at,
             "content_hashes": _hashes(self.content_hashes, "content hash"),
-            "validation": {"passed": self.validation.passed, "statistics": dict(self.validation.statistics),
-                           "failed": [_name(f) for f in self.validation.failed], "warnings": self.validation.warnings},
+            "validation": self.validation.to_dict(),
             "method": _name(self.method),
             "tau": float(self.tau),
             "search": [{"tau": float(c.tau), "chosen": bool(c.chosen), "run_id": _name(c.run_id) if c.run_id else None,
@@ -137,8 +145,9 @@ class EvidenceReport:
             "gate": self.gate.to_dict(),
             "earlier_requests": [{"request_id": r.request_id, "forget_efficacy_before": r.forget_efficacy_before,
                                   "forget_efficacy_after": r.forget_efficacy_after} for r in self.earlier],
-            "model": {"name": _name(self.model.name), "version": self.model.version,
-                      "aliases": [_name(a) for a in self.model.aliases], "parent_version": self.model.parent_version},
+            "model": {"name": _name(self.model.name), "version": _opt(self.model.version),
+                      "aliases": [_name(a) for a in self.model.aliases],
+                      "parent_version": _opt(self.model.parent_version)},
             "code_version": _name(self.code_version),
             "config_digests": _hashes(self.config_digests, "config digest"),
         }
