@@ -4,6 +4,9 @@ Commands:
   asu demo [--json]                          one ASU round on the embedded model, before/after table
   asu unlearn --model DIR --forget F --retain F --out DIR [--recipe NAME] [--set key=value ...]
   asu bench step [--model default|tiny|DIR] [--steps N] [--json]
+  asu promote VERSION [--reason TEXT] [--force]      point the champion alias at a registered version
+  asu rollback --reason TEXT                         move the champion back to the previous champion
+  asu report REQUEST_ID [--json]                     print a request's saved evidence report
   asu submit FILE [--urgent] [--retain F] [--json]   record a forget request (exit 1 when refused)
   asu status [REQUEST_ID] [--json]                  the request queue, or one request's history
   asu bench validate [--records N] [--json]         time the validation of a 10,000-record request
@@ -93,6 +96,51 @@ def cmd_bench_step(args) -> int:
     return 0
 
 
+def _registry(args):
+    from pipelines.registry import DEFAULT_MODEL_NAME, ModelRegistry
+    from pipelines.tracking import Tracker
+
+    return ModelRegistry(Tracker(work=args.work_dir), name=args.model_name or DEFAULT_MODEL_NAME)
+
+
+def _tracking_errors(command):
+    """MLflow still unreachable after the retries: one line naming the URI and what to check, exit 1."""
+
+    def run(args) -> int:
+        from pipelines.tracking import TrackingUnavailable
+
+        try:
+            return command(args)
+        except TrackingUnavailable as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+def cmd_promote(args) -> int:
+    registry = _registry(args)
+    info = registry.promote(args.version, args.reason, force=args.force)
+    previous = info.tags.get("asu.previous_champion", "none")
+    print(f"{registry.name} version {info.version} is the champion (previous champion: {previous})")
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    registry = _registry(args)
+    info = registry.rollback(args.reason)
+    print(f"{registry.name} champion rolled back to version {info.version}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from pipelines.report import load_report
+
+    data, markdown = load_report(args.request_id, args.work_dir)
+    print(json.dumps(data) if args.json else markdown.rstrip("\n"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asu", description="Attention Smoothing Unlearning pipeline")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -115,6 +163,28 @@ def build_parser() -> argparse.ArgumentParser:
     unlearn.add_argument("--retain", required=True, help="JSON/JSONL file of {question, answer} to keep")
     unlearn.add_argument("--out", required=True, help="output folder of the unlearned model")
     unlearn.set_defaults(func=cmd_unlearn)
+
+    def with_work_dir(p):
+        p.add_argument("--work-dir", help="pipeline work dir (default: $ASU_WORK_DIR or ./asu-work); the MLflow "
+                       "store is $MLFLOW_TRACKING_URI or <work dir>/mlflow.db")
+        return p
+
+    promote = with_work_dir(sub.add_parser("promote", help="point the champion alias at a registered model version"))
+    promote.add_argument("version", help="model version number (see the MLflow UI or the evidence reports)")
+    promote.add_argument("--reason", default="promoted by hand (asu promote)", help="kept in the registry")
+    promote.add_argument("--force", action="store_true", help="promote even though the version failed its gate")
+    promote.add_argument("--model-name", help="registered model (default: asu-unlearned)")
+    promote.set_defaults(func=_tracking_errors(cmd_promote))
+
+    rollback = with_work_dir(sub.add_parser("rollback", help="move the champion back to the previous champion"))
+    rollback.add_argument("--reason", required=True, help="why the champion is rolled back (kept in the registry)")
+    rollback.add_argument("--model-name", help="registered model (default: asu-unlearned)")
+    rollback.set_defaults(func=_tracking_errors(cmd_rollback))
+
+    report = with_work_dir(sub.add_parser("report", help="print a request's evidence report (Markdown)"))
+    report.add_argument("request_id")
+    report.add_argument("--json", action="store_true", help="print the report's JSON instead")
+    report.set_defaults(func=cmd_report)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
     step = with_config(bench.add_parser("step", help="ASU step vs plain fine-tuning step"))
