@@ -139,3 +139,61 @@ def test_unknown_versions_and_bad_arguments(tracker, round_run):
     with pytest.raises(ValueError, match="boolean 'passed'"):
         registry.register_candidate(round_run[1], request_ids=["req-e"], parent_version=None, gate_results={}, tau=2.0)
     assert len(registry.history()) == 1
+
+
+def _write_a_report(work, request_id: str) -> None:
+    from pipelines.gate import GateFigures, GateThresholds, evaluate_gate
+    from pipelines.report import EvidenceReport, ModelRef, ValidationSummary, write_report
+
+    before, after = GateFigures(0.0, 0.9, 1.0, 0.9), GateFigures(0.6, 0.89, 1.0, 0.5)
+    write_report(EvidenceReport(
+        request_id, {"request": "d" * 64}, ValidationSummary(True), "asu_gd", 2.3, [], before, after,
+        evaluate_gate(before, after, [], GateThresholds()), [], ModelRef("cli", "1", ("champion",)), "abc",
+        {"asu_config": "e" * 64}), work)
+
+
+def test_cli_promote_rollback_and_report(tracker, round_run, tmp_path, monkeypatch, capsys):
+    from flows.cli import main
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    registry = ModelRegistry(tracker, name="cli")
+    good = registry.register_candidate(round_run[1], request_ids=["req-a"], parent_version=None, gate_results=PASSED,
+                                       tau=2.3)
+    bad = registry.register_candidate(round_run[1], request_ids=["req-b"], parent_version=good.version,
+                                      gate_results=FAILED, tau=2.3)
+    opts = ["--work-dir", str(tracker.work_dir), "--model-name", "cli"]
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main([*args, *opts])
+        out, err = capsys.readouterr()
+        assert "Traceback" not in err
+        return code, out, err
+
+    assert run("promote", good.version) == (0, "cli version 1 is the champion (previous champion: none)\n", "")
+    code, _, err = run("promote", bad.version)
+    assert code == 2 and "failed its gate" in err and "--force" in err
+    assert run("promote", bad.version, "--force", "--reason", "reviewed")[0] == 0
+    assert run("rollback", "--reason", "retain answers degraded") == (0, "cli champion rolled back to version 1\n", "")
+    assert registry.get(bad.version).tags["asu.rollback_reason"] == "retain answers degraded"
+    code, _, err = run("rollback", "--reason", "again")
+    assert code == 2 and "no previous champion" in err
+    code, _, err = run("promote", "99")
+    assert code == 2 and "no version 99" in err
+
+    _write_a_report(tracker.work_dir, "req-cli")
+    report = ["report", "req-cli", "--work-dir", str(tracker.work_dir)]
+    assert main(report) == 0 and "# Evidence report: request req-cli" in capsys.readouterr().out
+    assert main([*report, "--json"]) == 0 and json.loads(capsys.readouterr().out)["request_id"] == "req-cli"
+    assert main(["report", "req-none", "--work-dir", str(tracker.work_dir)]) == 2
+    assert "no evidence report for request 'req-none'" in capsys.readouterr().err
+
+
+def test_cli_fails_clearly_when_mlflow_is_unreachable(tmp_path, monkeypatch, capsys):
+    from flows.cli import main
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{blocker}/mlflow.db")
+    assert main(["rollback", "--reason", "x"]) == 1
+    err = capsys.readouterr().err
+    assert "error: MLflow at sqlite:///" in err and "Check that" in err and "Traceback" not in err
