@@ -44,7 +44,9 @@ def rouge_l_f1(predictions: Sequence[str], references: Sequence[str], *, stemmer
     from rouge_score import rouge_scorer
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=stemmer)
-    return [scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references, strict=True)]
+    return [
+        float(scorer.score(ref, pred)["rougeL"].fmeasure) for pred, ref in zip(predictions, references, strict=True)
+    ]
 
 
 def knowmem_prompt(icl: Sequence[dict], question: str) -> str:
