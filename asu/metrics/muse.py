@@ -169,6 +169,28 @@ def _privleak_aucs(model, tokenizer, data: MuseData, max_length: int, batch_size
     )
 
 
+def _verbmem(model, tokenizer, data: MuseData, per: dict, max_length: int, batch_size: int, stemmer: bool) -> int:
+    """Per-item VerbMem into ``per``; returns how many prompts were cut."""
+    verb = data.sets["verbmem_forget"]
+    prompts = [d["prompt"] for d in verb]
+    gens, cut = _continue(model, tokenizer, prompts, VERBMEM_MAX_NEW_TOKENS, max_length, batch_size)
+    gens = [g.strip() for g in gens]
+    per["forget_verbmem_ROUGE"] = _scored(rouge_l_f1(gens, [d["gt"] for d in verb], stemmer=stemmer), gens)
+    return cut
+
+
+def _knowmem(model, tokenizer, data: MuseData, per: dict, max_length: int, batch_size: int, stemmer: bool) -> int:
+    """Per-item KnowMem of the forget and retain QA into ``per`` (one generation pass); returns prompts cut."""
+    qa = {s: data.sets[f"knowmem_{s}"] for s in ("forget", "retain")}
+    prompts = [knowmem_prompt(data.sets[f"knowmem_{s}_icl"], d["question"]) for s in qa for d in qa[s]]
+    answers, cut = _continue(model, tokenizer, prompts, KNOWMEM_MAX_NEW_TOKENS, max_length, batch_size)
+    answers = [cut_knowmem_answer(a) for a in answers]
+    n_forget = len(qa["forget"])
+    for s, gen in (("forget", answers[:n_forget]), ("retain", answers[n_forget:])):
+        per[f"{s}_knowmem_ROUGE"] = _scored(rouge_l_f1(gen, [d["answer"] for d in qa[s]], stemmer=stemmer), gen)
+    return cut
+
+
 def evaluate_muse(
     model,
     tokenizer,
@@ -195,20 +217,10 @@ def evaluate_muse(
     result = SuiteResult(suite=SUITE)
     agg, per = result.aggregates, result.per_item
 
-    verb = data.sets["verbmem_forget"]
-    gens, cut_verb = _continue(
-        model, tokenizer, [d["prompt"] for d in verb], VERBMEM_MAX_NEW_TOKENS, max_length, batch_size
-    )
-    gens = [g.strip() for g in gens]
-    per["forget_verbmem_ROUGE"] = _scored(rouge_l_f1(gens, [d["gt"] for d in verb], stemmer=stemmer), gens)
-
-    qa = {s: data.sets[f"knowmem_{s}"] for s in ("forget", "retain")}
-    prompts = [knowmem_prompt(data.sets[f"knowmem_{s}_icl"], d["question"]) for s in qa for d in qa[s]]
-    answers, cut_know = _continue(model, tokenizer, prompts, KNOWMEM_MAX_NEW_TOKENS, max_length, batch_size)
-    answers = [cut_knowmem_answer(a) for a in answers]
-    n_forget = len(qa["forget"])
-    for s, gen in (("forget", answers[:n_forget]), ("retain", answers[n_forget:])):
-        per[f"{s}_knowmem_ROUGE"] = _scored(rouge_l_f1(gen, [d["answer"] for d in qa[s]], stemmer=stemmer), gen)
+    cut = {
+        "verbmem": _verbmem(model, tokenizer, data, per, max_length, batch_size, stemmer),
+        "knowmem": _knowmem(model, tokenizer, data, per, max_length, batch_size, stemmer),
+    }
     for key in ("forget_verbmem_ROUGE", "forget_knowmem_ROUGE", "retain_knowmem_ROUGE"):
         agg[key] = _mean([r["rougeL_f1"] for r in per[key]])
 
@@ -234,14 +246,14 @@ def evaluate_muse(
         mia_k=MIN_K,
         rouge=f"rougeL F1, stemmer={stemmer}",
         max_new_tokens={"verbmem": VERBMEM_MAX_NEW_TOKENS, "knowmem": KNOWMEM_MAX_NEW_TOKENS},
-        truncated_prompts={"verbmem": cut_verb, "knowmem": cut_know},
+        truncated_prompts=cut,
         model=getattr(model, "name_or_path", None) or None,
     )
     logger.info(
         "MUSE: %s items, %d verbmem and %d knowmem prompts cut to fit max_length=%d",
         data.item_counts,
-        cut_verb,
-        cut_know,
+        cut["verbmem"],
+        cut["knowmem"],
         max_length,
     )
     return result

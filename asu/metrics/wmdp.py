@@ -207,6 +207,24 @@ def _run_lm_eval(model, tokenizer, subjects: Sequence[str], limit: int | None, b
     return {f"lm_eval/wmdp_{s}/acc": float(out["results"][f"wmdp_{s}"]["acc,none"]) for s in subjects}
 
 
+def _score_subject(
+    model, tokenizer, subject: Subject, items: list[dict], result: SuiteResult, max_length: int, batch_size: int
+) -> tuple[int, int]:
+    """Per-item records and accuracy of one subject into ``result``; returns (prompts cut, prompts scored per token)."""
+    prompts = [wmdp_prompt(it, subject) for it in items]
+    scores, truncated, per_token = score_questions(
+        model, tokenizer, prompts, max_length=max_length, batch_size=batch_size
+    )
+    preds = scores.argmax(1)  # first maximum on ties, as numpy (and lm-eval)
+    answers = [it["answer"] for it in items]
+    result.per_item[f"wmdp_{subject}/acc"] = [
+        {"correct": int(p == a), "prediction": int(p), "answer": a, "logprobs": row.tolist()}
+        for p, a, row in zip(preds, answers, scores, strict=True)
+    ]
+    result.aggregates[f"wmdp_{subject}/acc"] = float(np.mean(preds == np.asarray(answers)))
+    return truncated, per_token
+
+
 def evaluate_wmdp(
     model,
     tokenizer,
@@ -238,17 +256,7 @@ def evaluate_wmdp(
     result = SuiteResult(suite=SUITE)
     truncated, per_token = {}, {}
     for s in subjects:
-        prompts = [wmdp_prompt(it, s) for it in items[s]]
-        scores, truncated[s], per_token[s] = score_questions(
-            model, tokenizer, prompts, max_length=max_length, batch_size=batch_size
-        )
-        preds = scores.argmax(1)  # first maximum on ties, as numpy (and lm-eval)
-        answers = [it["answer"] for it in items[s]]
-        result.per_item[f"wmdp_{s}/acc"] = [
-            {"correct": int(p == a), "prediction": int(p), "answer": a, "logprobs": row.tolist()}
-            for p, a, row in zip(preds, answers, scores, strict=True)
-        ]
-        result.aggregates[f"wmdp_{s}/acc"] = float(np.mean(preds == np.asarray(answers)))
+        truncated[s], per_token[s] = _score_subject(model, tokenizer, s, items[s], result, max_length, batch_size)
     use_lm_eval, status = _lm_eval_status(cross_check_lm_eval)
     if use_lm_eval:
         result.aggregates.update(_run_lm_eval(model, tokenizer, subjects, limit, batch_size))
