@@ -85,7 +85,12 @@ def check_model_folder(model_dir: str | Path, *, require_marker: bool = True) ->
     weights = [folder / "model.safetensors"]
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        weights = [folder / shard for shard in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+        try:
+            shards = set(json.loads(index.read_text())["weight_map"].values())
+        except (json.JSONDecodeError, KeyError, AttributeError) as err:
+            raise PartialModelError(f"{index} is not a safetensors index (no weight_map); the save did not finish") \
+                from err
+        weights = [folder / shard for shard in sorted(shards)]
     missing = [w.name for w in weights if not w.is_file()]
     if missing:
         raise PartialModelError(f"{folder} lacks weights {', '.join(missing)} (safetensors); the save did not finish")
@@ -227,17 +232,22 @@ class ModelRegistry:
         aliases = self.aliases()
         return _info(mv, aliases)
 
-    def aliases(self) -> dict[str, str]:
-        """``{alias: version}`` of the registered model (empty before the first registration)."""
+    def _model(self):
+        """The registered model entity, or None before the first registration."""
         from mlflow.exceptions import MlflowException
 
         try:
-            model = self.tracker.call("reading aliases", lambda: self._client.get_registered_model(self.name))
+            return self.tracker.call("reading the registered model", lambda: self._client.get_registered_model(
+                self.name))
         except MlflowException as err:
             if err.error_code == "RESOURCE_DOES_NOT_EXIST":
-                return {}
+                return None
             raise
-        return {alias: str(v) for alias, v in (model.aliases or {}).items()}
+
+    def aliases(self) -> dict[str, str]:
+        """``{alias: version}`` of the registered model (empty before the first registration)."""
+        model = self._model()
+        return {} if model is None else {alias: str(v) for alias, v in (model.aliases or {}).items()}
 
     def history(self) -> list[VersionInfo]:
         """Every version, oldest first, with its aliases and tags."""
@@ -248,8 +258,9 @@ class ModelRegistry:
 
     def events(self) -> list[dict[str, str]]:
         """Promotions and rollbacks, oldest first: ``{"action", "version", "previous", "reason", "at"}``."""
-        model = self.tracker.call("reading events", lambda: self._client.get_registered_model(self.name))
-        return [json.loads(v) for k, v in sorted(model.tags.items()) if k.startswith(f"{TAG}event.")]
+        model = self._model()
+        tags = {} if model is None else model.tags
+        return [json.loads(v) for k, v in sorted(tags.items()) if k.startswith(f"{TAG}event.")]
 
     def promote(self, version: str | int, reason: str = "", *, force: bool = False) -> VersionInfo:
         """Point ``champion`` at ``version`` (its tags record the previous champion and ``reason``).

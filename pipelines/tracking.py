@@ -181,7 +181,7 @@ def _segment(path: str, key: Any) -> str:
 def flatten_metrics(values: Mapping[str, Any], prefix: str = "", sep: str = "/") -> dict[str, float]:
     """Nested evaluation dict -> ``{"forget/rouge_l_recall": 0.4, ...}`` of floats.
 
-    Numbers and booleans are kept (booleans as 0/1); strings, ``None`` and lists (per-item data, generations)
+    Numbers, booleans (as 0/1) and 0-d arrays/tensors are kept; strings, ``None`` and lists (per-item data, generations)
     are skipped, never logged. Characters MLflow refuses become ``_``; spaces or long segments raise.
     """
     out: dict[str, float] = {}
@@ -191,6 +191,8 @@ def flatten_metrics(values: Mapping[str, Any], prefix: str = "", sep: str = "/")
             out.update(flatten_metrics(value, name, sep))
         elif isinstance(value, (bool, numbers.Real)):
             out[name] = float(value)
+        elif getattr(value, "shape", None) == () and isinstance(item := value.item(), (bool, numbers.Real)):
+            out[name] = float(item)  # numpy scalars (np.bool_ included) and 0-d tensors
         else:
             logger.debug("metric %s skipped: a %s is not a scalar figure", name, type(value).__name__)
     if len(set(out)) != len(out) or any(len(k) > 250 for k in out):  # pragma: no cover - defensive

@@ -47,7 +47,7 @@ def test_register_promote_rollback_and_load_the_champion(tracker, round_run, tin
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     registry = ModelRegistry(tracker, name="cycle")
-    assert registry.champion() is None and registry.history() == []
+    assert registry.champion() is None and registry.history() == [] and registry.events() == []
     base = registry.register_base(tiny_model_dir)
     registry.promote(base.version, "starting model")
     first = registry.register_candidate(round_run[1], request_ids=["req-round"], parent_version=base.version,

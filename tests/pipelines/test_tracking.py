@@ -95,8 +95,13 @@ def test_params_whitelist_refuses_content_and_unknown_keys(tracker):
 
 
 def test_flatten_metrics_separator_and_skips():
-    nested = {"a": {"b": 1, "c": {"d": 2.5}}, "s": "text", "n": None, "l": [1, 2], "x:y": 3}
-    assert flatten_metrics(nested, sep=".") == {"a.b": 1.0, "a.c.d": 2.5, "x:y": 3.0}
+    import numpy as np
+    import torch
+
+    nested = {"a": {"b": 1, "c": {"d": 2.5}}, "s": "text", "n": None, "l": [1, 2], "x:y": 3,
+              "np": {"f": np.float32(0.5), "b": np.bool_(True), "v": np.ones(2)}, "t": torch.tensor(0.25)}
+    assert flatten_metrics(nested, sep=".") == {"a.b": 1.0, "a.c.d": 2.5, "x:y": 3.0, "np.f": 0.5, "np.b": 1.0,
+                                                "t": 0.25}
 
 
 def test_metric_logger_implements_the_protocol(tracker):
