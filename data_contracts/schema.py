@@ -27,7 +27,7 @@ DERIVED_COLUMNS = ("line", "content_sha256", "key_sha256", "in_retain_set", "for
 # Ids become file and folder names and database keys: letters, digits, '.', '_', '-', starting with a letter or
 # digit (so no '/', '\\', '..' prefix, spaces or control characters).
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
-ISO_TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?)?$"
+ISO_TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$"
 # Control characters other than tab, newline and carriage return; U+FFFD marks text that was not valid UTF-8
 # when it was produced (and unpaired UTF-16 surrogate escapes, which the intake replaces by it).
 CONTROL_PATTERN = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"

@@ -23,13 +23,9 @@ def _ledger(args):
 
 
 def cmd_submit(args) -> int:
-    from pipelines.intake import IntakeRejected, submit_request
+    from pipelines.intake import IntakeRejected, load_retain_file, submit_request
 
-    retain = None
-    if args.retain:
-        from asu.data import load_qa_file
-
-        retain = load_qa_file(args.retain)
+    retain = load_retain_file(args.retain) if args.retain else None
     with _ledger(args) as ledger:
         try:
             sub = submit_request(args.file, urgent=args.urgent, ledger=ledger, retain=retain, work_dir=args.work_dir)

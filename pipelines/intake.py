@@ -95,6 +95,29 @@ class Submission:
                 "validation_split": self.validation_split}
 
 
+def load_retain_file(path: str | Path) -> list[dict[str, str]]:
+    """QA dicts of a retain set from a JSON array or JSON Lines file (``question``/``answer``, or ``text``).
+
+    Kept free of torch (unlike ``asu.data.load_qa_file``) so that the intake stays light; errors name the line.
+    """
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"retain file {path} does not exist; pass a JSON or JSON Lines file of QA items")
+    text = path.read_text(encoding="utf-8")
+    try:
+        rows = list(enumerate(json.loads(text), 1)) if text.lstrip().startswith("[") else \
+            [(n, json.loads(line)) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path.name}: not valid JSON ({err.msg}); fix the retain file") from None
+    for n, row in rows:
+        if not isinstance(row, dict) or not any(isinstance(row.get(k), str) for k in ("question", "answer", "text")):
+            raise ValueError(f"{path.name}:{n}: a retain item must be an object with a 'question' (and 'answer') "
+                             "or a 'text' string; fix that line")
+    return [row for _, row in rows]
+
+
 def default_actor() -> str:
     """Who makes ledger transitions from this process: ``$ASU_ACTOR`` or ``intake:<user>``."""
     try:

@@ -294,7 +294,7 @@ def parse_csv(name: str, text: str, limits: RequestLimits) -> tuple[dict, int, l
         missing = [c for c in ("request_id", "subject", "kind", "record_id") if c not in columns]
         if not any(all(c in columns for c in fields) for fields in CONTENT_FIELDS.values()):
             missing.append("question,answer (qa) or text (text)")
-        problems = _unknown(name, 1, columns, allowed, "CSV column")
+        problems = _unknown(name, 1, columns, allowed, "CSV")
         problems += [_problem(name, 1, c, "required column is missing from the CSV header",
                               f"the header must name {['request_id', 'subject', 'kind', 'record_id']} plus the "
                               "content columns (question,answer or text)", "wrong_header") for c in missing]

@@ -91,8 +91,16 @@ def retention_from_env() -> timedelta:
     return timedelta(days=days)
 
 
+class LedgerUnavailable(ValueError):
+    """The ledger URL is malformed, its driver is missing, or its database cannot be reached."""
+
+
 def _engine(url: str) -> sa.Engine:
-    parsed = sa.engine.make_url(url)
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        raise LedgerUnavailable(f"ledger URL {url!r} is not a database URL; use sqlite:///path/to/ledger.db or "
+                                "postgresql://user@host:5432/db") from None
     if parsed.get_backend_name() == "sqlite":
         memory = parsed.database in (None, "", ":memory:")
         if not memory:
@@ -118,6 +126,9 @@ def _engine(url: str) -> sa.Engine:
     except ModuleNotFoundError as err:
         raise ImportError(f"the ledger URL needs the database driver {err.name!r}; install it "
                           "(PostgreSQL: pip install 'psycopg[binary]')") from None
+    except sa.exc.NoSuchModuleError:
+        raise LedgerUnavailable(f"ledger URL {parsed.render_as_string(hide_password=True)!r} names an unknown "
+                                "database or driver; use sqlite:///... or postgresql://...") from None
 
 
 def _json(value) -> str | None:
@@ -130,10 +141,17 @@ class Ledger:
     def __init__(self, url: str | None = None) -> None:
         self.url = url or default_ledger_url()
         self.engine = _engine(self.url)
-        with self.engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
-            metadata.create_all(conn)
+        try:
+            with self.engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+                metadata.create_all(conn)
+        except sa.exc.OperationalError as err:
+            self.engine.dispose()
+            where = self.engine.url.render_as_string(hide_password=True)
+            raise LedgerUnavailable(f"the ledger at {where} cannot be opened ({str(err.orig).strip()[:200]}); check "
+                                    f"that the database server runs and the URL is right ({LEDGER_ENV} or "
+                                    "--ledger)") from None
 
     def close(self) -> None:
         self.engine.dispose()
