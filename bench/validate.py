@@ -7,9 +7,10 @@ and validation item every 50 records), then times in one process:
 - ``report``: the same plus writing the JSON summary and GX's HTML report;
 - ``submit``: ``submit_request`` end to end into a fresh SQLite ledger (parse, contracts, report, ledger
   insert of the request, its history and one hash row per record).
-The first contracts run of the process is reported separately (``contracts_first``: GX warm-up) and the others
-are medians of ``repeats`` runs. Import times are measured in fresh subprocesses (``import_seconds``), since
-they are paid once per process. ``python -m bench.validate`` writes ``bench/results/validate.json``.
+The first contracts run of the process is reported separately (``contracts_first``: GX warm-up, after GX is
+imported) and the others are medians of ``repeats`` runs. Import times are measured in fresh subprocesses
+(``import_seconds``) and for this process (``import_seconds_this_process``), since they are paid once per process.
+``python -m bench.validate`` writes ``bench/results/validate.json``.
 """
 
 from __future__ import annotations
@@ -64,11 +65,15 @@ def run_validate_bench(records: int = 10_000, repeats: int = 3, out: str | Path 
     ``measure_imports=False`` skips the fresh-process import timings (``import_seconds`` is then empty)."""
     modules = ("great_expectations", "pipelines.intake") if measure_imports else ()
     imports = {m: round(_import_seconds(m), 3) for m in modules}
+    start = time.perf_counter()
+    import great_expectations  # noqa: F401  (imported lazily by the runner; timed here, not in the first run)
+
     from data_contracts.limits import RequestLimits
     from pipelines.intake import check_contracts, submit_request
     from pipelines.intake_formats import read_request_file
     from pipelines.ledger import Ledger
 
+    in_process_import = time.perf_counter() - start
     limits = RequestLimits()
     with tempfile.TemporaryDirectory(prefix="asu-bench-validate-") as tmp:
         tmp = Path(tmp)
@@ -89,6 +94,7 @@ def run_validate_bench(records: int = 10_000, repeats: int = 3, out: str | Path 
            {"parse": parse, "contracts": contracts, "report": report, "submit": submit}.items()}
     result = {
         "records": records, "file_bytes": size, "repeats": repeats, "import_seconds": imports,
+        "import_seconds_this_process": round(in_process_import, 3),
         "contracts_first": round(first, 3), "median_seconds": med,
         "validation_seconds": round(med["parse"] + med["report"], 3), "target_seconds": TARGET_SECONDS,
         "meets_target": med["parse"] + med["report"] < TARGET_SECONDS,
@@ -113,8 +119,8 @@ def format_report(result: dict) -> str:
         f"  validation total     {result['validation_seconds']:7.3f} s   (parse + contracts + report; target < "
         f"{result['target_seconds']:.0f} s: {'met' if result['meets_target'] else 'NOT met'})",
         f"  submit end to end    {med['submit']:7.3f} s   (incl. the SQLite ledger)",
-        "  import (fresh process): " + (", ".join(f"{m} {s:.2f} s" for m, s in result["import_seconds"].items())
-                                        or "not measured"),
+        f"  imports: GX + intake in this process {result['import_seconds_this_process']:.2f} s; fresh process: "
+        + (", ".join(f"{m} {s:.2f} s" for m, s in result["import_seconds"].items()) or "not measured"),
     ]
     return "\n".join(lines)
 

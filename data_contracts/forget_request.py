@@ -49,7 +49,7 @@ def _text_checks(column: str, max_chars: int, *, required: bool, single_line: bo
 
     out = []
     if required:
-        out.append(_e(gxe.ExpectColumnValuesToNotBeNull, column, "is missing", f"add a {what}", column=column))
+        out.append(_e(gxe.ExpectColumnValuesToNotBeNull, column, "is missing", f"add the {what}", column=column))
     out += [
         _e(gxe.ExpectColumnValuesToBeOfType, column, "must be a string", f"write the {what} as a quoted string",
            column=column, type_="str"),

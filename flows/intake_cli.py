@@ -9,11 +9,19 @@ work dir ``--work-dir``, else ``$ASU_WORK_DIR``, else ``./asu-work``.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 
 
 def _out(text: str) -> None:
     sys.stdout.write(text + "\n")
+
+
+def _quiet_gx(args) -> None:
+    """GX sets one of its loggers to INFO on import; keep its chatter out of the answer unless ``-v``."""
+    if not getattr(args, "verbose", False):
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(lambda r: not (r.name.startswith("great_expectations") and r.levelno < logging.WARNING))
 
 
 def _ledger(args):
@@ -25,6 +33,7 @@ def _ledger(args):
 def cmd_submit(args) -> int:
     from pipelines.intake import IntakeRejected, load_retain_file, submit_request
 
+    _quiet_gx(args)
     retain = load_retain_file(args.retain) if args.retain else None
     with _ledger(args) as ledger:
         try:
@@ -38,7 +47,8 @@ def cmd_submit(args) -> int:
     if args.json:
         _out(json.dumps(sub.to_dict()))
         return 0
-    note = "" if sub.created else " (already submitted with the same content; nothing changed)"
+    note = "" if sub.created else (" (already submitted with the same content; now urgent)" if sub.escalated else
+                                   " (already submitted with the same content; nothing changed)")
     _out(f"{sub.request_id}: {sub.state}{' (urgent)' if sub.urgent else ''}{note}")
     _out(f"  content SHA-256 {sub.content_sha256}, {sub.record_count} record(s)")
     for warning in sub.warnings:
@@ -98,6 +108,7 @@ def cmd_status(args) -> int:
 def cmd_bench_validate(args) -> int:
     from bench.validate import format_report, run_validate_bench
 
+    _quiet_gx(args)
     result = run_validate_bench(records=args.records, out=args.out)
     _out(json.dumps(result) if args.json else format_report(result))
     return 0

@@ -73,7 +73,8 @@ class IntakeRejected(ValueError):
 
 @dataclass(frozen=True)
 class Submission:
-    """Outcome of an accepted submission. ``created=False``: the same content was already in the ledger."""
+    """Outcome of an accepted submission. ``created=False``: the same content was already in the ledger;
+    ``escalated``: this submission raised that request's urgency."""
 
     request_id: str
     state: str
@@ -85,10 +86,12 @@ class Submission:
     report_json: Path | None = None
     report_html: Path | None = None
     validation_split: dict | None = None
+    escalated: bool = False
 
     def to_dict(self) -> dict:
         return {"request_id": self.request_id, "state": self.state, "content_sha256": self.content_sha256,
-                "created": self.created, "urgent": self.urgent, "record_count": self.record_count,
+                "created": self.created, "urgent": self.urgent, "escalated": self.escalated,
+                "record_count": self.record_count,
                 "warnings": [w.to_dict() for w in self.warnings],
                 "report_json": str(self.report_json) if self.report_json else None,
                 "report_html": str(self.report_html) if self.report_html else None,
@@ -232,7 +235,7 @@ class _Intake:
         self.ledger.record_rejection(actor=self.actor, problems=dicts, source_name=self.path.name,
                                      size_bytes=self.size, file_sha256=file_sha, request_id=request_id,
                                      quarantine_path=str(qpath))
-        logger.warning("refused %s: %d problem(s); quarantined as %s", self.path.name, len(problems), qpath.name)
+        logger.info("refused %s: %d problem(s); quarantined as %s", self.path.name, len(problems), qpath.name)
         return IntakeRejected(self.path.name, problems, quarantine_path=qpath, request_id=request_id,
                               report_html=result.report_html if result else None)
 
@@ -253,10 +256,12 @@ class _Intake:
 
 
 def _duplicate(entry, urgent: bool, ledger: Ledger, actor: str) -> Submission:
-    if urgent and not entry.urgent and ledger.escalate(entry.request_id, actor=actor):
+    escalated = urgent and not entry.urgent and ledger.escalate(entry.request_id, actor=actor)
+    if escalated:
         entry = ledger.get(entry.request_id)
     return Submission(entry.request_id, entry.state, entry.content_sha256, created=False, urgent=entry.urgent,
-                      record_count=entry.record_count, validation_split=entry.validation_split)
+                      record_count=entry.record_count, validation_split=entry.validation_split,
+                      escalated=escalated)
 
 
 def submit_request(
@@ -277,7 +282,7 @@ def submit_request(
     ``ledger``: an open ``Ledger`` (default: ``default_ledger_url(work dir)``, opened and closed here).
     Raises ``IntakeRejected`` (a ``ValueError``) for a bad file, ``FileNotFoundError`` for a missing one.
     """
-    work = resolve_work_dir(work_dir)
+    work = resolve_work_dir(work_dir).resolve()
     own = ledger is None
     ledger = ledger or Ledger(default_ledger_url(work))
     try:

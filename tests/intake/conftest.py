@@ -30,7 +30,7 @@ def pg_database() -> str:
     try:
         admin = psycopg.connect(PG_URL, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as err:
-        pytest.skip(f"PostgreSQL is not reachable at {PG_URL.split('@')[-1]} ({str(err).strip()[:120]}); "
+        pytest.skip(f"PostgreSQL is not reachable at {PG_URL.split('@')[-1]} ({str(err).strip().splitlines()[0]}); "
                     "set ASU_TEST_POSTGRES_URL to a server with trust auth to run these tests")
     name = f"asu_intake_{uuid.uuid4().hex[:12]}"
     admin.execute(f'CREATE DATABASE "{name}"')

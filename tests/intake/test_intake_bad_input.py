@@ -43,7 +43,7 @@ def test_missing_fields_name_line_and_field(env):
     del record["answer"]
     err = env.refused(env.write("missing.jsonl", jsonl(head, qa(1), record)))
     assert problem(err, "subject").lines == (1,) and problem(err, "subject").message == "is missing"
-    assert problem(err, "answer").lines == (3,) and "add a answer" in problem(err, "answer").fix
+    assert problem(err, "answer").lines == (3,) and "add the answer" in problem(err, "answer").fix
 
 
 def test_empty_file(env):

@@ -29,7 +29,7 @@ def test_submit_then_status(cli_env, capsys):
     assert main(["submit", str(good), "--urgent", "--json"]) == 0
     answer = json.loads(capsys.readouterr().out)
     assert answer["request_id"] == "req-1" and answer["state"] == "queued" and answer["urgent"]
-    assert answer["created"] is False
+    assert answer["created"] is False and answer["escalated"] is True
 
     assert main(["status"]) == 0
     out = capsys.readouterr().out

@@ -7,7 +7,6 @@ import threading
 from collections import Counter
 
 import intake_workers
-import pytest
 from intake_helpers import header, jsonl, qa
 
 from pipelines.ledger import Ledger
@@ -63,7 +62,6 @@ def test_parallel_accepts_and_claims_lose_and_duplicate_nothing(ledger_url):
             assert len(ledger.record_hashes(entry.request_id)) == 2
 
 
-@pytest.mark.slow  # ~10-20 s on 2 busy cores: GX validation in each process; the ledger race is tested above
 def test_parallel_submissions_of_the_same_files(tmp_path):
     """End to end: two processes submit the same two files and one file each, at the same time."""
     files = tmp_path / "files"

@@ -78,7 +78,8 @@ def test_same_content_again_is_the_same_request_and_urgent_escalates(env):
     assert not again.created and again.content_sha256 == first.content_sha256 and not again.urgent
     assert len(env.ledger.history("req-1")) == 3
     urgent = env.submit(path, urgent=True)
-    assert urgent.urgent and env.ledger.get("req-1").urgent
+    assert urgent.urgent and urgent.escalated and env.ledger.get("req-1").urgent
+    assert not env.submit(path, urgent=True).escalated  # already urgent
     assert env.ledger.history("req-1")[-1].event == "escalated"
     assert len(env.ledger.list_requests(["queued"])) == 2  # req-1 and the fixture's other-1
 
