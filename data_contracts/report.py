@@ -1,7 +1,7 @@
 """Validation report of one request: ``validation.json`` (our summary + GX's result) and ``validation.html`` (GX).
 
-Both are free of request content: GX's lists of unexpected values are removed before anything is written or
-rendered (rows are identified by line number), and large value sets (SHA-256 keys of the retain set and of
+Both are free of request content: GX's lists of unexpected and observed values are removed before anything is
+written or rendered (rows are identified by line number), and large value sets (SHA-256 keys of the retain set and of
 earlier requests) are replaced by their size. GX's HTML loads its CSS from CDNs, so offline it shows unstyled
 but complete.
 """
@@ -35,6 +35,9 @@ def sanitise(gx_result) -> None:
     for res in gx_result.results:
         for key in CONTENT_KEYS:
             res.result.pop(key, None)
+        observed = res.result.get("observed_value")
+        if isinstance(observed, list | tuple | set | dict):  # e.g. the distinct values of a column
+            res.result["observed_value"] = f"<{len(observed)} values>"
         kwargs = res.expectation_config.kwargs
         values = kwargs.get("value_set")
         if isinstance(values, list | tuple | set) and len(values) > MAX_VALUE_SET:

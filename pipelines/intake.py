@@ -27,6 +27,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +35,9 @@ from data_contracts.errors import ContractResult, FailedExpectation
 from data_contracts.limits import RequestLimits
 from data_contracts.schema import DERIVED_COLUMNS, HEADER_FIELDS, ID_PATTERN, KINDS, RECORD_FIELDS
 from pipelines.intake_formats import IntakeError, Problem, RawRequest, check_size, detect_format, read_request_file
-from pipelines.ledger import Ledger, RequestConflict, default_ledger_url, resolve_work_dir
+from pipelines.ledger import Ledger, RequestConflict, default_ledger_url, resolve_work_dir, retention_from_env
 from pipelines.ledger_schema import utcnow
-from pipelines.quarantine import quarantine
+from pipelines.quarantine import purge_quarantine, quarantine
 from pipelines.requests import (
     ForgetRequest,
     Record,
@@ -119,6 +120,16 @@ def load_retain_file(path: str | Path) -> list[dict[str, str]]:
             raise ValueError(f"{path.name}:{n}: a retain item must be an object with a 'question' (and 'answer') "
                              "or a 'text' string; fix that line")
     return [row for _, row in rows]
+
+
+def purge_expired(ledger: Ledger, *, work_dir: str | Path | None = None, retention: timedelta | None = None,
+                  actor: str | None = None, now: datetime | None = None) -> tuple[list[str], list[Path]]:
+    """Apply the retention (default ``$ASU_RETENTION_DAYS``, 30 days): drop the raw content of completed requests
+    from the ledger and delete quarantined files older than it. Returns (purged request ids, removed files)."""
+    retention = retention_from_env() if retention is None else retention
+    purged = ledger.purge_content(retention, actor=actor or default_actor(), now=now)
+    removed = purge_quarantine(resolve_work_dir(work_dir) / "quarantine", retention, now=now)
+    return purged, removed
 
 
 def default_actor() -> str:

@@ -99,9 +99,13 @@ def _problem(file: str, line: int | None, field: str | None, message: str, fix: 
 _KEY_BEFORE = re.compile(r'"([^"\\]{1,40})"\s*:')
 
 
+KNOWN_FIELDS = frozenset(HEADER_FIELDS + RECORD_FIELDS + ("records", "validation", "paraphrases"))
+
+
 def _field_near(text: str, pos: int) -> str | None:
-    """The last JSON key before ``pos`` (the field being written where the JSON broke), if any."""
-    keys = _KEY_BEFORE.findall(text, 0, pos)
+    """The last known field name before ``pos`` (the field being written where the JSON broke), if any; only
+    known names are returned, so quoted text inside values never ends up in an error message."""
+    keys = [k for k in _KEY_BEFORE.findall(text, 0, pos) if k in KNOWN_FIELDS]
     return keys[-1] if keys else None
 
 
@@ -113,9 +117,10 @@ def _field_with_bad_bytes(data: bytes, line: int, fmt: Format | None) -> str | N
         if fmt == "csv":
             header = next(csv.reader([lines[0].decode("utf-8", "replace")]))
             cells = next(csv.reader([text]))
-            return next((h.strip() for h, c in zip(header, cells, strict=False) if "\ufffd" in c), None)
-        obj = json.loads(text)
-        return next((k for k, v in obj.items() if isinstance(v, str) and "\ufffd" in v), None)
+            found = next((h.strip() for h, c in zip(header, cells, strict=False) if "\ufffd" in c), None)
+        else:
+            found = next((k for k, v in json.loads(text).items() if isinstance(v, str) and "\ufffd" in v), None)
+        return found if found in KNOWN_FIELDS else None
     except (ValueError, StopIteration, AttributeError, csv.Error):
         return None
 

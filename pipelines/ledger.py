@@ -393,6 +393,14 @@ class Ledger:
         with self.engine.connect() as conn:
             return [Rejection.from_row(r) for r in conn.execute(query).mappings()]
 
+    def latest_report(self, request_id: str) -> dict | None:
+        """Paths of the request's latest validation report (``report_json``, ``report_html``), for flows to
+        attach to their run; ``None`` when it has none (e.g. only refused before its id could be read)."""
+        for t in reversed(self.history(request_id)):
+            if t.detail and t.detail.get("report_json"):
+                return {"report_json": t.detail["report_json"], "report_html": t.detail.get("report_html")}
+        return None
+
     def record_hashes(self, request_id: str) -> list[dict]:
         query = sa.select(record_hashes.c.record_id, record_hashes.c.role, record_hashes.c.content_sha256,
                           record_hashes.c.key_sha256).where(record_hashes.c.request_id == request_id)

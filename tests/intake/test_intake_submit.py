@@ -6,9 +6,13 @@ import csv
 import io
 import json
 import random
+from datetime import timedelta
+from pathlib import Path
 
 from intake_helpers import SECRET, header, jsonl, qa
 
+from pipelines.intake import purge_expired
+from pipelines.ledger_schema import utcnow
 from pipelines.requests import ForgetRequest
 
 
@@ -108,3 +112,30 @@ def test_big_json_lines_request_within_limits(env):
     rows = [qa(i) for i in range(2000)]
     sub = env.submit(env.write("big.jsonl", jsonl(header(), *rows)))
     assert sub.record_count == 2000 and len(sub.validation_split["record_ids"]) == 200
+
+
+def test_retention_purges_ledger_content_and_old_quarantine_files(env):
+    sub = env.submit(env.write("req.jsonl", jsonl(header(), qa(1), qa(2))))
+    assert env.ledger.latest_report("req-1") == {"report_json": str(sub.report_json),
+                                                 "report_html": str(sub.report_html)}
+    for state in ("running", "evaluated", "approved", "registered"):
+        env.ledger.transition("req-1", state, actor="flow")
+    refused = env.refused(env.write("bad.jsonl", b""))
+    assert purge_expired(env.ledger, work_dir=env.work) == ([], [])  # nothing is old enough yet
+    later = utcnow() + timedelta(days=31)
+    purged, removed = purge_expired(env.ledger, work_dir=env.work, retention=timedelta(days=30), now=later)
+    assert purged == ["req-1"]  # other-1 is still queued: its content stays
+    assert sorted(removed) == sorted([refused.quarantine_path, Path(f"{refused.quarantine_path}.reasons.json")])
+    assert not refused.quarantine_path.exists() and env.ledger.get("other-1").has_content
+    assert not env.ledger.get("req-1").has_content and len(env.ledger.record_hashes("req-1")) == 2
+
+
+def test_values_that_look_like_fields_never_reach_messages_or_reports(env):
+    text = jsonl(header(), qa(1)) + '{"record_id": "r2", "question": "Q", "' + SECRET + '": "x" "answer": 1}\n'
+    err = env.refused(env.write("quoted.jsonl", text))
+    assert err.problems[0].field == "question"  # the last known field before the break, not the unknown text
+    err = env.refused(env.write("role.jsonl", jsonl(header(request_id="req-9"), qa(1, role=SECRET))))
+    assert err.problems[0].field == "role"
+    report = env.ledger.latest_report("req-9")
+    for path in report.values():
+        assert SECRET not in Path(path).read_text()
