@@ -22,15 +22,25 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-from collections.abc import Iterable
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from pipelines.ledger_records import Acceptance, LedgerEntry, Rejection, Transition
+from pipelines.ledger_config import (
+    DEFAULT_RETENTION_DAYS,
+    DEFAULT_WORK_DIR,
+    LEDGER_ENV,
+    RETENTION_ENV,
+    WORK_DIR_ENV,
+    LedgerUnavailable,
+    default_ledger_url,
+    make_engine,
+    resolve_work_dir,
+    retention_from_env,
+)
+from pipelines.ledger_queries import ContentPurged, LedgerReads, UnknownRequest
+from pipelines.ledger_records import Acceptance, LedgerEntry
 from pipelines.ledger_schema import (
     ALLOWED,
     COMPLETED,
@@ -47,10 +57,14 @@ from pipelines.ledger_schema import (
 if TYPE_CHECKING:
     from pipelines.requests import ForgetRequest
 
+__all__ = [
+    "DEFAULT_RETENTION_DAYS", "DEFAULT_WORK_DIR", "LEDGER_ENV", "RETENTION_ENV", "WORK_DIR_ENV", "ContentPurged",
+    "Ledger", "LedgerUnavailable", "RequestConflict", "StateConflict", "UnknownRequest", "default_ledger_url",
+    "resolve_work_dir", "retention_from_env",
+]
+
 logger = logging.getLogger(__name__)
 
-LEDGER_ENV, WORK_DIR_ENV, RETENTION_ENV = "ASU_LEDGER_URL", "ASU_WORK_DIR", "ASU_RETENTION_DAYS"
-DEFAULT_WORK_DIR, DEFAULT_RETENTION_DAYS = "asu-work", 30
 _LOCK_KEY = 0x41535531  # PostgreSQL advisory lock serialising table creation
 
 
@@ -62,85 +76,16 @@ class StateConflict(RuntimeError):
     """The request's state changed under us (another process moved it first)."""
 
 
-class UnknownRequest(KeyError):
-    """No request with that id in the ledger."""
-
-
-class ContentPurged(LookupError):
-    """The request's raw content was purged by the retention policy; hashes and history remain."""
-
-
-def resolve_work_dir(path: str | Path | None = None) -> Path:
-    """The working folder: ``path``, else ``$ASU_WORK_DIR``, else ``./asu-work``."""
-    return Path(path or os.environ.get(WORK_DIR_ENV) or DEFAULT_WORK_DIR)
-
-
-def default_ledger_url(work: str | Path | None = None) -> str:
-    """``$ASU_LEDGER_URL``, else SQLite at ``<work dir>/asu-ledger.db`` (absolute path)."""
-    return os.environ.get(LEDGER_ENV) or f"sqlite:///{(resolve_work_dir(work) / 'asu-ledger.db').resolve()}"
-
-
-def retention_from_env() -> timedelta:
-    raw = os.environ.get(RETENTION_ENV, str(DEFAULT_RETENTION_DAYS))
-    try:
-        days = float(raw)
-    except ValueError:
-        raise ValueError(f"{RETENTION_ENV}={raw!r} is invalid; set a number of days, e.g. 30") from None
-    if days < 0:
-        raise ValueError(f"{RETENTION_ENV}={raw!r} is invalid; set a number of days >= 0")
-    return timedelta(days=days)
-
-
-class LedgerUnavailable(ValueError):
-    """The ledger URL is malformed, its driver is missing, or its database cannot be reached."""
-
-
-def _engine(url: str) -> sa.Engine:
-    try:
-        parsed = sa.engine.make_url(url)
-    except sa.exc.ArgumentError:
-        raise LedgerUnavailable(f"ledger URL {url!r} is not a database URL; use sqlite:///path/to/ledger.db or "
-                                "postgresql://user@host:5432/db") from None
-    if parsed.get_backend_name() == "sqlite":
-        memory = parsed.database in (None, "", ":memory:")
-        if not memory:
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        pool = {"poolclass": sa.pool.StaticPool} if memory else {}
-        engine = sa.create_engine(parsed, connect_args={"timeout": 60, "check_same_thread": False}, **pool)
-
-        @sa.event.listens_for(engine, "connect")
-        def _connect(dbapi_connection, _record):
-            dbapi_connection.isolation_level = None  # let SQLAlchemy's "begin" below open the transactions
-            for pragma in ("journal_mode=WAL", "foreign_keys=ON", "busy_timeout=60000"):
-                dbapi_connection.execute(f"PRAGMA {pragma}")
-
-        @sa.event.listens_for(engine, "begin")
-        def _begin(connection):
-            connection.exec_driver_sql("BEGIN IMMEDIATE")  # take the write lock up front: no upgrade deadlocks
-
-        return engine
-    if parsed.drivername == "postgresql":
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    try:
-        return sa.create_engine(parsed, pool_pre_ping=True)
-    except ModuleNotFoundError as err:
-        raise ImportError(f"the ledger URL needs the database driver {err.name!r}; install it "
-                          "(PostgreSQL: pip install 'psycopg[binary]')") from None
-    except sa.exc.NoSuchModuleError:
-        raise LedgerUnavailable(f"ledger URL {parsed.render_as_string(hide_password=True)!r} names an unknown "
-                                "database or driver; use sqlite:///... or postgresql://...") from None
-
-
 def _json(value) -> str | None:
     return None if value is None else json.dumps(value, default=str, sort_keys=True)
 
 
-class Ledger:
+class Ledger(LedgerReads):
     """Durable request store (see the module docstring). Safe to use from several processes at once."""
 
     def __init__(self, url: str | None = None) -> None:
         self.url = url or default_ledger_url()
-        self.engine = _engine(self.url)
+        self.engine = make_engine(self.url)
         try:
             with self.engine.begin() as conn:
                 if conn.dialect.name == "postgresql":
@@ -347,86 +292,3 @@ class Ledger:
                           detail={"retention_days": retention.total_seconds() / 86400})
         logger.info("purged the content of %d request(s)", len(ids))
         return [request_id for request_id, _ in ids]
-
-    # -- reads ------------------------------------------------------------------------------------------------
-
-    def find(self, request_id: str, *, conn=None) -> LedgerEntry | None:
-        query = sa.select(requests).where(requests.c.request_id == request_id)
-        if conn is not None:
-            row = conn.execute(query).mappings().first()
-        else:
-            with self.engine.connect() as own:
-                row = own.execute(query).mappings().first()
-        return None if row is None else LedgerEntry.from_row(row)
-
-    def get(self, request_id: str, *, conn=None) -> LedgerEntry:
-        entry = self.find(request_id, conn=conn)
-        if entry is None:
-            raise UnknownRequest(f"no request {request_id!r} in the ledger; check the id with `asu status`")
-        return entry
-
-    def list_requests(self, states: Iterable[str] | None = None, *, limit: int | None = None) -> list[LedgerEntry]:
-        """Requests in received order, optionally only those in ``states``."""
-        query = sa.select(requests).order_by(requests.c.seq)
-        if states is not None:
-            query = query.where(requests.c.state.in_(list(states)))
-        with self.engine.connect() as conn:
-            return [LedgerEntry.from_row(r) for r in conn.execute(query.limit(limit)).mappings()]
-
-    def queue(self) -> list[LedgerEntry]:
-        """Running requests, then queued ones in the order ``claim_next`` takes them."""
-        entries = self.list_requests(("running", "queued"))
-        return sorted(entries, key=lambda e: (e.state != "running", not e.urgent, e.seq))
-
-    def counts(self) -> dict[str, int]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(requests.c.state, sa.func.count()).group_by(requests.c.state)).all()
-        return {state: int(n) for state, n in rows}
-
-    def history(self, request_id: str) -> list[Transition]:
-        query = sa.select(transitions).where(transitions.c.request_id == request_id).order_by(transitions.c.id)
-        with self.engine.connect() as conn:
-            return [Transition.from_row(r) for r in conn.execute(query).mappings()]
-
-    def rejections(self, *, limit: int | None = 50) -> list[Rejection]:
-        query = sa.select(rejections).order_by(rejections.c.id.desc()).limit(limit)
-        with self.engine.connect() as conn:
-            return [Rejection.from_row(r) for r in conn.execute(query).mappings()]
-
-    def latest_report(self, request_id: str) -> dict | None:
-        """Paths of the request's latest validation report (``report_json``, ``report_html``), for flows to
-        attach to their run; ``None`` when it has none (e.g. only refused before its id could be read)."""
-        for t in reversed(self.history(request_id)):
-            if t.detail and t.detail.get("report_json"):
-                return {"report_json": t.detail["report_json"], "report_html": t.detail.get("report_html")}
-        return None
-
-    def record_hashes(self, request_id: str) -> list[dict]:
-        query = sa.select(record_hashes.c.record_id, record_hashes.c.role, record_hashes.c.content_sha256,
-                          record_hashes.c.key_sha256).where(record_hashes.c.request_id == request_id)
-        with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(query.order_by(record_hashes.c.id)).mappings()]
-
-    def forgotten_keys(self, *, exclude_request_id: str | None = None) -> frozenset[str]:
-        """Keys (``key_sha256``) of the forget records of every accepted request (any state but rejected)."""
-        query = (sa.select(record_hashes.c.key_sha256).join(requests, requests.c.request_id ==
-                                                            record_hashes.c.request_id)
-                 .where(record_hashes.c.role == "forget", requests.c.state != "rejected"))
-        if exclude_request_id is not None:
-            query = query.where(record_hashes.c.request_id != exclude_request_id)
-        with self.engine.connect() as conn:
-            return frozenset(conn.execute(query).scalars())
-
-    def load_request(self, request_id: str) -> ForgetRequest:
-        """The stored request content as a ``ForgetRequest``; ``ContentPurged`` after the retention purge."""
-        from pipelines.requests import ForgetRequest
-
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(requests.c.content_json, requests.c.content_purged_at, requests.c.state)
-                               .where(requests.c.request_id == request_id)).first()
-        if row is None:
-            raise UnknownRequest(f"no request {request_id!r} in the ledger; check the id with `asu status`")
-        if row.content_json is None:
-            when = f"purged on {row.content_purged_at:%Y-%m-%d}" if row.content_purged_at else f"not kept ({row.state})"
-            raise ContentPurged(f"the content of request {request_id!r} was {when}; only hashes and history remain")
-        return ForgetRequest.from_dict(json.loads(row.content_json))
