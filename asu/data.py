@@ -32,7 +32,8 @@ def load_qa_file(path: str | Path) -> list[QAItem]:
         rows = [(i + 1, row) for i, row in enumerate(json.loads(text))]
     else:
         rows = []
-        for lineno, line in enumerate(text.splitlines(), start=1):
+        # split at \n only: str.splitlines() also splits at U+2028 and friends inside JSON strings
+        for lineno, line in enumerate(text.split("\n"), start=1):
             if line.strip():
                 try:
                     rows.append((lineno, json.loads(line)))

@@ -16,6 +16,7 @@ import torch
 
 from asu.data import QAItem, collate, encode_qa, left_padded_prompts
 from asu.losses import IGNORE_INDEX, sequence_log_likelihood
+from asu.metrics.formulas import repetition_rate
 
 logger = logging.getLogger(__name__)
 
@@ -77,13 +78,6 @@ def rouge_l_recall(predictions: Sequence[str], references: Sequence[str]) -> lis
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     return [scorer.score(ref, pred)["rougeL"].recall for pred, ref in zip(predictions, references, strict=True)]
-
-
-def repetition_rate(text: str, n: int = 3) -> float:
-    """Share of repeated word n-grams in ``text`` (0 = no repeats, near 1 = a loop). Texts under n words: 0."""
-    words = text.split()
-    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
-    return 0.0 if not grams else 1.0 - len(set(grams)) / len(grams)
 
 
 def is_fluent(text: str, max_repetition: float = 0.5) -> bool:

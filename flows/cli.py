@@ -4,9 +4,12 @@ Commands:
   asu demo [--json]                          one ASU round on the embedded model, before/after table
   asu unlearn --model DIR --forget F --retain F --out DIR [--recipe NAME] [--set key=value ...]
   asu bench step [--model default|tiny|DIR] [--steps N] [--json]
+  asu search --model DIR --forget F --retain F [--json] [--search key=value ...]   choose tau (exit 3: no safe tau)
+  asu bench search [--subsets 1,4 7 2,9] [--cost-only] [--json]   search cost and quality on the embedded model
   asu promote VERSION [--reason TEXT] [--force]      point the champion alias at a registered version
   asu rollback --reason TEXT                         move the champion back to the previous champion
   asu report REQUEST_ID [--json]                     print a request's saved evidence report
+  asu eval --model DIR|default|tiny --suite tofu|asu-paper|muse|wmdp [--reference FILE] [--json]
   asu submit FILE [--urgent] [--retain F] [--json]   record a forget request (exit 1 when refused)
   asu status [REQUEST_ID] [--json]                  the request queue, or one request's history
   asu bench validate [--records N] [--json]         time the validation of a 10,000-record request
@@ -96,6 +99,43 @@ def cmd_bench_step(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from asu.metrics.asu_paper import PaperModels
+    from asu.metrics.tofu import EvalSettings
+    from asu.metrics.tofu_data import embedded_sets, standard_sets
+    from pipelines.evaluate import EvalPlan, evaluate_model, format_table
+
+    model_dir = _model_arg(args.model, progress=not args.json)
+    if args.forget_authors:
+        authors = [int(a) for a in args.forget_authors.split(",")]
+        sets = embedded_sets(authors, args.embedded_variant)
+    else:
+        sets = standard_sets(args.split)
+    settings = EvalSettings(
+        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, limit=args.limit,
+        keep_generations=not args.no_generations,
+    )
+    plan = EvalPlan(args.suite, sets, settings, PaperModels(args.cosine_model, args.nli_model))
+    store = None if args.no_store else "default"
+    result, reused = evaluate_model(model_dir, plan, reference=args.reference, store_dir=store)
+    if args.out:
+        result.save(args.out)
+    if args.json:
+        print(json.dumps({"suite": result.suite, "aggregates": result.aggregates,
+                          "not_computed": result.not_computed, "reused": reused, "key": result.info.get("key")}))
+    else:
+        print(format_table(result))
+        print(f"({'reused stored result' if reused else 'computed'}{'; saved to ' + args.out if args.out else ''})")
+    return 0
+
+
+def _model_arg(model: str, progress: bool) -> Path:
+    """``default``/``tiny`` = the embedded model of that variant (built on first use); otherwise a folder."""
+    from asu.embedded import EMBEDDED_SPECS, ensure_embedded_model
+
+    return ensure_embedded_model(model, progress=progress) if model in EMBEDDED_SPECS else Path(model)
+
+
 def _registry(args):
     from pipelines.registry import DEFAULT_MODEL_NAME, ModelRegistry
     from pipelines.tracking import Tracker
@@ -141,6 +181,30 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_search(args) -> int:
+    from pipelines.temperature_search import search_from_files
+
+    outcome = search_from_files(
+        args.model, args.forget, args.retain, args.work_dir, args.recipe, _parse_overrides(args.set or []),
+        _parse_overrides(args.search or []), args.forget_validation,
+    )
+    print(json.dumps(outcome.to_dict()) if args.json else outcome.format_table())
+    return 0 if outcome.status == "chosen" else 3
+
+
+def cmd_bench_search(args) -> int:
+    from bench.search import format_markdown, run_search_bench
+    from pipelines.temperature_search import SearchConfig
+
+    subsets = [tuple(int(a) for a in s.split(",")) for s in args.subsets]
+    result = run_search_bench(
+        args.model, subsets, config=_config(args), search=SearchConfig.from_dict(_parse_overrides(args.search or [])),
+        work_dir=Path(args.work_dir), out_dir=Path(args.out) if args.out else None, cost_only=args.cost_only,
+    )
+    print(json.dumps(result) if args.json else format_markdown(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asu", description="Attention Smoothing Unlearning pipeline")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -163,6 +227,25 @@ def build_parser() -> argparse.ArgumentParser:
     unlearn.add_argument("--retain", required=True, help="JSON/JSONL file of {question, answer} to keep")
     unlearn.add_argument("--out", required=True, help="output folder of the unlearned model")
     unlearn.set_defaults(func=cmd_unlearn)
+
+    evaluate = sub.add_parser("eval", help="evaluate a model on a suite (tofu, asu-paper, muse, wmdp)")
+    evaluate.add_argument("--model", required=True, help="model folder, or default | tiny (the embedded model)")
+    evaluate.add_argument("--suite", required=True, choices=["tofu", "asu-paper", "muse", "wmdp"])
+    evaluate.add_argument("--split", default="forget10", choices=["forget01", "forget05", "forget10"],
+                          help="TOFU forget split of the published evaluation")
+    evaluate.add_argument("--forget-authors", help="comma-separated TOFU authors: the embedded model's sets instead")
+    evaluate.add_argument("--embedded-variant", default="default", help="embedded variant the model was built from")
+    evaluate.add_argument("--reference", help="the retain model's result JSON (forget quality, privleak)")
+    evaluate.add_argument("--limit", type=int, help="first N items of every set (default: all)")
+    evaluate.add_argument("--max-new-tokens", type=int, default=200)
+    evaluate.add_argument("--batch-size", type=int, default=32)
+    evaluate.add_argument("--cosine-model", default="bundled", help="bundled | off | encoder folder (asu-paper)")
+    evaluate.add_argument("--nli-model", default="off", help="off | NLI model folder (asu-paper entailment)")
+    evaluate.add_argument("--no-generations", action="store_true", help="store hashes instead of generated text")
+    evaluate.add_argument("--no-store", action="store_true", help="neither reuse nor store the result")
+    evaluate.add_argument("--out", help="also write the result JSON here")
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.set_defaults(func=cmd_eval)
 
     def with_work_dir(p):
         p.add_argument("--work-dir", help="pipeline work dir (default: $ASU_WORK_DIR or ./asu-work); the MLflow "
@@ -194,6 +277,27 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--synthetic", choices=["llama-160m", "llama-1b"], help="time a random Llama of this size")
     step.add_argument("--json", action="store_true")
     step.set_defaults(func=cmd_bench_step)
+
+    search_help = "override a SearchConfig field, e.g. tau_grid=[2,2.5,3] or utility_floor=0.95"
+    search = with_config(sub.add_parser("search", help="choose the attention temperature on a validation split"))
+    search.add_argument("--model", required=True, help="local Hugging Face model folder (safetensors)")
+    search.add_argument("--forget", required=True, help="JSON/JSONL of {question, answer[, subject]} to forget")
+    search.add_argument("--retain", required=True, help="JSON/JSONL file of {question, answer} to keep")
+    search.add_argument("--forget-validation", help="the request's validation items (default: split off --forget)")
+    search.add_argument("--search", action="append", metavar="KEY=VALUE", help=search_help)
+    search.add_argument("--work-dir", default="runs/search", help="where search.json, search.png and trials go")
+    search.add_argument("--json", action="store_true", help="print the outcome as one JSON line")
+    search.set_defaults(func=cmd_search)
+
+    bench_search = with_config(bench.add_parser("search", help="temperature search: cost ratio and quality"))
+    bench_search.add_argument("--model", default="default", choices=["default", "tiny"], help="embedded model")
+    bench_search.add_argument("--subsets", nargs="+", default=["1,4", "7", "2,9"], help="forget author subsets")
+    bench_search.add_argument("--search", action="append", metavar="KEY=VALUE", help=search_help)
+    bench_search.add_argument("--cost-only", action="store_true", help="skip the exhaustive grid of full rounds")
+    bench_search.add_argument("--work-dir", default="runs/bench_search")
+    bench_search.add_argument("--out", help="write search.json and search.md here (e.g. bench/results)")
+    bench_search.add_argument("--json", action="store_true")
+    bench_search.set_defaults(func=cmd_bench_search)
 
     from flows.intake_cli import add_intake_commands
 

@@ -95,7 +95,7 @@ def extraction_strength(predictions: Sequence[int], labels: Sequence[int]) -> fl
 
 def exact_memorization(predictions: Sequence[int], labels: Sequence[int]) -> float:
     """Share of positions where the teacher-forced argmax equals the label (EOS dropped by the caller)."""
-    if not labels or len(predictions) != len(labels):
+    if len(labels) == 0 or len(predictions) != len(labels):
         raise ValueError("exact_memorization needs equally long, non-empty predictions and labels")
     return sum(p == t for p, t in zip(predictions, labels, strict=True)) / len(labels)
 
@@ -143,3 +143,10 @@ def token_entropy(token_ids: Sequence[int]) -> float:
     _, counts = np.unique(np.asarray(token_ids), return_counts=True)
     p = counts / n
     return float(-(p * np.log(p)).sum() / math.log(n))
+
+
+def repetition_rate(text: str, n: int = 3) -> float:
+    """Share of repeated word n-grams in ``text`` (0 = no repeats, near 1 = a loop). Texts under n words: 0."""
+    words = text.split()
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    return 0.0 if not grams else 1.0 - len(set(grams)) / len(grams)

@@ -259,9 +259,20 @@ def evaluate_muse(
     return result
 
 
+def apply_muse_reference(result: SuiteResult, reference: SuiteResult | float | str | Path) -> SuiteResult:
+    """Add privleak to a stored MUSE ``result`` against ``reference`` (see ``reference_auc``), in place."""
+    data = load_muse_news(result.info.get("data_folder"), result.info.get("limit"))
+    auc, record = reference_auc(reference, data)
+    result.aggregates["privleak"] = privleak_formula(result.aggregates[f"mia_{PRIVLEAK_ATTACK}"], auc)
+    result.not_computed.pop("privleak", None)
+    result.info["reference"] = record
+    return result
+
+
 __all__ = [
     "KNOWMEM_MAX_NEW_TOKENS",
     "KNOWMEM_STOPS",
+    "apply_muse_reference",
     "VERBMEM_MAX_NEW_TOKENS",
     "cut_knowmem_answer",
     "evaluate_muse",

@@ -100,6 +100,18 @@ def _length_order(lengths: Sequence[int]) -> list[int]:
     return sorted(range(len(lengths)), key=lambda i: -lengths[i])
 
 
+_CHUNK_ELEMENTS = 1 << 24  # positions x vocabulary entries per statistics chunk (64 MB in float32)
+
+
+def _position_stats(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(log p(target), mu, sigma, argmax) of each row of ``logits`` [n, V]."""
+    logp_all = F.log_softmax(logits.float(), dim=-1)
+    probs = logp_all.exp()
+    mu = (probs * logp_all).sum(-1)
+    sigma = ((probs * logp_all.square()).sum(-1) - mu.square()).clamp(min=0).sqrt()
+    return logp_all.gather(1, targets[:, None])[:, 0], mu, sigma, logp_all.argmax(-1)
+
+
 @torch.no_grad()
 def token_stats(model, encoded: Sequence[Encoded], *, pad_id: int, batch_size: int = 32) -> list[TokenStats]:
     """Teacher-forced statistics of each encoded sequence (see ``TokenStats``), in input order."""
@@ -110,15 +122,15 @@ def token_stats(model, encoded: Sequence[Encoded], *, pad_id: int, batch_size: i
         rows = order[start : start + batch_size]
         batch = {k: v.to(model.device) for k, v in collate([encoded[i] for i in rows], pad_id).items()}
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        logits, labels = logits[:, :-1].float(), batch["labels"][:, 1:]
+        labels = batch["labels"][:, 1:]
         mask = labels != IGNORE_INDEX
-        logp_all = F.log_softmax(logits[mask], dim=-1)  # [N, V] over labelled positions only
-        targets = labels[mask]
-        logp = logp_all.gather(1, targets[:, None])[:, 0]
-        probs = logp_all.exp()
-        mu = (probs * logp_all).sum(-1)
-        sigma = ((probs * logp_all.square()).sum(-1) - mu.square()).clamp(min=0).sqrt()
-        pred = logp_all.argmax(-1)
+        selected, targets = logits[:, :-1][mask], labels[mask]  # [N, V], [N]: labelled positions only
+        del logits
+        # Full-vocabulary statistics in chunks of positions: a few [chunk, V] float32 buffers, not [N, V] ones.
+        chunk = max(1, _CHUNK_ELEMENTS // selected.shape[-1])
+        starts = range(0, len(targets), chunk)
+        parts = [_position_stats(selected[i : i + chunk], targets[i : i + chunk]) for i in starts]
+        logp, mu, sigma, pred = (torch.cat(column) for column in zip(*parts, strict=True))
         counts = mask.sum(1).tolist()
         pieces = [t.cpu().numpy() for t in (logp, mu, sigma, pred, targets)]
         offset = 0

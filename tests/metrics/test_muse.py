@@ -25,12 +25,11 @@ from asu.metrics.results import SuiteResult
 
 
 @pytest.fixture(scope="module")
-def tiny():
+def tiny(tiny_model_dir):
     """(model, tokenizer) of the tiny embedded model: 4 TOFU authors memorised in its chat format, 512 positions."""
-    from asu.embedded import ensure_embedded_model
     from asu.modeling import load_model_and_tokenizer
 
-    return load_model_and_tokenizer(ensure_embedded_model("tiny"))
+    return load_model_and_tokenizer(tiny_model_dir)
 
 
 def _write_sets(folder: Path, sets: dict[str, list]) -> Path:

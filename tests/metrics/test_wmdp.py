@@ -27,12 +27,11 @@ ITEM = {"question": "  Which port does SSH use?\n", "choices": ["21", " 22", "80
 
 
 @pytest.fixture(scope="module")
-def tiny():
+def tiny(tiny_model_dir):
     """(model, tokenizer) of the tiny embedded model (byte-level BPE on TOFU, 512 positions)."""
-    from asu.embedded import ensure_embedded_model
     from asu.modeling import load_model_and_tokenizer
 
-    return load_model_and_tokenizer(ensure_embedded_model("tiny"))
+    return load_model_and_tokenizer(tiny_model_dir)
 
 
 def _random_llama(tokenizer, seed: int = 0):
