@@ -9,6 +9,7 @@ Commands:
   asu promote VERSION [--reason TEXT] [--force]      point the champion alias at a registered version
   asu rollback --reason TEXT                         move the champion back to the previous champion
   asu report REQUEST_ID [--json]                     print a request's saved evidence report
+  asu bench eval [--limit N] [--json]           batched TOFU suite vs one-item-at-a-time
   asu eval --model DIR|default|tiny --suite tofu|asu-paper|muse|wmdp [--reference FILE] [--json]
   asu submit FILE [--urgent] [--retain F] [--json]   record a forget request (exit 1 when refused)
   asu status [REQUEST_ID] [--json]                  the request queue, or one request's history
@@ -205,6 +206,19 @@ def cmd_bench_search(args) -> int:
     return 0
 
 
+def cmd_bench_eval(args) -> int:
+    from asu.metrics.tofu import EvalSettings
+    from bench.eval import default_bench_sets, format_report, run_eval_bench
+
+    model_dir = _model_arg(args.model, progress=not args.json)
+    settings = EvalSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, limit=args.limit)
+    result = run_eval_bench(model_dir, default_bench_sets(), settings, rounds=args.rounds)
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    print(json.dumps(result) if args.json else format_report(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asu", description="Attention Smoothing Unlearning pipeline")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -277,6 +291,15 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--synthetic", choices=["llama-160m", "llama-1b"], help="time a random Llama of this size")
     step.add_argument("--json", action="store_true")
     step.set_defaults(func=cmd_bench_step)
+    bench_eval = bench.add_parser("eval", help="batched TOFU suite vs one-item-at-a-time, embedded default model")
+    bench_eval.add_argument("--model", default="default", help="default (its TOFU sets are used) or a folder of it")
+    bench_eval.add_argument("--limit", type=int, default=40, help="first N items of every set")
+    bench_eval.add_argument("--max-new-tokens", type=int, default=200)
+    bench_eval.add_argument("--batch-size", type=int, default=32)
+    bench_eval.add_argument("--rounds", type=int, default=2, help="back-to-back (batched, naive) pairs")
+    bench_eval.add_argument("--out", help="write the JSON result here")
+    bench_eval.add_argument("--json", action="store_true")
+    bench_eval.set_defaults(func=cmd_bench_eval)
 
     search_help = "override a SearchConfig field, e.g. tau_grid=[2,2.5,3] or utility_floor=0.95"
     search = with_config(sub.add_parser("search", help="choose the attention temperature on a validation split"))
