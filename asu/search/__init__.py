@@ -1,0 +1,38 @@
+"""Method-level pieces of the automatic temperature search (no orchestration, no tracking).
+
+- ``tokens``: content vs function tokens of an answer (a documented stop-word rule);
+- ``scores``: validation figures of a model on a QA set, forget efficacy and retain utility;
+- ``scan``: stage 1, the teacher-only scan over a tau grid and its bracket;
+- ``halving``: stage 2, short real rounds with successive halving and hard floors.
+
+The pipeline step that wires them (split, floors, outcome, plot) is ``pipelines.temperature_search``.
+"""
+
+from asu.search.halving import Floors, TrialResult, rank, run_trial, rung_epochs, successive_halving, winner
+from asu.search.scan import BracketCriteria, ScanRow, bracket, scan_tau, scan_temperatures, spread, token_nlls
+from asu.search.scores import SetFigures, forget_efficacy, retain_utility, score_set
+from asu.search.tokens import FUNCTION_WORDS, function_token_mask, is_function_word
+
+__all__ = [
+    "FUNCTION_WORDS",
+    "BracketCriteria",
+    "Floors",
+    "ScanRow",
+    "SetFigures",
+    "TrialResult",
+    "bracket",
+    "forget_efficacy",
+    "function_token_mask",
+    "is_function_word",
+    "rank",
+    "retain_utility",
+    "rung_epochs",
+    "run_trial",
+    "scan_tau",
+    "scan_temperatures",
+    "score_set",
+    "spread",
+    "successive_halving",
+    "token_nlls",
+    "winner",
+]

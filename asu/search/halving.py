@@ -1,0 +1,230 @@
+"""Stage 2 of the temperature search: short ASU rounds at the stage-1 candidates.
+
+Each trial is a real ``asu.trainer.run_round`` from the original model at one tau, trained on the forget
+*validation* items only (a quarter of the request by default, so a full-length trial costs about a quarter
+of the final round), paired with retain training items, then scored on the forget validation items (forget
+efficacy, fluency) and on the held-out retain validation items (utility). Floors are hard constraints.
+
+Two strategies:
+
+- :func:`bisect_boundary` (the default of the pipeline): full-length trials that halve the sorted candidate
+  list around the feasibility boundary and stop early once it is found;
+- :func:`successive_halving` (Jamieson & Talwalkar 2016; Li et al., Hyperband, 2018): rung 0 trains every
+  candidate for a few epochs, each later rung keeps the best ``1/eta`` feasible ones and retrains them for
+  more epochs, the last rung at full length. On the embedded model its short rungs mislead: a round cut to
+  fewer epochs (its own warm-up and decay) shows more forgetting and more damage than the full round at the
+  same tau, which then recovers (measured in bench/results/search.md), so short-rung rankings and floor
+  checks do not carry over to full length.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from asu.config import ASUConfig
+from asu.data import QAItem
+from asu.modeling import load_model_and_tokenizer
+from asu.search.scores import SetFigures, forget_efficacy, retain_utility, score_sets
+from asu.trainer import run_round
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Floors:
+    """Absolute floors a trial must meet (all on a 0-1 scale).
+
+    ``retain_utility``: on the retain validation items; ``fluent_share`` and ``token_entropy``: of the greedy
+    answers to the forget validation questions (an empty or looping answer is not fluent).
+    """
+
+    retain_utility: float
+    fluent_share: float
+    token_entropy: float
+
+    def failures(self, forget: SetFigures, utility: float) -> list[str]:
+        """The floors that the figures miss, each with the measured value (empty = feasible)."""
+        out = []
+        if utility < self.retain_utility:
+            out.append(f"retain utility {utility:.3f} < floor {self.retain_utility:.3f}")
+        if forget.fluent_share < self.fluent_share:
+            out.append(f"fluent share of forget answers {forget.fluent_share:.2f} < floor {self.fluent_share:.2f}")
+        if forget.token_entropy < self.token_entropy:
+            out.append(f"token entropy of forget answers {forget.token_entropy:.3f} < floor {self.token_entropy:.3f}")
+        return out
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """One short round at ``tau`` for ``epochs`` epochs (rung ``rung``) and its validation figures."""
+
+    tau: float
+    rung: int
+    epochs: int
+    forget: SetFigures
+    retain: SetFigures
+    forget_efficacy: float
+    retain_utility: float
+    failures: tuple[str, ...]
+    seconds: float
+
+    @property
+    def feasible(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict:
+        return {
+            "tau": self.tau, "rung": self.rung, "epochs": self.epochs, "forget_efficacy": self.forget_efficacy,
+            "retain_utility": self.retain_utility, "feasible": self.feasible, "failures": list(self.failures),
+            "seconds": self.seconds, **{f"forget_{k}": v for k, v in self.forget.to_dict().items()},
+            **{f"retain_{k}": v for k, v in self.retain.to_dict().items()},
+        }
+
+
+def rung_epochs(first: int, full: int, eta: int = 2) -> list[int]:
+    """Epochs per rung: ``first``, ``first * eta``, ... while below ``full``, then ``full`` (e.g. 3, 6, 10)."""
+    if not 1 <= first <= full or eta < 2:
+        raise ValueError(f"need 1 <= first ({first}) <= full ({full}) epochs and eta ({eta}) >= 2")
+    out = []
+    while first < full:
+        out.append(first)
+        first *= eta
+    return [*out, full]
+
+
+def run_trial(
+    model_dir: str | Path,
+    tau: float,
+    epochs: int,
+    rung: int,
+    forget: Sequence[QAItem],
+    retain_train: Sequence[QAItem],
+    retain_val: Sequence[QAItem],
+    config: ASUConfig,
+    floors: Floors,
+    work_dir: Path,
+    *,
+    max_new_tokens: int = 200,
+    keep_model: bool = False,
+) -> TrialResult:
+    """Train ``config`` at ``tau`` for ``epochs`` on ``forget`` from ``model_dir``, score it, drop the model."""
+    started = time.perf_counter()
+    out = Path(work_dir) / f"trial-r{rung}-tau{tau:g}"
+    trial_config = replace(config, tau=tau, epochs=epochs)
+    run_round(model_dir, forget, retain_train, trial_config, out, progress=False)
+    model, tokenizer = load_model_and_tokenizer(out)
+    figures = score_sets(model, tokenizer, {"forget": forget, "retain": retain_val}, prompt_format=config.prompt_format,
+                         max_new_tokens=max_new_tokens, max_length=config.max_length)
+    forget_figures, retain_figures = figures["forget"], figures["retain"]
+    if not keep_model:
+        shutil.rmtree(out, ignore_errors=True)
+    fe, ru = forget_efficacy(forget_figures), retain_utility(retain_figures)
+    result = TrialResult(tau, rung, epochs, forget_figures, retain_figures, fe, ru,
+                         tuple(floors.failures(forget_figures, ru)), time.perf_counter() - started)
+    logger.info("trial tau=%g rung=%d epochs=%d: FE %.3f RU %.3f fluent %.2f entropy %.3f %s", tau, rung, epochs,
+                fe, ru, forget_figures.fluent_share, forget_figures.token_entropy, list(result.failures) or "ok")
+    return result
+
+
+def rank(results: Sequence[TrialResult]) -> list[TrialResult]:
+    """Feasible results, best first: highest forget efficacy, ties to the lower (gentler) tau."""
+    return sorted((r for r in results if r.feasible), key=lambda r: (-r.forget_efficacy, r.tau))
+
+
+def successive_halving(
+    model_dir: str | Path,
+    candidates: Sequence[float],
+    forget: Sequence[QAItem],
+    retain_train: Sequence[QAItem],
+    retain_val: Sequence[QAItem],
+    config: ASUConfig,
+    floors: Floors,
+    work_dir: Path,
+    *,
+    epochs: Sequence[int],
+    eta: int = 2,
+    max_new_tokens: int = 200,
+) -> list[TrialResult]:
+    """Every trial run, rung after rung. ``epochs`` lists the epochs of each rung (see :func:`rung_epochs`).
+
+    Rung r + 1 trains the best ``ceil(n_r / eta)`` feasible candidates of rung r (a candidate that breaks a
+    floor is dropped at once). Stops early when no candidate is feasible. When no survivor meets the floors
+    at the last rung, the next-best feasible candidates of the previous rung are tried there one by one
+    (backfill). The winner is the best feasible result of the last rung (see :func:`winner`).
+    """
+    def trial(tau: float, rung: int) -> TrialResult:
+        return run_trial(model_dir, tau, epochs[rung], rung, forget, retain_train, retain_val, config, floors,
+                         work_dir, max_new_tokens=max_new_tokens)
+
+    alive, trials, previous = sorted(candidates), [], []
+    for rung in range(len(epochs)):
+        results = [trial(tau, rung) for tau in alive]
+        trials += results
+        ranked = rank(results)
+        if rung == len(epochs) - 1:
+            # Backfill: when every survivor breaks a floor at full length, try the next-best feasible
+            # candidates of the previous rung, best first, until one holds.
+            backlog = [r.tau for r in previous if r.tau not in alive]
+            while not ranked and backlog:
+                trials.append(trial(backlog.pop(0), rung))
+                ranked = rank(trials[-1:])
+            break
+        if not ranked:
+            break
+        previous, alive = ranked, sorted(r.tau for r in ranked[: math.ceil(len(alive) / eta)])
+    return trials
+
+
+def bisect_boundary(
+    model_dir: str | Path,
+    candidates: Sequence[float],
+    forget: Sequence[QAItem],
+    retain_train: Sequence[QAItem],
+    retain_val: Sequence[QAItem],
+    config: ASUConfig,
+    floors: Floors,
+    work_dir: Path,
+    *,
+    epochs: int,
+    max_new_tokens: int = 200,
+) -> list[TrialResult]:
+    """Full-length trials that halve the sorted candidates around the feasibility boundary (all at rung 0).
+
+    Rests on what the ASU temperature ablation and our scans show: forget efficacy rises with tau while
+    fluency and utility fall, so the best feasible tau is the highest feasible one. A trial at the upper
+    middle of the remaining interval either meets every floor (every lower tau forgets less: continue above
+    it) or breaks one (continue below it); it stops as soon as the interval is empty, after at most
+    ``ceil(log2(n + 1))`` trials. The winner is still the feasible trial of highest forget efficacy.
+    """
+    taus, trials = sorted(candidates), []
+    low, high = 0, len(taus) - 1
+    while low <= high:
+        mid = (low + high + 1) // 2
+        trials.append(run_trial(model_dir, taus[mid], epochs, 0, forget, retain_train, retain_val, config, floors,
+                                work_dir, max_new_tokens=max_new_tokens))
+        low, high = (mid + 1, high) if trials[-1].feasible else (low, mid - 1)
+    return trials
+
+
+def winner(trials: Sequence[TrialResult], last_rung: int) -> TrialResult | None:
+    """The best feasible trial of ``last_rung`` (the full-length rung), or None when there is none."""
+    ranked = rank([t for t in trials if t.rung == last_rung])
+    return ranked[0] if ranked else None
+
+
+__all__ = [
+    "Floors",
+    "TrialResult",
+    "bisect_boundary",
+    "rank",
+    "rung_epochs",
+    "run_trial",
+    "successive_halving",
+    "winner",
+]

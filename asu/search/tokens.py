@@ -1,0 +1,85 @@
+"""Content vs function tokens of an answer, for the paper's factual-vs-function NLL argument (method.md §6).
+
+The ASU paper split TOFU answer tokens into factual and function tokens with a GPT annotator. Here the split
+is a fixed, documented rule on the *word* each answer token belongs to:
+
+- a token is a **function** token when its word (lower-cased, the maximal run of letters/digits/apostrophes
+  around the token's characters) is in :data:`FUNCTION_WORDS` (English articles, pronouns, prepositions,
+  conjunctions, auxiliary and copular verbs, a few frequent adverbs), or when the token holds no letter or
+  digit at all (whitespace, punctuation), or is the EOS token that closes every answer;
+- every other token is a **content** token (names, places, dates, titles, nouns, most verbs).
+
+Tokens are mapped to words with the fast tokenizer's character offsets, so a sub-word piece ("the" at the
+start of "theory") takes the class of its whole word. Tokenizers without offsets fall back to classifying
+each decoded token on its own.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+#: Function words (lower case). Small on purpose: it separates syntax from facts, it is not a linguistic tool.
+FUNCTION_WORDS: frozenset[str] = frozenset(
+    """
+    a an the this that these those there here
+    i me my mine we us our ours you your yours he him his she her hers it its they them their theirs
+    who whom whose which what where when why how
+    and or but nor so yet as if than then because while although though
+    of in on at to from by for with without about into onto over under between among through during
+    before after above below up down out off near across against along around behind beyond upon within
+    is am are was were be been being has have had having do does did done can could will would shall
+    should may might must
+    not no also very too just only even more most much many some any all both each such own same
+    other another
+    's 'm 're 've 'll 'd n't
+    """.split()
+)
+
+_WORD = re.compile(r"[A-Za-z0-9']+")
+_HAS_ALNUM = re.compile(r"[A-Za-z0-9]")
+
+
+def is_function_word(word: str) -> bool:
+    """True for a word of :data:`FUNCTION_WORDS` (case-insensitive) or a string with no letter or digit."""
+    word = word.strip()
+    return not _HAS_ALNUM.search(word) or word.lower() in FUNCTION_WORDS
+
+
+def _word_spans(text: str) -> list[tuple[int, int]]:
+    return [m.span() for m in _WORD.finditer(text)]
+
+
+def _classify_by_offsets(text: str, offsets: Sequence[tuple[int, int]]) -> list[bool]:
+    spans = _word_spans(text)
+    out = []
+    for start, end in offsets:
+        piece = text[start:end]
+        if not _HAS_ALNUM.search(piece):
+            out.append(True)
+            continue
+        words = [text[s:e] for s, e in spans if s < end and e > start]
+        out.append(all(is_function_word(w) for w in words) if words else True)
+    return out
+
+
+def function_token_mask(tokenizer, text: str, token_ids: Sequence[int]) -> list[bool]:
+    """Per token of ``token_ids`` (the encoding of ``text``, optionally followed by EOS): True = function token.
+
+    ``token_ids`` must be ``tokenizer(text, add_special_tokens=False)["input_ids"]`` plus at most a trailing EOS
+    (the answer encoding of ``asu.data.answer_ids``), possibly truncated. Returns one bool per id.
+    """
+    ids = list(token_ids)
+    eos = tokenizer.eos_token_id
+    if getattr(tokenizer, "is_fast", False):
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        plain = list(enc["input_ids"])
+        body = ids[: len(plain)]
+        if body == plain[: len(body)]:
+            mask = _classify_by_offsets(text, enc["offset_mapping"][: len(body)])
+            return mask + [True] * (len(ids) - len(body))  # the EOS that closes the answer
+    # Fallback: each decoded token judged on its own (sub-word pieces may be misjudged).
+    return [True if i == eos else is_function_word(tokenizer.decode([i])) for i in ids]
+
+
+__all__ = ["FUNCTION_WORDS", "function_token_mask", "is_function_word"]

@@ -1,0 +1,18 @@
+"""Automatic attention-temperature search on a validation split (issue 5); see ``search.py``."""
+
+from pipelines.temperature_search.config import SearchConfig
+from pipelines.temperature_search.outcome import SearchOutcome
+from pipelines.temperature_search.plot import plot_search
+from pipelines.temperature_search.search import run_search, search_from_files
+from pipelines.temperature_search.split import ValidationSplit, item_sha256, split_validation
+
+__all__ = [
+    "SearchConfig",
+    "SearchOutcome",
+    "ValidationSplit",
+    "item_sha256",
+    "plot_search",
+    "run_search",
+    "search_from_files",
+    "split_validation",
+]

@@ -1,0 +1,155 @@
+"""Typed, validated configuration of the automatic temperature search (issue 5).
+
+Every bad value raises ``ValueError`` at construction, naming the field and the fix, before any model is
+loaded. Checks that need the data (validation sizes) or the model (floors above what the current model
+achieves) run in ``run_search`` before the scan starts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+from asu.search.scan import BracketCriteria
+
+FloorMode = Literal["relative", "absolute"]
+Stage2 = Literal["bisection", "successive_halving"]
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """What the search scans, how many trials it runs and what it refuses to return.
+
+    Floors (hard constraints, on the validation items): retain utility, fluent share and token entropy of the
+    greedy answers to the forget questions. ``floor_mode='relative'`` reads ``utility_floor`` and
+    ``entropy_floor`` as fractions of the current model's own figures; ``'absolute'`` as 0-1 values.
+    """
+
+    tau_grid: tuple[float, ...] = field(
+        default=(1.5, 2.0, 2.3, 2.6, 3.0, 4.0),
+        metadata=_help("taus scanned in stage 1: strictly increasing, each >= 1 (tau = 1 is always scanned too)"),
+    )
+    stage2: Stage2 = field(
+        default="bisection",
+        metadata=_help(
+            "bisection: full-length trials on the validation items, halving the candidates around the floor "
+            "boundary; successive_halving: short rungs of trial_epochs, x eta per rung, last rung full length"
+        ),
+    )
+    stage2_candidates: int = field(
+        default=5, metadata=_help("at most this many in-bracket taus (spread over the bracket) enter stage 2")
+    )
+    trial_epochs: int = field(
+        default=3, metadata=_help("successive_halving: epochs of the first rung (the last rung uses the round's)")
+    )
+    eta: int = field(default=2, metadata=_help("successive halving: keep 1/eta per rung, multiply epochs by eta"))
+    floor_mode: FloorMode = field(
+        default="relative", metadata=_help("relative: floors are fractions of the current model's figures")
+    )
+    utility_floor: float = field(default=0.9, metadata=_help("minimum retain utility (hmean of ROUGE-L and prob)"))
+    entropy_floor: float = field(default=0.9, metadata=_help("minimum token entropy of the forget answers"))
+    fluent_share_floor: float = field(
+        default=1.0, metadata=_help("minimum share of fluent (non-empty, loop-free) forget answers; always absolute")
+    )
+    min_content_nll_rise: float = field(
+        default=0.1, metadata=_help("stage 1: the teacher must raise content-token NLL by this many nats")
+    )
+    min_teacher_fluent_share: float = field(
+        default=0.5, metadata=_help("stage 1: minimum fluent share of the smoothed teacher's own answers")
+    )
+    min_teacher_entropy_ratio: float = field(
+        default=0.5, metadata=_help("stage 1: teacher answer token entropy >= this x the plain model's")
+    )
+    max_retain_nll_rise: float = field(
+        default=8.0, metadata=_help("stage 1: the teacher's retain NLL may rise by at most this many nats")
+    )
+    forget_validation_fraction: float = field(
+        default=0.25, metadata=_help("share of each subject's forget items split off for validation (seeded)")
+    )
+    retain_validation_size: int = field(default=32, metadata=_help("retain items held out for validation"))
+    min_validation_items: int = field(
+        default=5, metadata=_help("smallest forget (and retain) validation set the search accepts")
+    )
+    max_new_tokens: int | None = field(
+        default=None,
+        metadata=_help("greedy answer length when scoring; None = twice the longest validation reference + 16"),
+    )
+    seed: int = field(default=1001, metadata=_help("seeds the validation split"))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tau_grid", tuple(float(t) for t in self.tau_grid))
+        self._check_grid()
+        for name in ("stage2_candidates", "trial_epochs", "retain_validation_size", "max_new_tokens"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.stage2 not in ("bisection", "successive_halving"):
+            raise ValueError(f"stage2={self.stage2!r} is unknown; use 'bisection' or 'successive_halving'")
+        if self.floor_mode not in ("relative", "absolute"):
+            raise ValueError(f"floor_mode={self.floor_mode!r} is unknown; use 'relative' or 'absolute'")
+        if self.eta < 2:
+            raise ValueError(f"eta={self.eta} must be >= 2 (keep 1/eta of the candidates per rung)")
+        if self.min_validation_items < 2:
+            raise ValueError(f"min_validation_items={self.min_validation_items} must be >= 2")
+        if self.retain_validation_size < self.min_validation_items:
+            raise ValueError(
+                f"retain_validation_size={self.retain_validation_size} is below min_validation_items="
+                f"{self.min_validation_items}; raise retain_validation_size"
+            )
+        if not 0 < self.forget_validation_fraction < 1:
+            raise ValueError(f"forget_validation_fraction={self.forget_validation_fraction} must be in (0, 1)")
+        self._check_floors()
+        for name in ("min_content_nll_rise", "max_retain_nll_rise"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ValueError(f"{name}={getattr(self, name)} must be a finite number >= 0")
+        for name in ("min_teacher_fluent_share", "min_teacher_entropy_ratio"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1]")
+
+    def _check_grid(self) -> None:
+        grid = self.tau_grid
+        if not grid:
+            raise ValueError("tau_grid is empty; list the taus to scan, e.g. (1.5, 2.0, 2.5, 3.0)")
+        bad = [t for t in grid if not (math.isfinite(t) and t >= 1.0)]
+        if bad:
+            raise ValueError(f"tau_grid values {bad} are < 1 or not finite: attention temperatures must be >= 1")
+        if any(b <= a for a, b in zip(grid, grid[1:], strict=False)):
+            raise ValueError(
+                f"tau_grid {list(grid)} must be strictly increasing without duplicates; "
+                f"use {sorted(set(grid))}"
+            )
+
+    def _check_floors(self) -> None:
+        for name in ("utility_floor", "entropy_floor", "fluent_share_floor"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ValueError(
+                    f"{name}={value} can never be met: figures are on a 0-1 scale"
+                    + (" and relative floors are fractions of the current model's value" if name != "fluent_share_floor"
+                       and self.floor_mode == "relative" else "")
+                    + f"; set {name} within [0, 1]"
+                )
+
+    @property
+    def criteria(self) -> BracketCriteria:
+        """The stage-1 bracket criteria."""
+        return BracketCriteria(self.min_content_nll_rise, self.min_teacher_fluent_share,
+                               self.min_teacher_entropy_ratio, self.max_retain_nll_rise)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["tau_grid"] = list(self.tau_grid)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> SearchConfig:
+        """Build from a dict; unknown keys raise ``ValueError`` listing the valid ones."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown SearchConfig field(s) {unknown}; valid fields: {sorted(known)}")
+        return cls(**values)

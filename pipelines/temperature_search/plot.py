@@ -1,0 +1,58 @@
+"""PNG of a temperature search: stage-1 teacher figures and stage-2 trial figures against tau."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipelines.temperature_search.outcome import SearchOutcome
+
+
+def plot_search(outcome: SearchOutcome, path: Path) -> Path:
+    """Write a two-panel PNG to ``path``: left the teacher scan (NLLs), right the trials (FE, RU, fluency)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: files only
+    import matplotlib.pyplot as plt
+
+    taus = [r.tau for r in outcome.scan]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    left.plot(taus, [r.content_nll for r in outcome.scan], "o-", label="content-token NLL (forget)")
+    left.plot(taus, [r.function_nll for r in outcome.scan], "s-", label="function-token NLL (forget)")
+    left.plot(taus, [r.retain_nll for r in outcome.scan], "^-", label="answer NLL (retain)")
+    left.set_xlabel("tau")
+    left.set_ylabel("teacher NLL (nats/token)")
+    left.set_title("stage 1: smoothed teacher")
+    twin = left.twinx()
+    twin.plot(taus, [r.forget.token_entropy for r in outcome.scan], "k--", alpha=0.6, label="teacher token entropy")
+    twin.plot(taus, [r.forget.fluent_share for r in outcome.scan], "k:", alpha=0.6, label="teacher fluent share")
+    twin.set_ylim(0, 1.05)
+    for tau in outcome.candidates:
+        left.axvline(tau, color="tab:green", alpha=0.25, lw=6)
+    handles = left.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+    left.legend(handles=handles, fontsize=7, loc="upper left")
+
+    last = max((t.rung for t in outcome.trials), default=-1)
+    for rung in range(last + 1):
+        trials = sorted((t for t in outcome.trials if t.rung == rung), key=lambda t: t.tau)
+        x = [t.tau for t in trials]
+        alpha = 0.4 + 0.6 * (rung + 1) / (last + 1)
+        epochs = trials[0].epochs if trials else 0
+        right.plot(x, [t.forget_efficacy for t in trials], "o-", color="tab:red", alpha=alpha,
+                   label=f"forget efficacy ({epochs} ep)")
+        right.plot(x, [t.retain_utility for t in trials], "s-", color="tab:blue", alpha=alpha,
+                   label=f"retain utility ({epochs} ep)")
+        right.plot(x, [t.forget.token_entropy for t in trials], "^:", color="tab:gray", alpha=alpha,
+                   label=f"forget token entropy ({epochs} ep)")
+    right.axhline(outcome.floors.get("retain_utility", 0), color="tab:blue", ls="--", lw=0.8, label="utility floor")
+    right.axhline(outcome.floors.get("token_entropy", 0), color="tab:gray", ls="--", lw=0.8, label="entropy floor")
+    if outcome.tau is not None:
+        right.axvline(outcome.tau, color="k", lw=1, label=f"chosen tau {outcome.tau:g}")
+    right.set_xlabel("tau")
+    right.set_ylim(0, 1.05)
+    right.set_title("stage 2: short trials" + ("" if outcome.tau is not None else " (no_safe_temperature)"))
+    right.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,208 @@
+"""Pipeline step: choose the attention temperature of an ASU round on a validation split (issue 5).
+
+Order of work (every bad input fails before the first model pass, except floors that need the model's
+own figures, which fail right after measuring it and before the scan):
+
+1. check the configs, split off the validation items (``split.py``), load the model;
+2. measure the current model on the validation items (tau = 1) and turn the floors into absolute values;
+3. stage 1: teacher-only scan over the tau grid (``asu.search.scan``), bracket, pick the candidates;
+4. stage 2: successive halving over short real rounds (``asu.search.halving``), floors as hard constraints;
+5. outcome: the chosen tau, or ``no_safe_temperature`` with reasons; evidence JSON and PNG in ``work_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from asu.attention import enable_smoothing, validate_layers
+from asu.config import ASUConfig
+from asu.data import QAItem, load_qa_file
+from asu.modeling import load_model_and_tokenizer
+from asu.recipes import get_recipe
+from asu.search.halving import Floors, bisect_boundary, rung_epochs, successive_halving, winner
+from asu.search.scan import ScanRow, bracket, scan_tau, spread
+from asu.search.scores import SetFigures, forget_efficacy, retain_utility, score_set
+from pipelines.temperature_search.config import SearchConfig
+from pipelines.temperature_search.outcome import SearchOutcome
+from pipelines.temperature_search.plot import plot_search
+from pipelines.temperature_search.split import ValidationSplit, split_validation
+
+logger = logging.getLogger(__name__)
+
+
+def check_round_config(round_config: ASUConfig, config: SearchConfig) -> None:
+    """Raise ``ValueError`` when the round cannot be searched with ``config``."""
+    if not round_config.objective.needs_teacher:
+        raise ValueError(
+            f"method={round_config.method!r} has no smoothed teacher, so tau has no effect; "
+            "search with an ASU objective (asu_gd or asu_kl)"
+        )
+    if config.stage2 == "successive_halving" and config.trial_epochs > round_config.epochs:
+        raise ValueError(
+            f"trial_epochs={config.trial_epochs} exceeds the round's epochs={round_config.epochs}; "
+            "trials must be shorter than the round they select for"
+        )
+
+
+def generation_cap(tokenizer, split: ValidationSplit, config: SearchConfig) -> int:
+    """``config.max_new_tokens``, or when None twice the longest validation reference answer (tokens) + 16."""
+    if config.max_new_tokens is not None:
+        return config.max_new_tokens
+    refs = [it["answer"] for it in (*split.forget_val, *split.retain_val)]
+    return 2 * max(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in refs) + 16
+
+
+def absolute_floors(config: SearchConfig, base_forget: SetFigures, base_utility: float, retain_items: int) -> Floors:
+    """The floors as 0-1 values; raises ``ValueError`` for a floor above what the current model achieves."""
+    if config.floor_mode == "relative":
+        utility, entropy = config.utility_floor * base_utility, config.entropy_floor * base_forget.token_entropy
+    else:
+        utility, entropy = config.utility_floor, config.entropy_floor
+        if utility > base_utility:
+            raise ValueError(
+                f"utility_floor={utility} (absolute) is above the current model's own retain utility "
+                f"{base_utility:.3f} on the {retain_items} retain validation items: no unlearned model can be "
+                "expected to meet it; lower utility_floor or use floor_mode='relative'"
+            )
+    if config.fluent_share_floor > base_forget.fluent_share:
+        raise ValueError(
+            f"fluent_share_floor={config.fluent_share_floor} is above the current model's own fluent share "
+            f"{base_forget.fluent_share:.2f} on the forget validation answers; lower fluent_share_floor"
+        )
+    return Floors(retain_utility=utility, fluent_share=config.fluent_share_floor, token_entropy=entropy)
+
+
+def _choice_reasons(trials, chosen, candidates: list[float], verdicts: dict[float, str | None]) -> list[str]:
+    reasons = []
+    if chosen is not None:
+        reasons.append(
+            f"tau={chosen.tau:g}: highest forget efficacy {chosen.forget_efficacy:.3f} at {chosen.epochs} epochs "
+            f"among the trials meeting every floor (retain utility {chosen.retain_utility:.3f})"
+        )
+    for t in trials:
+        if t.failures:
+            reasons.append(f"tau={t.tau:g} ({t.epochs} epochs): " + "; ".join(t.failures))
+    untried = [tau for tau in candidates if tau not in {t.tau for t in trials}]
+    if untried:
+        reasons.append(
+            f"candidates {', '.join(f'{tau:g}' for tau in untried)} not trialed: bisection left them out "
+            "(a lower tau already broke a floor, or a higher tau met every floor)"
+        )
+    for tau, why in verdicts.items():
+        if why is not None:
+            reasons.append(f"tau={tau:g} (stage 1): {why}")
+    return reasons
+
+
+def run_search(
+    model_dir: str | Path,
+    forget: Sequence[QAItem],
+    retain: Sequence[QAItem],
+    round_config: ASUConfig,
+    config: SearchConfig,
+    work_dir: str | Path,
+    *,
+    subjects: Sequence[object] | None = None,
+    forget_validation: Sequence[QAItem] | None = None,
+    plot: bool = True,
+) -> SearchOutcome:
+    """Choose tau for ``round_config`` on a validation split of ``forget``/``retain``; see the module docstring.
+
+    Returns a ``SearchOutcome`` (also written to ``work_dir/search.json``, the plot to ``work_dir/search.png``).
+    """
+    started, work_dir = time.perf_counter(), Path(work_dir)
+    check_round_config(round_config, config)
+    split = split_validation(forget, retain, config, subjects=subjects, forget_validation=forget_validation)
+    model, tokenizer = load_model_and_tokenizer(model_dir, trust_remote_code=round_config.trust_remote_code)
+    enable_smoothing(model)
+    validate_layers(model, round_config.layers)
+    cap = generation_cap(tokenizer, split, config)
+    eval_kw = {"prompt_format": round_config.prompt_format, "max_new_tokens": cap,
+               "max_length": round_config.max_length}
+    scan_kw = {**eval_kw, "layers": round_config.layers, "batch_size": 32}
+    base_row = scan_tau(model, tokenizer, split.forget_val, split.retain_val, 1.0, **scan_kw)
+    base_retain = score_set(model, tokenizer, split.retain_val, **eval_kw)
+    base_utility = retain_utility(base_retain)
+    floors = absolute_floors(config, base_row.forget, base_utility, len(split.retain_val))
+    logger.info("temperature search: %d forget / %d retain validation items, floors %s",
+                len(split.forget_val), len(split.retain_val), floors)
+    rows: list[ScanRow] = [base_row] + [
+        scan_tau(model, tokenizer, split.forget_val, split.retain_val, tau, **scan_kw)
+        for tau in config.tau_grid if tau != 1.0
+    ]
+    del model
+    verdicts = bracket(rows[1:], base_row, config.criteria)
+    candidates = spread([t for t, why in verdicts.items() if why is None], config.stage2_candidates)
+    stage1 = time.perf_counter() - started
+    halving = config.stage2 == "successive_halving"
+    epochs = rung_epochs(config.trial_epochs, round_config.epochs, config.eta) if halving else [round_config.epochs]
+    trials = []
+    if candidates:
+        args = (model_dir, candidates, split.forget_val, split.retain_rest, split.retain_val, round_config, floors,
+                work_dir / "trials")
+        if halving:
+            trials = successive_halving(*args, epochs=epochs, eta=config.eta, max_new_tokens=cap)
+        else:
+            trials = bisect_boundary(*args, epochs=round_config.epochs, max_new_tokens=cap)
+    best = winner(trials, len(epochs) - 1)
+    reasons = _choice_reasons(trials, best, candidates, verdicts)
+    if not candidates:
+        reasons.insert(0, "no tau of the grid passed stage 1 (facts move while the teacher stays coherent)")
+    elif best is None:
+        reasons.insert(0, "no candidate met every floor at full length; unlearning at these taus would break "
+                          "retain utility or fluency")
+    outcome = SearchOutcome(
+        status="chosen" if best else "no_safe_temperature", tau=best.tau if best else None, reasons=reasons,
+        base={"forget_efficacy": forget_efficacy(base_row.forget), "retain_utility": base_utility,
+              **{f"forget_{k}": v for k, v in base_row.forget.to_dict().items()},
+              **{f"retain_{k}": v for k, v in base_retain.to_dict().items()}},
+        floors=vars(floors).copy(), scan=rows, bracket=verdicts, candidates=candidates, trials=trials,
+        split=split.summary(),
+        config={"search": config.to_dict(), "round": round_config.to_dict(), "rung_epochs": epochs,
+                "max_new_tokens": cap},
+    )
+    outcome.seconds = {"stage1": stage1, "stage2": time.perf_counter() - started - stage1}
+    if plot:
+        outcome.plot = plot_search(outcome, work_dir / "search.png")
+    outcome.seconds["total"] = time.perf_counter() - started
+    outcome.write_json(work_dir / "search.json")
+    logger.info("temperature search: %s tau=%s in %.1f s", outcome.status, outcome.tau, outcome.seconds["total"])
+    return outcome
+
+
+def _subjects(path: str | Path) -> list[object] | None:
+    """The optional ``subject`` field of each row of a QA file (None when no row has one)."""
+    text = Path(path).read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        rows = json.loads(text)
+    else:
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    values = [row.get("subject") if isinstance(row, dict) else None for row in rows]
+    return values if any(v is not None for v in values) else None
+
+
+def search_from_files(
+    model_dir: str,
+    forget_file: str,
+    retain_file: str,
+    work_dir: str,
+    recipe: str = "embedded",
+    overrides: dict[str, Any] | None = None,
+    search_overrides: dict[str, Any] | None = None,
+    forget_validation_file: str | None = None,
+) -> SearchOutcome:
+    """``run_search`` from QA files (items may carry a ``subject`` used to stratify the split)."""
+    round_config = ASUConfig.from_dict({**get_recipe(recipe).to_dict(), **(overrides or {})})
+    config = SearchConfig.from_dict(search_overrides or {})
+    forget = load_qa_file(forget_file)
+    validation = load_qa_file(forget_validation_file) if forget_validation_file else None
+    return run_search(model_dir, forget, load_qa_file(retain_file), round_config, config, work_dir,
+                      subjects=_subjects(forget_file), forget_validation=validation)
+
+
+__all__ = ["absolute_floors", "check_round_config", "generation_cap", "run_search", "search_from_files"]

@@ -1,0 +1,119 @@
+"""The validation split of a temperature search: nothing the final report scores is used to choose tau.
+
+- forget: the request's own validation items when given; otherwise a seeded share of each subject's items
+  (stratified, so every subject of the request is represented and still has items left for the report);
+- retain: a seeded sample held out for validation; the rest trains the trials and is what a report scores.
+
+The summary names items by index and SHA-256 only (forget content is sensitive: never logged or reported).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from asu.data import QAItem
+from pipelines.temperature_search.config import SearchConfig
+
+
+def item_sha256(item: QAItem) -> str:
+    """SHA-256 of the item's question and answer (canonical JSON), for audit trails without content."""
+    return hashlib.sha256(json.dumps([item["question"], item["answer"]]).encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class ValidationSplit:
+    """Items by role. ``*_index`` are positions in the sets passed in (forget_val_index is None when given)."""
+
+    forget_val: list[QAItem]
+    forget_test: list[QAItem]
+    retain_val: list[QAItem]
+    retain_rest: list[QAItem]
+    forget_val_index: list[int] | None
+    retain_val_index: list[int]
+
+    def summary(self) -> dict:
+        """Sizes, indices and SHA-256 hashes (no text)."""
+        return {
+            "forget_validation_items": len(self.forget_val),
+            "forget_test_items": len(self.forget_test),
+            "retain_validation_items": len(self.retain_val),
+            "retain_rest_items": len(self.retain_rest),
+            "forget_validation_given": self.forget_val_index is None,
+            "forget_validation_index": self.forget_val_index,
+            "retain_validation_index": self.retain_val_index,
+            "forget_validation_sha256": [item_sha256(it) for it in self.forget_val],
+            "retain_validation_sha256": [item_sha256(it) for it in self.retain_val],
+        }
+
+
+def _stratified(num: int, subjects: Sequence[object] | None, fraction: float, rng: random.Random) -> list[int]:
+    """Indices of a per-subject seeded sample: round(fraction * n) of each subject, at least 1, never all."""
+    groups: dict[str, list[int]] = {}
+    for i in range(num):
+        groups.setdefault(str(subjects[i]) if subjects is not None else "", []).append(i)
+    picked = []
+    for key in sorted(groups):
+        members = groups[key]
+        if len(members) < 2:
+            continue  # a one-item subject stays whole for the report
+        take = min(len(members) - 1, max(1, round(fraction * len(members))))
+        picked += rng.sample(members, take)
+    return sorted(picked)
+
+
+def split_validation(
+    forget: Sequence[QAItem],
+    retain: Sequence[QAItem],
+    config: SearchConfig,
+    *,
+    subjects: Sequence[object] | None = None,
+    forget_validation: Sequence[QAItem] | None = None,
+) -> ValidationSplit:
+    """Split off the validation items; raises ``ValueError`` (naming the minimum) when a side is too small.
+
+    Args:
+        forget, retain: the request's forget items and the retain set.
+        subjects: one subject per forget item (e.g. the author); None = one subject.
+        forget_validation: the request's own validation items; then every forget item is a test item.
+    """
+    if subjects is not None and len(subjects) != len(forget):
+        raise ValueError(f"subjects has {len(subjects)} entries for {len(forget)} forget items; give one per item")
+    rng = random.Random(config.seed)
+    minimum = config.min_validation_items
+    if forget_validation is not None:
+        forget_val, forget_test, forget_index = list(forget_validation), list(forget), None
+        hashes = {item_sha256(it) for it in forget_val}
+        if any(item_sha256(it) in hashes for it in forget_test):
+            raise ValueError("the given forget validation items overlap the forget items; give disjoint sets")
+    else:
+        forget_index = _stratified(len(forget), subjects, config.forget_validation_fraction, rng)
+        chosen = set(forget_index)
+        forget_val = [forget[i] for i in forget_index]
+        forget_test = [it for i, it in enumerate(forget) if i not in chosen]
+    if len(forget_val) < minimum:
+        need = (f"pass at least {minimum} validation items" if forget_index is None else
+                f"raise forget_validation_fraction (now {config.forget_validation_fraction}) or give the request "
+                f"at least {minimum} validation items")
+        raise ValueError(
+            f"the forget validation split holds {len(forget_val)} item(s), fewer than the minimum "
+            f"min_validation_items={minimum} needed to judge a temperature; {need}"
+        )
+    if not forget_test:
+        raise ValueError("no forget item is left for the report after the validation split; add forget items")
+    size = config.retain_validation_size
+    if len(retain) <= size:
+        raise ValueError(
+            f"the retain set has {len(retain)} items; the search holds out retain_validation_size={size} for "
+            f"validation and needs more left to train on: pass at least {size + 1} retain items or lower "
+            f"retain_validation_size (minimum min_validation_items={minimum})"
+        )
+    retain_index = sorted(rng.sample(range(len(retain)), size))
+    held = set(retain_index)
+    return ValidationSplit(
+        forget_val, forget_test, [retain[i] for i in retain_index],
+        [it for i, it in enumerate(retain) if i not in held], forget_index, retain_index,
+    )

@@ -1,0 +1,101 @@
+"""`asu search` and `asu bench search`: JSON outcome, exit codes, determinism across runs, clean errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from search_helpers import TINY_ROUND, TINY_SEARCH
+
+from flows.cli import main
+
+
+def overrides(config, flag: str, keys: list[str]) -> list[str]:
+    values = config.to_dict()
+    return [arg for key in keys for arg in (flag, f"{key}={json.dumps(values[key])}")]
+
+
+ROUND_ARGS = overrides(TINY_ROUND, "--set", ["tau", "learning_rate", "epochs", "batch_size", "grad_accum_steps",
+                                             "max_length", "seed"])
+SEARCH_ARGS = overrides(TINY_SEARCH, "--search", ["tau_grid", "stage2_candidates", "trial_epochs",
+                                                  "retain_validation_size", "min_validation_items",
+                                                  "min_content_nll_rise"])
+
+
+@pytest.fixture
+def files(tiny_sets, tmp_path):
+    paths = []
+    for name, items in zip(("forget", "retain"), tiny_sets, strict=True):
+        paths.append(tmp_path / f"{name}.jsonl")
+        paths[-1].write_text("\n".join(json.dumps(it) for it in items))
+    return paths
+
+
+def test_search_json_matches_the_library_run(tiny_search, tiny_model_dir, files, tmp_path, capsys):
+    """Same data, configs and seed through the CLI: the same outcome, figure for figure (determinism)."""
+    library, _ = tiny_search
+    args = ["search", "--model", str(tiny_model_dir), "--forget", str(files[0]), "--retain", str(files[1]),
+            "--work-dir", str(tmp_path / "run"), "--json", *ROUND_ARGS, *SEARCH_ARGS]
+    code = main(args)
+    outcome = json.loads(capsys.readouterr().out)
+    assert code == (0 if library.status == "chosen" else 3)
+    assert outcome["status"] == library.status and outcome["tau"] == library.tau
+    assert outcome["evidence"] == json.loads(json.dumps(library.evidence()))
+    assert outcome["split"] == library.split and (tmp_path / "run" / "search.png").is_file()
+
+
+def test_search_no_safe_temperature_exits_3_with_reasons(tiny_model_dir, files, tmp_path, capsys):
+    args = ["search", "--model", str(tiny_model_dir), "--forget", str(files[0]), "--retain", str(files[1]),
+            "--work-dir", str(tmp_path), *ROUND_ARGS, *SEARCH_ARGS, "--search", "min_content_nll_rise=50"]
+    assert main(args) == 3
+    out = capsys.readouterr().out
+    assert "no_safe_temperature" in out and "too weak" in out and "content function" in out
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--search", "tau_grid=[2.0,1.5]"], "strictly increasing"),
+        (["--search", "tau_grid=[0.9,2.0]"], "are < 1"),
+        (["--search", "utility_floor=1.5"], "can never be met"),
+        (["--search", "min_validation_items=6"], "fewer than the minimum min_validation_items=6"),
+        (["--search", "temperature=2"], "unknown SearchConfig field"),
+        (["--set", "method=gd"], "has no smoothed teacher"),
+    ],
+)
+def test_bad_input_exits_2_without_traceback(tiny_model_dir, files, tmp_path, capsys, extra, message):
+    args = ["search", "--model", str(tiny_model_dir), "--forget", str(files[0]), "--retain", str(files[1]),
+            "--work-dir", str(tmp_path), *ROUND_ARGS, *SEARCH_ARGS, *extra]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "search.json").exists()
+
+
+def test_subjects_in_the_forget_file_stratify_the_split(tiny_model_dir, tiny_sets, tmp_path, capsys):
+    forget = tmp_path / "forget.jsonl"
+    forget.write_text("\n".join(json.dumps({**it, "subject": "a" if i < 10 else "b"})
+                                for i, it in enumerate(tiny_sets[0])))
+    retain = tmp_path / "retain.jsonl"
+    retain.write_text(json.dumps(tiny_sets[1]))  # a JSON array works too
+    args = ["search", "--model", str(tiny_model_dir), "--forget", str(forget), "--retain", str(retain),
+            "--work-dir", str(tmp_path / "run"), "--json", *ROUND_ARGS, *SEARCH_ARGS,
+            "--search", "min_content_nll_rise=50"]  # stops after stage 1: this test is about the split
+    assert main(args) == 3
+    index = json.loads(capsys.readouterr().out)["split"]["forget_validation_index"]
+    assert sum(i < 10 for i in index) == 2 and sum(i >= 10 for i in index) == 2
+
+
+@pytest.mark.slow
+def test_bench_search_cost_only_on_tiny(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ASU_CACHE_DIR", str(tiny_model_dir.parent.parent))
+    args = ["bench", "search", "--model", "tiny", "--subsets", "0", "--cost-only", "--json",
+            "--work-dir", str(tmp_path / "work"), "--out", str(tmp_path / "out"), *ROUND_ARGS, *SEARCH_ARGS]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    row = result["subsets"][0]
+    assert row["authors"] == [0] and row["search_seconds"] > 0
+    if row["chosen_tau"] is not None:
+        assert row["cost_ratio"] > 0 and [r["tau"] for r in row["rounds"]] == [row["chosen_tau"]]
+    assert (tmp_path / "out" / "search.json").is_file()
+    assert "| forget authors |" in (tmp_path / "out" / "search.md").read_text()

@@ -1,0 +1,82 @@
+"""A complete search on the tiny model: outcome, evidence, plot, JSON, and the no_safe_temperature outcome."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+from search_helpers import TINY_ROUND, TINY_SEARCH
+
+from pipelines.temperature_search import run_search
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_outcome_has_every_figure(tiny_search, tiny_sets):
+    outcome, work = tiny_search
+    assert outcome.status in ("chosen", "no_safe_temperature")
+    assert (outcome.tau is None) == (outcome.status == "no_safe_temperature") and outcome.reasons
+    evidence = outcome.evidence()
+    assert [row["tau"] for row in evidence] == [1.0, 2.0, 4.0]
+    for row in evidence:
+        assert {"content_nll", "function_nll", "teacher_forget_token_entropy", "teacher_forget_repetition",
+                "retain_nll", "in_bracket", "candidate"} <= set(row)
+    assert outcome.candidates and set(outcome.candidates) <= {2.0, 4.0}
+    assert outcome.trials and all(t.epochs == TINY_ROUND.epochs for t in outcome.trials)  # bisection: full length
+    for trial in outcome.trials:
+        row = next(r for r in evidence if r["tau"] == trial.tau)
+        assert row["trial_forget_efficacy"] == trial.forget_efficacy and 0 <= trial.forget_efficacy <= 1
+        assert row["trial_feasible"] == (not trial.failures)
+    if outcome.tau is not None:
+        assert outcome.chosen_trial.feasible
+        assert all(t.forget_efficacy <= outcome.chosen_trial.forget_efficacy for t in outcome.trials if t.feasible)
+    assert outcome.base["forget_efficacy"] < 0.2 and outcome.base["retain_utility"] > 0.8  # the plain model
+    assert outcome.floors["retain_utility"] == pytest.approx(TINY_SEARCH.utility_floor * outcome.base["retain_utility"])
+    assert set(outcome.seconds) == {"stage1", "stage2", "total"}
+
+
+def test_png_and_json_are_written_without_forget_content(tiny_search, tiny_sets):
+    outcome, work = tiny_search
+    assert outcome.plot == work / "search.png"
+    data = outcome.plot.read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 10_000
+    text = (work / "search.json").read_text()
+    saved = json.loads(text)
+    assert saved["status"] == outcome.status and saved["evidence"] == json.loads(json.dumps(outcome.evidence()))
+    assert not any(item["question"] in text or item["answer"] in text for item in tiny_sets[0])
+    assert not list((work / "trials").glob("*/model.safetensors"))  # trial models are not kept
+
+
+def test_no_candidate_passes_stage_one(tiny_model_dir, tiny_sets, tmp_path):
+    forget, retain = tiny_sets
+    outcome = run_search(tiny_model_dir, forget, retain, TINY_ROUND, replace(TINY_SEARCH, min_content_nll_rise=50.0),
+                         tmp_path)
+    assert outcome.status == "no_safe_temperature" and outcome.tau is None and outcome.trials == []
+    assert "no tau of the grid passed stage 1" in outcome.reasons[0]
+    assert any("tau=4 (stage 1): too weak" in r for r in outcome.reasons)
+    assert (tmp_path / "search.png").is_file() and json.loads((tmp_path / "search.json").read_text())["tau"] is None
+
+
+def test_no_candidate_meets_the_floors(tiny_model_dir, tiny_sets, tmp_path):
+    forget, retain = tiny_sets
+    config = replace(TINY_SEARCH, tau_grid=(4.0,), utility_floor=1.0)  # keep all of the model's utility: impossible
+    outcome = run_search(tiny_model_dir, forget, retain, replace(TINY_ROUND, epochs=1), config, tmp_path)
+    assert outcome.status == "no_safe_temperature" and outcome.tau is None
+    assert len(outcome.trials) == 1 and not outcome.trials[0].feasible
+    assert "no candidate met every floor" in outcome.reasons[0]
+    assert any(r.startswith("tau=4 (1 epochs): retain utility") for r in outcome.reasons)
+    assert outcome.to_dict()["evidence"][1]["trial_failures"]
+
+
+@pytest.mark.slow
+def test_successive_halving_on_real_rounds(tiny_model_dir, tiny_sets, tmp_path):
+    forget, retain = tiny_sets
+    config = replace(TINY_SEARCH, stage2="successive_halving", trial_epochs=1, tau_grid=(2.0, 3.0, 4.0),
+                     stage2_candidates=3)
+    outcome = run_search(tiny_model_dir, forget, retain, TINY_ROUND, config, tmp_path)
+    rung0 = [t for t in outcome.trials if t.rung == 0]
+    rung1 = [t for t in outcome.trials if t.rung == 1]
+    assert [t.tau for t in rung0] == outcome.candidates and all(t.epochs == 1 for t in rung0)
+    assert rung1 and all(t.epochs == 2 for t in rung1)
+    assert {t.tau for t in rung1} <= {t.tau for t in rung0 if t.feasible} | set(outcome.candidates)
