@@ -1,0 +1,236 @@
+"""Prefect flows of the continual-unlearning pipeline. Each task wraps one plain function of ``pipelines``.
+
+- ``process_request``: one claimed request, from the current champion to a registered (and maybe promoted)
+  candidate with its evidence report;
+- ``continual_unlearning``: drains the queue (urgent first), one ``process_request`` per request, each starting
+  from the model the previous one promoted; a gate failure marks that request and the rest continue;
+- ``urgent_removal``: submits (optionally) and processes one request at once, ahead of the queue.
+
+GPU steps (search, round) hold the global concurrency slot ``gpu`` (strict), so rounds never overlap on one
+device even across workers. Retries are for I/O only (ledger, MLflow); a crashed request goes back to the queue
+and its round resumes from its last checkpoint on the next attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NONE
+
+from pipelines import process as steps
+from pipelines.evaluate import work_dir
+from pipelines.gate import load_thresholds
+from pipelines.ledger import Ledger, default_ledger_url
+from pipelines.registry import ModelRegistry
+from pipelines.report import ModelRef
+from pipelines.settings import PipelineSettings
+from pipelines.tracking import Tracker, TrackingUnavailable, code_version, is_transient
+
+logger = logging.getLogger(__name__)
+GPU_SLOT = "gpu"
+
+
+def _io_only(task, task_run, state) -> bool:
+    """Retry condition: only transient I/O failures (database, MLflow) are worth another attempt."""
+    try:
+        state.result()
+    except Exception as err:  # noqa: BLE001 - inspecting the failure, not handling it
+        return is_transient(err) or isinstance(err, TrackingUnavailable | OSError)
+    return False
+
+
+io_task = task(cache_policy=NONE, retries=2, retry_delay_seconds=2, retry_condition_fn=_io_only)
+compute_task = task(cache_policy=NONE)
+
+load_request = io_task(steps.load_request)
+ensure_champion = io_task(steps.ensure_champion)
+choose_temperature = compute_task(steps.choose_temperature)
+unlearn = compute_task(steps.unlearn)
+measure = compute_task(steps.measure)
+earlier_requests = io_task(steps.earlier_requests)
+write_evidence = io_task(steps.write_evidence)
+
+
+def ensure_gpu_slot(limit: int = 1) -> None:
+    """Create the global concurrency limit ``gpu`` when the Prefect API has none (strict slots need it)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(GPU_SLOT)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=GPU_SLOT, limit=limit))
+            except ObjectAlreadyExists:
+                pass  # another flow created it first
+
+
+@contextmanager
+def gpu_slot():
+    from prefect.concurrency.sync import concurrency
+
+    with concurrency(GPU_SLOT, occupy=1, strict=True):
+        yield
+
+
+def _settings(settings: dict[str, Any] | str | None) -> PipelineSettings:
+    if isinstance(settings, str):
+        return PipelineSettings.from_yaml(settings)
+    return PipelineSettings.from_dict(settings or {})
+
+
+@flow(name="process-request")
+def process_request(request_id: str, settings: dict[str, Any] | str | None = None,
+                    ledger_url: str | None = None, actor: str = "flow:process-request") -> dict[str, Any]:
+    """Unlearn one request that is already ``running`` (claimed); returns its outcome (ids and numbers)."""
+    log = get_run_logger()
+    config = _settings(settings)
+    ledger = Ledger(ledger_url or default_ledger_url())
+    tracker = Tracker()
+    registry = ModelRegistry(tracker, config.model_name)
+    thresholds = load_thresholds(config.gate_file)
+    try:
+        data = load_request(ledger, request_id)
+        champion = ensure_champion(registry, config)
+        retain = steps.retain_items(config)
+        holdout = steps.load_qa_file(config.holdout_file) if config.holdout_file else None
+        split = steps.split_for_report(data, retain, config)
+        round_dir = work_dir() / "rounds" / request_id
+        with tracker.request_run(request_id, tags={"asu.champion_version": str(champion.version)}) as run:
+            run.log_params({"method": config.round_config().method, "code_version": code_version(),
+                            "data_hash": data.forget_sha256, "parent_version": champion.version,
+                            "num_forget": len(data.forget)})
+            if report := ledger.latest_report(request_id):
+                for path in (report.get("report_json"), report.get("report_html")):
+                    if path and Path(path).is_file():
+                        run.log_file(path, "validation")
+            with gpu_slot():
+                outcome = choose_temperature(Path(champion.path), data, retain, config, round_dir)
+            for trial in outcome.trials:
+                with tracker.child_run(run, f"tau-{trial.tau}-rung-{trial.rung}") as child:
+                    child.log_params({"tau": trial.tau, "steps": trial.epochs})
+                    child.log_metrics({"forget_efficacy": trial.forget_efficacy,
+                                       "retain_utility": trial.retain_utility})
+            run.log_file(round_dir / "search" / "search.json", "search")
+            if outcome.plot:
+                run.log_file(outcome.plot, "search")
+            if outcome.status != "chosen":
+                ledger.transition(request_id, "evaluated", actor=actor, detail={"search": outcome.status})
+                ledger.transition(request_id, "gate_failed", actor=actor,
+                                  detail={"reason": "no_safe_temperature", "reasons": outcome.reasons[:5]})
+                log.warning("request %s: no safe temperature; champion unchanged", request_id)
+                return {"request_id": request_id, "status": "gate_failed", "tau": None,
+                        "reason": "no_safe_temperature", "champion": champion.version}
+            tau = float(outcome.tau)
+            run.log_params({"tau": tau, "lambda": config.round_config().forget_weight,
+                            "lr": config.round_config().learning_rate, "seeds": config.round_config().seed})
+            with gpu_slot():
+                result = unlearn(Path(champion.path), data, retain, config, tau, round_dir / "model",
+                                 run.metric_logger())
+            earlier, recorded, notes = earlier_requests(ledger, request_id)
+            before = measure(Path(champion.path), split, config, holdout=holdout, earlier=earlier, benchmarks=True)
+            after = measure(result.model_dir, split, config, holdout=holdout, earlier=earlier, benchmarks=True)
+            run.log_metrics({"before": before.to_dict(), "after": after.to_dict()})
+            ledger.transition(request_id, "evaluated", actor=actor, detail={"tau": tau})
+            gate, rechecks = steps.decide(before, after, recorded, thresholds)
+            version = registry.register_candidate(
+                result.model_dir, request_ids=[request_id], parent_version=champion.version, gate_results=gate,
+                tau=tau, run_id=run.run_id,
+            )
+            aliases = ["candidate"]
+            if gate.passed:
+                ledger.transition(request_id, "approved", actor=actor, detail={"gate": "passed"})
+                ledger.transition(request_id, "registered", actor=actor, detail={"model_version": version.version})
+                if config.promotion == "auto":
+                    registry.promote(version.version, f"gate passed for request {request_id}")
+                    aliases = ["champion"]
+            else:
+                ledger.transition(request_id, "gate_failed", actor=actor,
+                                  detail={"failed": [c.name for c in gate.failed], "model_version": version.version})
+            paths = write_evidence(
+                data=data, validation=_validation_summary(report), settings=config, tau=tau,
+                outcome=outcome, before=before, after=after, gate=gate, rechecks=rechecks,
+                model=ModelRef(config.model_name, version.version, tuple(aliases), str(champion.version)),
+                code_version=code_version(), thresholds=thresholds,
+            )
+            for path in paths:
+                run.log_file(path, "evidence")
+            run.set_tags({"asu.gate": "passed" if gate.passed else "failed", "asu.model_version": version.version})
+        for note in notes:
+            log.info("request %s: %s", request_id, note)
+        return {"request_id": request_id, "status": "registered" if gate.passed else "gate_failed", "tau": tau,
+                "model_version": version.version, "promoted": gate.passed and config.promotion == "auto",
+                "before": before.to_dict(), "after": after.to_dict(), "gate": gate.to_dict(),
+                "report": str(paths[1]), "failed_checks": [c.name for c in gate.failed]}
+    except BaseException as err:
+        _requeue(ledger, request_id, actor, err)
+        raise
+    finally:
+        ledger.close()
+
+
+def _validation_summary(report: dict | None) -> dict | None:
+    """The contract result JSON the intake wrote (counts and rule names only), if any."""
+    import json
+
+    if report and report.get("report_json") and Path(report["report_json"]).is_file():
+        return json.loads(Path(report["report_json"]).read_text())
+    return None
+
+
+def _requeue(ledger: Ledger, request_id: str, actor: str, err: BaseException) -> None:
+    """A request whose processing crashed goes back to the queue (nothing registered); the error is recorded."""
+    try:
+        if ledger.get(request_id).state == "running":
+            ledger.transition(request_id, "queued", actor=actor,
+                              detail={"error": type(err).__name__, "retry": "the round resumes from its checkpoint"})
+    except Exception:  # noqa: BLE001 - the original error matters more; the ledger may be the thing that failed
+        logger.exception("could not return request %s to the queue", request_id)
+
+
+@flow(name="continual-unlearning")
+def continual_unlearning(settings: dict[str, Any] | str | None = None, ledger_url: str | None = None,
+                         max_requests: int | None = None) -> list[dict[str, Any]]:
+    """Process queued requests one after another (urgent first) until the queue is empty or ``max_requests``."""
+    ensure_gpu_slot()
+    ledger = Ledger(ledger_url or default_ledger_url())
+    outcomes: list[dict[str, Any]] = []
+    try:
+        while max_requests is None or len(outcomes) < max_requests:
+            entry = ledger.claim_next(actor="flow:continual-unlearning")
+            if entry is None:
+                break
+            outcomes.append(process_request(entry.request_id, settings, ledger_url))
+    finally:
+        ledger.close()
+    return outcomes
+
+
+@flow(name="urgent-removal")
+def urgent_removal(request_file: str | None = None, request_id: str | None = None,
+                   settings: dict[str, Any] | str | None = None, ledger_url: str | None = None) -> dict[str, Any]:
+    """Submit ``request_file`` as urgent (or take the queued ``request_id``) and process it now."""
+    from pipelines.intake import submit_request
+
+    if (request_file is None) == (request_id is None):
+        raise ValueError("urgent_removal needs exactly one of request_file or request_id")
+    ensure_gpu_slot()
+    ledger = Ledger(ledger_url or default_ledger_url())
+    try:
+        if request_file is not None:
+            config = _settings(settings)
+            retain = steps.retain_items(config)
+            request_id = submit_request(request_file, urgent=True, ledger=ledger, retain=retain).request_id
+        ledger.transition(request_id, "running", actor="flow:urgent-removal", expected_from="queued")
+    finally:
+        ledger.close()
+    return process_request(request_id, settings, ledger_url, actor="flow:urgent-removal")
+
+
+__all__ = ["continual_unlearning", "ensure_gpu_slot", "process_request", "urgent_removal"]

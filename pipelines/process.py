@@ -1,0 +1,272 @@
+"""The steps of processing one forget request, each a plain function (the Prefect flows call them as tasks).
+
+load_request -> ensure_champion -> choose_temperature -> unlearn -> measure (before/after, earlier requests,
+benchmarks) -> decide (gate) -> register -> write_evidence. Content stays in the ledger: the steps pass items in
+memory, and what they log, tag or report is ids, hashes and numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from asu.data import QAItem, load_qa_file
+from asu.evaluation import score_qa
+from asu.metrics.mia import PRIVLEAK_ATTACK, mia_aucs
+from asu.metrics.passes import encode_pairs, token_stats
+from asu.modeling import load_model_and_tokenizer
+from asu.trainer import RoundResult, run_round
+from pipelines.evaluate import EvalPlan, evaluate_model
+from pipelines.gate import EarlierRecheck, GateFigures, GateResult, GateThresholds, evaluate_gate
+from pipelines.ledger import Ledger
+from pipelines.ledger_queries import ContentPurged
+from pipelines.registry import Champion, ModelRegistry
+from pipelines.report import EvidenceReport, ModelRef, SearchCandidate, ValidationSummary, load_report, write_report
+from pipelines.settings import PipelineSettings
+from pipelines.temperature_search.search import run_search
+from pipelines.temperature_search.split import split_validation
+
+logger = logging.getLogger(__name__)
+
+
+class RequestNotProcessable(ValueError):
+    """A request this pipeline cannot unlearn as it stands (the message says why and what to do)."""
+
+
+@dataclass(frozen=True)
+class RequestData:
+    """A request's items in memory (from the ledger's request store) and its content hash."""
+
+    request_id: str
+    content_sha256: str
+    forget: list[QAItem]
+    validation: list[QAItem] | None
+
+    @property
+    def forget_sha256(self) -> str:
+        return items_sha256(self.forget)
+
+
+def items_sha256(items: list[QAItem]) -> str:
+    """SHA-256 of a list of QA items (canonical JSON): how logs and reports refer to content."""
+    return hashlib.sha256(json.dumps([[i["question"], i["answer"]] for i in items]).encode()).hexdigest()
+
+
+def load_request(ledger: Ledger, request_id: str) -> RequestData:
+    """The request's forget records and validation items as QA items."""
+    request = ledger.load_request(request_id)
+    if request.kind != "qa":
+        raise RequestNotProcessable(
+            f"request {request_id!r} is kind {request.kind!r}; the ASU round unlearns question-answer records, so "
+            "resubmit the passages as kind 'qa' (question + answer) records"
+        )
+    forget = [{"question": r.question, "answer": r.answer} for r in request.forget_records()]
+    validation = [{"question": r.question, "answer": r.answer} for r in request.validation_items()] or None
+    return RequestData(request_id, request.content_sha256, forget, validation)
+
+
+def resolve_base_model(settings: PipelineSettings) -> Path:
+    """``embedded:<variant>`` -> the embedded model's folder (built on first use); otherwise the folder itself."""
+    if settings.base_model.startswith("embedded:"):
+        from asu.embedded import ensure_embedded_model
+
+        return ensure_embedded_model(settings.base_model.removeprefix("embedded:"), progress=True)
+    path = Path(settings.base_model)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"base_model={settings.base_model!r}: no model folder (config.json) there")
+    return path
+
+
+def ensure_champion(registry: ModelRegistry, settings: PipelineSettings) -> Champion:
+    """The current champion; on an empty registry the base model is registered and promoted first."""
+    champion = registry.champion()
+    if champion is None:
+        info = registry.register_base(resolve_base_model(settings))
+        registry.promote(info.version, "base model: the starting point of the continual pipeline")
+        champion = registry.champion()
+    return champion
+
+
+def retain_items(settings: PipelineSettings) -> list[QAItem]:
+    return load_qa_file(settings.retain_file)
+
+
+@dataclass(frozen=True)
+class DataSplit:
+    """Who sees which items: the search's validation items, and the disjoint items the report scores."""
+
+    forget_report: list[QAItem]
+    retain_report: list[QAItem]
+    summary: dict[str, Any]
+
+
+def split_for_report(data: RequestData, retain: list[QAItem], settings: PipelineSettings) -> DataSplit:
+    """The search's own (seeded) split, and report items disjoint from everything the search validates on."""
+    config = settings.search_config()
+    split = split_validation(data.forget, retain, config, forget_validation=data.validation)
+    rest = list(split.retain_rest)
+    random.Random(config.seed).shuffle(rest)
+    return DataSplit(split.forget_test, rest[: settings.report_retain_items], split.summary())
+
+
+def choose_temperature(model_dir: Path, data: RequestData, retain: list[QAItem], settings: PipelineSettings,
+                       work_dir: Path):
+    """Run the temperature search (``pipelines.temperature_search``) for this request; returns its outcome."""
+    return run_search(model_dir, data.forget, retain, settings.round_config(), settings.search_config(),
+                      work_dir / "search", forget_validation=data.validation)
+
+
+def unlearn(model_dir: Path, data: RequestData, retain: list[QAItem], settings: PipelineSettings, tau: float,
+            out_dir: Path, metric_logger=None) -> RoundResult:
+    """The ASU round at ``tau`` from ``model_dir``; resumes from ``out_dir``'s checkpoint after a crash."""
+    config = dataclasses.replace(settings.round_config(), tau=tau)
+    return run_round(model_dir, data.forget, retain, config, out_dir, metric_logger=metric_logger, progress=False)
+
+
+@dataclass
+class Measurement:
+    """One model's figures on a request's report items (fractions) plus earlier requests and benchmarks."""
+
+    forget_rouge: float
+    forget_probability: float
+    fluency: float
+    retain_rouge: float
+    retain_probability: float
+    mia_auc: float | None
+    earlier: dict[str, float] = field(default_factory=dict)  # request id -> forget efficacy
+    benchmarks: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def forget_efficacy(self) -> float:
+        return 1.0 - self.forget_rouge
+
+    def figures(self) -> GateFigures:
+        return GateFigures(self.forget_efficacy, self.retain_rouge, self.fluency, self.mia_auc)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "forget_efficacy": self.forget_efficacy, "forget_rouge": self.forget_rouge,
+            "forget_probability": self.forget_probability, "fluency": self.fluency,
+            "retain_rouge": self.retain_rouge, "retain_probability": self.retain_probability,
+            "mia_auc": self.mia_auc, "earlier": dict(self.earlier), "benchmarks": self.benchmarks,
+        }  # fmt: skip
+
+
+def measure(model_dir: Path, split: DataSplit, settings: PipelineSettings, *, holdout: list[QAItem] | None,
+            earlier: dict[str, list[QAItem]], benchmarks: bool) -> Measurement:
+    """Score ``model_dir`` on the report items, the holdout (MIA), earlier requests and the benchmark suites."""
+    model, tokenizer = load_model_and_tokenizer(model_dir)
+    fmt, cap = settings.round_config().prompt_format, settings.max_new_tokens
+    forget = score_qa(model, tokenizer, split.forget_report, prompt_format=fmt, max_new_tokens=cap)
+    retain = score_qa(model, tokenizer, split.retain_report, prompt_format=fmt, max_new_tokens=cap)
+    auc = None
+    if holdout:
+        enc = {name: encode_pairs(tokenizer, [i["question"] for i in items], [i["answer"] for i in items],
+                                  prompt_format=fmt, max_length=settings.round_config().max_length, source=name)
+               for name, items in (("forget", split.forget_report), ("holdout", holdout))}
+        stats = {k: token_stats(model, v, pad_id=tokenizer.pad_token_id) for k, v in enc.items()}
+        aucs, _ = mia_aucs(stats["forget"], [i["answer"] for i in split.forget_report],
+                           stats["holdout"], [i["answer"] for i in holdout])
+        auc = aucs[PRIVLEAK_ATTACK]
+    result = Measurement(forget.rouge_l_recall, forget.probability, forget.fluent_share, retain.rouge_l_recall,
+                         retain.probability, auc)
+    for request_id, items in earlier.items():
+        scores = score_qa(model, tokenizer, items, prompt_format=fmt, max_new_tokens=cap)
+        result.earlier[request_id] = 1.0 - scores.rouge_l_recall
+    del model
+    if benchmarks:
+        from asu.metrics.tofu import EvalSettings
+
+        for suite in settings.benchmarks:
+            plan = EvalPlan(suite, settings=EvalSettings(limit=settings.benchmark_limit, keep_generations=False))
+            suite_result, _ = evaluate_model(model_dir, plan)
+            result.benchmarks[suite] = dict(suite_result.aggregates)
+    return result
+
+
+def earlier_requests(ledger: Ledger, exclude: str) -> tuple[dict[str, list[QAItem]], dict[str, float], list[str]]:
+    """(items, recorded forget efficacy, notes) of every registered earlier request whose content is kept."""
+    items, recorded, notes = {}, {}, []
+    for entry in ledger.list_requests(["registered"]):
+        if entry.request_id == exclude:
+            continue
+        try:
+            items[entry.request_id] = load_request(ledger, entry.request_id).forget
+        except ContentPurged:
+            notes.append(f"{entry.request_id}: content purged by retention, not re-checked")
+            continue
+        try:
+            report, _ = load_report(entry.request_id)
+            recorded[entry.request_id] = float(report["after"]["forget_efficacy"])
+        except (FileNotFoundError, KeyError, TypeError, ValueError):
+            notes.append(f"{entry.request_id}: no evidence report with its forget efficacy, not re-checked")
+            items.pop(entry.request_id)
+    return items, recorded, notes
+
+
+def decide(before: Measurement, after: Measurement, recorded: dict[str, float],
+           thresholds: GateThresholds) -> tuple[GateResult, list[EarlierRecheck]]:
+    """Hold the candidate's figures to the gate; one resurgence check per earlier request."""
+    rechecks = [EarlierRecheck(rid, recorded[rid], after.earlier[rid]) for rid in after.earlier if rid in recorded]
+    return evaluate_gate(before.figures(), after.figures(), rechecks, thresholds), rechecks
+
+
+def search_candidates(outcome) -> list[SearchCandidate]:
+    """The search evidence as report rows: every stage-2 trial (its numeric figures) and whether it was chosen."""
+    rows = []
+    for trial in outcome.trials:
+        d = trial.to_dict() if hasattr(trial, "to_dict") else dict(vars(trial))
+        metrics = {k: v for k, v in d.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        rows.append(SearchCandidate(float(d["tau"]), metrics, chosen=outcome.tau == d["tau"]))
+    return rows
+
+
+def write_evidence(*, data: RequestData, validation: dict | None, settings: PipelineSettings, tau: float,
+                   outcome, before: Measurement, after: Measurement, gate: GateResult,
+                   rechecks: list[EarlierRecheck], model: ModelRef, code_version: str,
+                   thresholds: GateThresholds) -> tuple[Path, Path]:
+    """The per-request evidence report (JSON + Markdown) under ``<work dir>/reports/<request id>/``."""
+    report = EvidenceReport(
+        request_id=data.request_id,
+        content_hashes={"request": data.content_sha256, "forget_set": data.forget_sha256},
+        validation=ValidationSummary.from_result(validation or {"success": True}),
+        method=settings.round_config().method,
+        tau=tau,
+        search=search_candidates(outcome) if outcome is not None else [],
+        before=before.figures(),
+        after=after.figures(),
+        gate=gate,
+        earlier=rechecks,
+        model=model,
+        code_version=code_version,
+        config_digests={"pipeline_settings": settings.digest(),
+                        "gate_thresholds": hashlib.sha256(json.dumps(thresholds.to_dict()).encode()).hexdigest()},
+        metrics_before=before.to_dict(),
+        metrics_after=after.to_dict(),
+    )
+    return write_report(report)
+
+
+__all__ = [
+    "DataSplit",
+    "Measurement",
+    "RequestData",
+    "RequestNotProcessable",
+    "choose_temperature",
+    "decide",
+    "earlier_requests",
+    "ensure_champion",
+    "load_request",
+    "measure",
+    "resolve_base_model",
+    "retain_items",
+    "split_for_report",
+    "unlearn",
+    "write_evidence",
+]

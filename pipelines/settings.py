@@ -1,0 +1,107 @@
+"""Settings of the continual-unlearning pipeline: which model, which retain data, which recipe, search and gate.
+
+``PipelineSettings`` is a frozen dataclass built from keyword arguments, a dict or a YAML file
+(``configs/pipeline.yaml`` documents every key). Unknown keys are errors that name the key and the known ones.
+The work dir (``$ASU_WORK_DIR`` or ``./asu-work``) holds the ledger, the MLflow store, rounds and reports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from asu.config import ASUConfig
+from asu.recipes import get_recipe
+from pipelines.evaluate import SUITES, Suite
+from pipelines.temperature_search.config import SearchConfig
+
+PromotionMode = Literal["auto", "manual"]
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """Everything a pipeline run reads besides the requests themselves.
+
+    base_model: ``embedded:<variant>`` (built on first use) or a local model folder; registered as version 1
+        and made champion when the registry has no champion yet.
+    retain_file: QA items the model must keep (JSON/JSONL {question, answer}); the round's retain loss, the
+        search's retain validation sample and the report's retain figures all come from it (disjoint parts).
+    holdout_file: QA items the model never saw (MIA non-members); without it the MIA AUC is not measured and the
+        gate's ``mia_auc`` check must be disabled.
+    recipe / overrides: the ASU round (``asu.recipes``), tau is chosen by the search.
+    search: ``SearchConfig`` fields; gate_file: gate thresholds YAML (default ``configs/gate.yaml``).
+    promotion: ``auto`` promotes a candidate that passes the gate to ``champion``; ``manual`` leaves it
+        ``candidate`` for ``asu promote``.
+    benchmarks: suites evaluated on every candidate (``tofu``, ``asu-paper``, ``muse``, ``wmdp``), first
+        ``benchmark_limit`` items each. report_retain_items: retain items scored for utility in the report.
+    """
+
+    base_model: str = "embedded:default"
+    retain_file: str = ""
+    holdout_file: str | None = None
+    recipe: str = "embedded"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    search: dict[str, Any] = field(default_factory=dict)
+    gate_file: str | None = None
+    promotion: PromotionMode = "auto"
+    model_name: str = "asu-unlearned"
+    benchmarks: tuple[Suite, ...] = ()
+    benchmark_limit: int = 20
+    report_retain_items: int = 40
+    max_new_tokens: int = 200
+
+    def __post_init__(self) -> None:
+        if not self.retain_file:
+            raise ValueError("retain_file is required: the QA items (JSON/JSONL) the model must keep")
+        if self.promotion not in get_args(PromotionMode):
+            raise ValueError(f"promotion={self.promotion!r}: use 'auto' or 'manual'")
+        object.__setattr__(self, "benchmarks", tuple(self.benchmarks))
+        unknown = [b for b in self.benchmarks if b not in SUITES]
+        if unknown:
+            raise ValueError(f"benchmarks {unknown} unknown; choose from {', '.join(SUITES)}")
+        if min(self.benchmark_limit, self.report_retain_items, self.max_new_tokens) < 1:
+            raise ValueError("benchmark_limit, report_retain_items and max_new_tokens must be >= 1")
+        self.round_config()  # fail now on a bad recipe or override, not after the search
+        self.search_config()
+
+    def round_config(self) -> ASUConfig:
+        return ASUConfig.from_dict({**get_recipe(self.recipe).to_dict(), **self.overrides})
+
+    def search_config(self) -> SearchConfig:
+        return SearchConfig.from_dict(self.search)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self) | {"benchmarks": list(self.benchmarks)}
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "pipeline settings") -> PipelineSettings:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown key(s) {unknown}; known keys: {', '.join(sorted(known))}")
+        return cls(**data)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> PipelineSettings:
+        import yaml
+
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: no such pipeline settings file") from None
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: invalid YAML ({err})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+        return cls.from_dict(data, str(path))
+
+
+__all__ = ["PipelineSettings", "PromotionMode"]
