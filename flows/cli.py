@@ -1,7 +1,10 @@
 """The ``asu`` command line. It sits at the top of the dependency chain (flows -> pipelines -> asu).
 
 Commands:
-  asu demo [--json]                          one ASU round on the embedded model, before/after table
+  asu demo [--json]                          the whole product on the embedded model: 3 requests, flows, registry
+  asu demo-round [--json]                    one ASU round on the embedded model, before/after table
+  asu run --settings FILE [--max N]          process the queued requests now (continual-unlearning flow)
+  asu urgent FILE --settings FILE            submit a request as urgent and process it at once (urgent-removal)
   asu unlearn --model DIR --forget F --retain F --out DIR [--recipe NAME] [--set key=value ...]
   asu bench step [--model default|tiny|DIR] [--steps N] [--json]
   asu search --model DIR --forget F --retain F [--json] [--search key=value ...]   choose tau (exit 3: no safe tau)
@@ -60,6 +63,37 @@ def _config(args):
 
 
 def cmd_demo(args) -> int:
+    from flows.demo import format_summary, run_product_demo
+
+    summary = run_product_demo(args.work_dir, variant=args.variant)
+    if args.json:
+        print(json.dumps(summary))  # the machine-readable summary is the last line
+    else:
+        print(format_summary(summary))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from flows.continual import continual_unlearning
+
+    outcomes = continual_unlearning(args.settings, args.ledger, args.max)
+    print(json.dumps(outcomes) if args.json else "\n".join(
+        f"{o['request_id']}: {o['status']} (tau {o.get('tau')}, model version {o.get('model_version', '-')})"
+        for o in outcomes) or "queue empty: nothing to process")
+    return 0 if all(o["status"] == "registered" for o in outcomes) else 1
+
+
+def cmd_urgent(args) -> int:
+    from flows.continual import urgent_removal
+
+    outcome = urgent_removal(request_file=args.file, settings=args.settings, ledger_url=args.ledger)
+    print(json.dumps(outcome) if args.json else
+          f"{outcome['request_id']}: {outcome['status']} (tau {outcome.get('tau')}, "
+          f"model version {outcome.get('model_version', '-')})")
+    return 0 if outcome["status"] == "registered" else 1
+
+
+def cmd_demo_round(args) -> int:
     from pipelines.demo import format_demo, run_demo
 
     config = _config(args)
@@ -229,11 +263,31 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. tau=2.0")
         return p
 
-    demo = with_config(sub.add_parser("demo", help="one ASU round on the embedded model, before/after"))
+    demo = sub.add_parser("demo", help="the whole product on the embedded model (3 requests, Prefect, MLflow)")
     demo.add_argument("--variant", default="default", choices=["default", "tiny"])
-    demo.add_argument("--work-dir", default="runs/demo", help="where the unlearned model is written")
-    demo.add_argument("--json", action="store_true", help="print one JSON summary line")
+    demo.add_argument("--work-dir", default="runs/demo", help="each demo gets a new timestamped folder here")
+    demo.add_argument("--json", action="store_true", help="print the summary as one JSON line (the last line)")
     demo.set_defaults(func=cmd_demo)
+
+    demo_round = with_config(sub.add_parser("demo-round", help="one ASU round on the embedded model"))
+    demo_round.add_argument("--variant", default="default", choices=["default", "tiny"])
+    demo_round.add_argument("--work-dir", default="runs/demo-round", help="where the unlearned model is written")
+    demo_round.add_argument("--json", action="store_true", help="print one JSON summary line")
+    demo_round.set_defaults(func=cmd_demo_round)
+
+    run = sub.add_parser("run", help="process the queued requests now (continual-unlearning flow)")
+    run.add_argument("--settings", required=True, help="pipeline settings YAML (see configs/pipeline.yaml)")
+    run.add_argument("--max", type=int, help="process at most N requests")
+    run.add_argument("--ledger", help="ledger URL (default: $ASU_LEDGER_URL or the work dir's SQLite)")
+    run.add_argument("--json", action="store_true")
+    run.set_defaults(func=cmd_run)
+
+    urgent = sub.add_parser("urgent", help="submit a request as urgent and process it at once")
+    urgent.add_argument("file", help="the request file (JSONL, JSON or CSV)")
+    urgent.add_argument("--settings", required=True, help="pipeline settings YAML (see configs/pipeline.yaml)")
+    urgent.add_argument("--ledger", help="ledger URL (default: $ASU_LEDGER_URL or the work dir's SQLite)")
+    urgent.add_argument("--json", action="store_true")
+    urgent.set_defaults(func=cmd_urgent)
 
     unlearn = with_config(sub.add_parser("unlearn", help="run one round on your own model and QA files"))
     unlearn.add_argument("--model", required=True, help="local Hugging Face model folder (safetensors)")

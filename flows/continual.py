@@ -72,11 +72,22 @@ def ensure_gpu_slot(limit: int = 1) -> None:
 
 
 @contextmanager
-def gpu_slot():
+def gpu_slot(holder: str):
+    """Hold the ``gpu`` slot; each holding is appended to ``<work dir>/gpu-slot.jsonl`` (start, end, holder)."""
+    import json
+    import time
+
     from prefect.concurrency.sync import concurrency
 
     with concurrency(GPU_SLOT, occupy=1, strict=True):
-        yield
+        start = time.time()
+        try:
+            yield
+        finally:
+            path = work_dir() / "gpu-slot.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a") as fh:
+                fh.write(json.dumps({"holder": holder, "start": start, "end": time.time()}) + "\n")
 
 
 def _settings(settings: dict[str, Any] | str | None) -> PipelineSettings:
@@ -89,90 +100,113 @@ def _settings(settings: dict[str, Any] | str | None) -> PipelineSettings:
 def process_request(request_id: str, settings: dict[str, Any] | str | None = None,
                     ledger_url: str | None = None, actor: str = "flow:process-request") -> dict[str, Any]:
     """Unlearn one request that is already ``running`` (claimed); returns its outcome (ids and numbers)."""
-    log = get_run_logger()
     config = _settings(settings)
     ledger = Ledger(ledger_url or default_ledger_url())
-    tracker = Tracker()
-    registry = ModelRegistry(tracker, config.model_name)
-    thresholds = load_thresholds(config.gate_file)
     try:
         data = load_request(ledger, request_id)
-        champion = ensure_champion(registry, config)
         retain = steps.retain_items(config)
         holdout = steps.load_qa_file(config.holdout_file) if config.holdout_file else None
-        split = steps.split_for_report(data, retain, config)
-        round_dir = work_dir() / "rounds" / request_id
-        with tracker.request_run(request_id, tags={"asu.champion_version": str(champion.version)}) as run:
-            run.log_params({"method": config.round_config().method, "code_version": code_version(),
-                            "data_hash": data.forget_sha256, "parent_version": champion.version,
-                            "num_forget": len(data.forget)})
-            if report := ledger.latest_report(request_id):
-                for path in (report.get("report_json"), report.get("report_html")):
-                    if path and Path(path).is_file():
-                        run.log_file(path, "validation")
-            with gpu_slot():
-                outcome = choose_temperature(Path(champion.path), data, retain, config, round_dir)
-            for trial in outcome.trials:
-                with tracker.child_run(run, f"tau-{trial.tau}-rung-{trial.rung}") as child:
-                    child.log_params({"tau": trial.tau, "steps": trial.epochs})
-                    child.log_metrics({"forget_efficacy": trial.forget_efficacy,
-                                       "retain_utility": trial.retain_utility})
-            run.log_file(round_dir / "search" / "search.json", "search")
-            if outcome.plot:
-                run.log_file(outcome.plot, "search")
-            if outcome.status != "chosen":
-                ledger.transition(request_id, "evaluated", actor=actor, detail={"search": outcome.status})
-                ledger.transition(request_id, "gate_failed", actor=actor,
-                                  detail={"reason": "no_safe_temperature", "reasons": outcome.reasons[:5]})
-                log.warning("request %s: no safe temperature; champion unchanged", request_id)
-                return {"request_id": request_id, "status": "gate_failed", "tau": None,
-                        "reason": "no_safe_temperature", "champion": champion.version}
-            tau = float(outcome.tau)
-            run.log_params({"tau": tau, "lambda": config.round_config().forget_weight,
-                            "lr": config.round_config().learning_rate, "seeds": config.round_config().seed})
-            with gpu_slot():
-                result = unlearn(Path(champion.path), data, retain, config, tau, round_dir / "model",
-                                 run.metric_logger())
-            earlier, recorded, notes = earlier_requests(ledger, request_id)
-            before = measure(Path(champion.path), split, config, holdout=holdout, earlier=earlier, benchmarks=True)
-            after = measure(result.model_dir, split, config, holdout=holdout, earlier=earlier, benchmarks=True)
-            run.log_metrics({"before": before.to_dict(), "after": after.to_dict()})
-            ledger.transition(request_id, "evaluated", actor=actor, detail={"tau": tau})
-            gate, rechecks = steps.decide(before, after, recorded, thresholds)
-            version = registry.register_candidate(
-                result.model_dir, request_ids=[request_id], parent_version=champion.version, gate_results=gate,
-                tau=tau, run_id=run.run_id,
-            )
-            aliases = ["candidate"]
-            if gate.passed:
-                ledger.transition(request_id, "approved", actor=actor, detail={"gate": "passed"})
-                ledger.transition(request_id, "registered", actor=actor, detail={"model_version": version.version})
-                if config.promotion == "auto":
-                    registry.promote(version.version, f"gate passed for request {request_id}")
-                    aliases = ["champion"]
-            else:
-                ledger.transition(request_id, "gate_failed", actor=actor,
-                                  detail={"failed": [c.name for c in gate.failed], "model_version": version.version})
-            paths = write_evidence(
-                data=data, validation=_validation_summary(report), settings=config, tau=tau,
-                outcome=outcome, before=before, after=after, gate=gate, rechecks=rechecks,
-                model=ModelRef(config.model_name, version.version, tuple(aliases), str(champion.version)),
-                code_version=code_version(), thresholds=thresholds,
-            )
-            for path in paths:
-                run.log_file(path, "evidence")
-            run.set_tags({"asu.gate": "passed" if gate.passed else "failed", "asu.model_version": version.version})
-        for note in notes:
-            log.info("request %s: %s", request_id, note)
-        return {"request_id": request_id, "status": "registered" if gate.passed else "gate_failed", "tau": tau,
-                "model_version": version.version, "promoted": gate.passed and config.promotion == "auto",
-                "before": before.to_dict(), "after": after.to_dict(), "gate": gate.to_dict(),
-                "report": str(paths[1]), "failed_checks": [c.name for c in gate.failed]}
+        # One slot from reading the champion to promoting the candidate: rounds never overlap on the device, and
+        # each request starts from the model the previous one promoted (the continual chain never branches).
+        with gpu_slot(request_id):
+            job = _Job(request_id, config, ledger, Tracker(), data, retain, holdout, actor)
+            return job.run()
     except BaseException as err:
         _requeue(ledger, request_id, actor, err)
         raise
     finally:
         ledger.close()
+
+
+class _Job:
+    """One request under the gpu slot: search, round, measurement, gate, registry, evidence (in that order)."""
+
+    def __init__(self, request_id, config, ledger, tracker, data, retain, holdout, actor) -> None:
+        self.request_id, self.config, self.ledger, self.tracker = request_id, config, ledger, tracker
+        self.data, self.retain, self.holdout, self.actor = data, retain, holdout, actor
+        self.registry = ModelRegistry(tracker, config.model_name)
+        self.thresholds = load_thresholds(config.gate_file)
+        self.round_dir = work_dir() / "rounds" / request_id
+        self.log = get_run_logger()
+
+    def run(self) -> dict[str, Any]:
+        champion = ensure_champion(self.registry, self.config)
+        with self.tracker.request_run(self.request_id, tags={"asu.champion_version": str(champion.version)}) as run:
+            run.log_params({"method": self.config.round_config().method, "code_version": code_version(),
+                            "data_hash": self.data.forget_sha256, "parent_version": champion.version,
+                            "num_forget": len(self.data.forget)})
+            report = self.ledger.latest_report(self.request_id)
+            for path in (report or {}).values():
+                if path and Path(path).is_file():
+                    run.log_file(path, "validation")
+            outcome = choose_temperature(Path(champion.path), self.data, self.retain, self.config, self.round_dir)
+            self._log_search(run, outcome)
+            if outcome.status != "chosen":
+                return self._no_safe_temperature(outcome, champion)
+            tau = float(outcome.tau)
+            round_config = self.config.round_config()
+            run.log_params({"tau": tau, "lambda": round_config.forget_weight, "lr": round_config.learning_rate,
+                            "seeds": round_config.seed})
+            result = unlearn(Path(champion.path), self.data, self.retain, self.config, tau, self.round_dir / "model",
+                             run.metric_logger())
+            split = steps.split_for_report(self.data, self.retain, self.config)
+            earlier, recorded, notes = earlier_requests(self.ledger, self.request_id)
+            for note in notes:
+                self.log.info("request %s: %s", self.request_id, note)
+            kw = {"holdout": self.holdout, "earlier": earlier, "benchmarks": True}
+            before = measure(Path(champion.path), split, self.config, **kw)
+            after = measure(result.model_dir, split, self.config, **kw)
+            run.log_metrics({"before": before.to_dict(), "after": after.to_dict()})
+            self.ledger.transition(self.request_id, "evaluated", actor=self.actor, detail={"tau": tau})
+            gate, rechecks = steps.decide(before, after, recorded, self.thresholds)
+            version, aliases = self._register(result.model_dir, champion, gate, tau, run)
+            paths = write_evidence(
+                data=self.data, validation=_validation_summary(report), settings=self.config, tau=tau,
+                outcome=outcome, before=before, after=after, gate=gate, rechecks=rechecks,
+                model=ModelRef(self.config.model_name, version, tuple(aliases), str(champion.version)),
+                code_version=code_version(), thresholds=self.thresholds,
+            )
+            for path in paths:
+                run.log_file(path, "evidence")
+            run.set_tags({"asu.gate": "passed" if gate.passed else "failed", "asu.model_version": version})
+        return {"request_id": self.request_id, "status": "registered" if gate.passed else "gate_failed",
+                "tau": tau, "model_version": version, "parent_version": str(champion.version),
+                "promoted": "champion" in aliases, "before": before.to_dict(), "after": after.to_dict(),
+                "gate": gate.to_dict(), "report": str(paths[1]), "failed_checks": [c.name for c in gate.failed]}
+
+    def _log_search(self, run, outcome) -> None:
+        for trial in outcome.trials:
+            with self.tracker.child_run(run, f"tau-{trial.tau}-rung-{trial.rung}") as child:
+                child.log_params({"tau": trial.tau, "steps": trial.epochs})
+                child.log_metrics({"forget_efficacy": trial.forget_efficacy, "retain_utility": trial.retain_utility})
+        run.log_file(self.round_dir / "search" / "search.json", "search")
+        if outcome.plot:
+            run.log_file(outcome.plot, "search")
+
+    def _no_safe_temperature(self, outcome, champion) -> dict[str, Any]:
+        self.ledger.transition(self.request_id, "evaluated", actor=self.actor, detail={"search": outcome.status})
+        self.ledger.transition(self.request_id, "gate_failed", actor=self.actor,
+                               detail={"reason": "no_safe_temperature", "reasons": outcome.reasons[:5]})
+        self.log.warning("request %s: no safe temperature; champion unchanged", self.request_id)
+        return {"request_id": self.request_id, "status": "gate_failed", "tau": None, "reason": "no_safe_temperature",
+                "parent_version": str(champion.version), "failed_checks": ["temperature_search"]}
+
+    def _register(self, model_dir, champion, gate, tau, run) -> tuple[str, list[str]]:
+        """Register the candidate (always, tagged with its gate), promote it when it passed and promotion is auto."""
+        info = self.registry.register_candidate(model_dir, request_ids=[self.request_id],
+                                                parent_version=champion.version, gate_results=gate, tau=tau,
+                                                run_id=run.run_id)
+        if not gate.passed:
+            self.ledger.transition(self.request_id, "gate_failed", actor=self.actor,
+                                   detail={"failed": [c.name for c in gate.failed], "model_version": info.version})
+            return info.version, ["candidate"]
+        self.ledger.transition(self.request_id, "approved", actor=self.actor, detail={"gate": "passed"})
+        self.ledger.transition(self.request_id, "registered", actor=self.actor,
+                               detail={"model_version": info.version})
+        if self.config.promotion != "auto":
+            return info.version, ["candidate"]
+        self.registry.promote(info.version, f"gate passed for request {self.request_id}")
+        return info.version, ["champion"]
 
 
 def _validation_summary(report: dict | None) -> dict | None:

@@ -203,7 +203,7 @@ def earlier_requests(ledger: Ledger, exclude: str) -> tuple[dict[str, list[QAIte
             continue
         try:
             report, _ = load_report(entry.request_id)
-            recorded[entry.request_id] = float(report["after"]["forget_efficacy"])
+            recorded[entry.request_id] = float(report["figures"]["after"]["forget_efficacy"])
         except (FileNotFoundError, KeyError, TypeError, ValueError):
             notes.append(f"{entry.request_id}: no evidence report with its forget efficacy, not re-checked")
             items.pop(entry.request_id)

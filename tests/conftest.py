@@ -45,3 +45,12 @@ def tiny_sets() -> tuple[list[dict], list[dict]]:
 
     authors = EMBEDDED_SPECS["tiny"].authors
     return tofu_items(authors[:1]), tofu_items(authors[1:])
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One Prefect test harness (temporary API server and database) for the whole test session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield

@@ -2,16 +2,6 @@
 
 import json
 
-import pytest
-
-
-@pytest.fixture(scope="module")
-def prefect_harness(tmp_path_factory):
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=60):
-        yield
-
 
 def test_unlearning_round_flow(prefect_harness, tiny_model_dir, tiny_sets, tmp_path):
     from flows.round import unlearning_round
