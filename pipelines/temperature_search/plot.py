@@ -43,13 +43,18 @@ def plot_search(outcome: SearchOutcome, path: Path) -> Path:
                    label=f"retain utility ({epochs} ep)")
         right.plot(x, [t.forget.token_entropy for t in trials], "^:", color="tab:gray", alpha=alpha,
                    label=f"forget token entropy ({epochs} ep)")
+        broken = [t for t in trials if not t.feasible]
+        right.plot([t.tau for t in broken], [t.forget_efficacy for t in broken], "x", color="k", ms=10,
+                   label="breaks a floor" if rung == last else None)
     right.axhline(outcome.floors.get("retain_utility", 0), color="tab:blue", ls="--", lw=0.8, label="utility floor")
     right.axhline(outcome.floors.get("token_entropy", 0), color="tab:gray", ls="--", lw=0.8, label="entropy floor")
     if outcome.tau is not None:
         right.axvline(outcome.tau, color="k", lw=1, label=f"chosen tau {outcome.tau:g}")
     right.set_xlabel("tau")
+    right.set_xlim(left.get_xlim())
     right.set_ylim(0, 1.05)
-    right.set_title("stage 2: short trials" + ("" if outcome.tau is not None else " (no_safe_temperature)"))
+    right.set_title("stage 2: trials on the validation items"
+                    + ("" if outcome.tau is not None else " (no_safe_temperature)"))
     right.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from asu.config import ASUConfig
 from asu.data import QAItem, load_qa_file
 from asu.modeling import load_model_and_tokenizer
 from asu.recipes import get_recipe
-from asu.search.halving import Floors, bisect_boundary, rung_epochs, successive_halving, winner
+from asu.search.halving import Floors, TrialResult, bisect_boundary, rung_epochs, successive_halving, winner
 from asu.search.scan import ScanRow, bracket, scan_tau, spread
 from asu.search.scores import SetFigures, forget_efficacy, retain_utility, score_set
 from pipelines.temperature_search.config import SearchConfig
@@ -99,6 +100,54 @@ def _choice_reasons(trials, chosen, candidates: list[float], verdicts: dict[floa
     return reasons
 
 
+@dataclass(frozen=True)
+class _Stage1:
+    """What stage 1 hands on: the current model's figures, the floors, the scan and the candidates."""
+
+    base: ScanRow
+    base_retain: SetFigures
+    floors: Floors
+    rows: list[ScanRow]
+    verdicts: dict[float, str | None]
+    candidates: list[float]
+    cap: int
+
+
+def _stage1(model_dir, split: ValidationSplit, round_config: ASUConfig, config: SearchConfig) -> _Stage1:
+    """Measure the current model (floors fail here, before the scan), then scan the grid and bracket it."""
+    model, tokenizer = load_model_and_tokenizer(model_dir, trust_remote_code=round_config.trust_remote_code)
+    enable_smoothing(model)
+    validate_layers(model, round_config.layers)
+    cap = generation_cap(tokenizer, split, config)
+    eval_kw = {"prompt_format": round_config.prompt_format, "max_new_tokens": cap,
+               "max_length": round_config.max_length}
+    scan_kw = {**eval_kw, "layers": round_config.layers, "batch_size": 32}
+    base = scan_tau(model, tokenizer, split.forget_val, split.retain_val, 1.0, **scan_kw)
+    base_retain = score_set(model, tokenizer, split.retain_val, **eval_kw)
+    floors = absolute_floors(config, base.forget, retain_utility(base_retain), len(split.retain_val))
+    logger.info("temperature search: %d forget / %d retain validation items, floors %s",
+                len(split.forget_val), len(split.retain_val), floors)
+    rows = [base] + [scan_tau(model, tokenizer, split.forget_val, split.retain_val, tau, **scan_kw)
+                     for tau in config.tau_grid if tau != 1.0]
+    verdicts = bracket(rows[1:], base, config.criteria)
+    candidates = spread([t for t, why in verdicts.items() if why is None], config.stage2_candidates)
+    return _Stage1(base, base_retain, floors, rows, verdicts, candidates, cap)
+
+
+def _stage2(model_dir, split: ValidationSplit, round_config: ASUConfig, config: SearchConfig, stage1: _Stage1,
+            work_dir: Path) -> tuple[list[TrialResult], list[int]]:
+    """The trials (bisection or successive halving) and the epochs of each rung."""
+    halving = config.stage2 == "successive_halving"
+    epochs = rung_epochs(config.trial_epochs, round_config.epochs, config.eta) if halving else [round_config.epochs]
+    if not stage1.candidates:
+        return [], epochs
+    args = (model_dir, stage1.candidates, split.forget_val, split.retain_rest, split.retain_val, round_config,
+            stage1.floors, work_dir / "trials")
+    if halving:
+        return successive_halving(*args, epochs=epochs, eta=config.eta, max_new_tokens=stage1.cap), epochs
+    return bisect_boundary(*args, epochs=round_config.epochs, max_new_tokens=stage1.cap), epochs
+
+
 def run_search(
     model_dir: str | Path,
     forget: Sequence[QAItem],
@@ -118,55 +167,28 @@ def run_search(
     started, work_dir = time.perf_counter(), Path(work_dir)
     check_round_config(round_config, config)
     split = split_validation(forget, retain, config, subjects=subjects, forget_validation=forget_validation)
-    model, tokenizer = load_model_and_tokenizer(model_dir, trust_remote_code=round_config.trust_remote_code)
-    enable_smoothing(model)
-    validate_layers(model, round_config.layers)
-    cap = generation_cap(tokenizer, split, config)
-    eval_kw = {"prompt_format": round_config.prompt_format, "max_new_tokens": cap,
-               "max_length": round_config.max_length}
-    scan_kw = {**eval_kw, "layers": round_config.layers, "batch_size": 32}
-    base_row = scan_tau(model, tokenizer, split.forget_val, split.retain_val, 1.0, **scan_kw)
-    base_retain = score_set(model, tokenizer, split.retain_val, **eval_kw)
-    base_utility = retain_utility(base_retain)
-    floors = absolute_floors(config, base_row.forget, base_utility, len(split.retain_val))
-    logger.info("temperature search: %d forget / %d retain validation items, floors %s",
-                len(split.forget_val), len(split.retain_val), floors)
-    rows: list[ScanRow] = [base_row] + [
-        scan_tau(model, tokenizer, split.forget_val, split.retain_val, tau, **scan_kw)
-        for tau in config.tau_grid if tau != 1.0
-    ]
-    del model
-    verdicts = bracket(rows[1:], base_row, config.criteria)
-    candidates = spread([t for t, why in verdicts.items() if why is None], config.stage2_candidates)
-    stage1 = time.perf_counter() - started
-    halving = config.stage2 == "successive_halving"
-    epochs = rung_epochs(config.trial_epochs, round_config.epochs, config.eta) if halving else [round_config.epochs]
-    trials = []
-    if candidates:
-        args = (model_dir, candidates, split.forget_val, split.retain_rest, split.retain_val, round_config, floors,
-                work_dir / "trials")
-        if halving:
-            trials = successive_halving(*args, epochs=epochs, eta=config.eta, max_new_tokens=cap)
-        else:
-            trials = bisect_boundary(*args, epochs=round_config.epochs, max_new_tokens=cap)
+    stage1 = _stage1(model_dir, split, round_config, config)
+    stage1_seconds = time.perf_counter() - started
+    trials, epochs = _stage2(model_dir, split, round_config, config, stage1, work_dir)
     best = winner(trials, len(epochs) - 1)
-    reasons = _choice_reasons(trials, best, candidates, verdicts)
-    if not candidates:
+    reasons = _choice_reasons(trials, best, stage1.candidates, stage1.verdicts)
+    if not stage1.candidates:
         reasons.insert(0, "no tau of the grid passed stage 1 (facts move while the teacher stays coherent)")
     elif best is None:
         reasons.insert(0, "no candidate met every floor at full length; unlearning at these taus would break "
                           "retain utility or fluency")
+    base = stage1.base.forget
     outcome = SearchOutcome(
         status="chosen" if best else "no_safe_temperature", tau=best.tau if best else None, reasons=reasons,
-        base={"forget_efficacy": forget_efficacy(base_row.forget), "retain_utility": base_utility,
-              **{f"forget_{k}": v for k, v in base_row.forget.to_dict().items()},
-              **{f"retain_{k}": v for k, v in base_retain.to_dict().items()}},
-        floors=vars(floors).copy(), scan=rows, bracket=verdicts, candidates=candidates, trials=trials,
-        split=split.summary(),
+        base={"forget_efficacy": forget_efficacy(base), "retain_utility": retain_utility(stage1.base_retain),
+              **{f"forget_{k}": v for k, v in base.to_dict().items()},
+              **{f"retain_{k}": v for k, v in stage1.base_retain.to_dict().items()}},
+        floors=vars(stage1.floors).copy(), scan=stage1.rows, bracket=stage1.verdicts,
+        candidates=stage1.candidates, trials=trials, split=split.summary(),
         config={"search": config.to_dict(), "round": round_config.to_dict(), "rung_epochs": epochs,
-                "max_new_tokens": cap},
+                "max_new_tokens": stage1.cap},
     )
-    outcome.seconds = {"stage1": stage1, "stage2": time.perf_counter() - started - stage1}
+    outcome.seconds = {"stage1": stage1_seconds, "stage2": time.perf_counter() - started - stage1_seconds}
     if plot:
         outcome.plot = plot_search(outcome, work_dir / "search.png")
     outcome.seconds["total"] = time.perf_counter() - started
