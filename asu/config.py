@@ -14,6 +14,8 @@ from typing import Any, Literal
 from asu.objectives import get_objective
 
 TeacherKind = Literal["precomputed", "frozen_copy", "adapter_disabled"]
+#: When a round writes its crash-resume checkpoint: a named cadence or every N optimizer steps.
+CheckpointEvery = Literal["epoch", "never"] | int
 
 
 def _help(text: str) -> dict[str, str]:
@@ -87,6 +89,13 @@ class ASUConfig:
     lora_rank: int = field(default=8, metadata=_help("LoRA rank r"))
     lora_alpha: int = field(default=32, metadata=_help("LoRA alpha"))
     seed: int = field(default=1001, metadata=_help("seeds pairing, shuffling, refusal choice and initialisation"))
+    checkpoint_every: CheckpointEvery = field(
+        default="epoch",
+        metadata=_help(
+            "crash-resume checkpoints in <output_dir>/.checkpoint/: 'epoch' (every epoch's optimizer steps), "
+            "an int N >= 1 (every N optimizer steps) or 'never'; a matching checkpoint is resumed in every case"
+        ),
+    )
     trust_remote_code: bool = field(default=False, metadata=_help("allow model code from the model folder"))
 
     def __post_init__(self) -> None:
@@ -118,6 +127,11 @@ class ASUConfig:
             raise ValueError(f"npo_beta={self.npo_beta} must be > 0")
         if self.teacher_memory_budget_mb < 0:
             raise ValueError(f"teacher_memory_budget_mb={self.teacher_memory_budget_mb} must be >= 0")
+        every = self.checkpoint_every
+        if isinstance(every, bool) or not (every in ("epoch", "never") or (isinstance(every, int) and every >= 1)):
+            raise ValueError(
+                f"checkpoint_every={every!r} is invalid: use 'epoch', 'never' or a whole number of optimizer steps >= 1"
+            )
         if self.teacher == "adapter_disabled" and self.finetune != "lora":
             raise ValueError(
                 "teacher='adapter_disabled' needs finetune='lora'; use teacher='precomputed' for full fine-tuning"

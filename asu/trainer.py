@@ -5,6 +5,11 @@ Runs with ``accelerate``: CPU, one GPU (bf16 when supported) or several processe
 gradient accumulation, AdamW with linear decay and a warm-up of one epoch's steps (when an epoch has more
 than one step), gradient clipping. The trained model is saved as a safetensors Hugging Face folder with
 ``round.json`` (config, metrics, training curve).
+
+Crash-resume (``asu.checkpoint``): while training, checkpoints go to ``<output_dir>/.checkpoint/`` at the cadence
+``ASUConfig.checkpoint_every``; a call that finds a checkpoint of the same round resumes from it and ends at the same
+weights as an uninterrupted run (bit-identical on CPU). The final model files and then ``round.json`` are written
+only at the very end, ``round.json`` last: a folder without it is never a finished model.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
 import time
 from collections.abc import Sequence
@@ -22,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from asu.attention import disable_smoothing, enable_smoothing, validate_layers
+from asu.checkpoint import Progress, RoundCheckpoints, round_fingerprint
 from asu.config import ASUConfig
 from asu.data import Encoded, QAItem, collate, encode_qa, pairing_schedule
 from asu.modeling import load_model_and_tokenizer
@@ -146,9 +153,14 @@ def run_round(
         model_dir: local Hugging Face folder (safetensors) of the model to unlearn from.
         forget, retain: QA items ``{"question", "answer"}``.
         config: the round's configuration.
-        output_dir: where the unlearned model folder is written (created).
+        output_dir: where the unlearned model folder is written (created). A checkpoint left there by an
+            interrupted call with the same model, items and config is resumed; one of another round raises
+            ``asu.checkpoint.CheckpointMismatchError``.
         metric_logger: receives params once and per-step metrics; defaults to a no-op.
         progress: show a progress bar over optimizer steps (main process only).
+        refusals: ``idk`` refusal strings (default: ``asu.embedded.refusal_strings()``).
+
+    The result's ``metrics["resumed_from_step"]`` is the optimizer step the call resumed after (0: fresh start).
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -158,32 +170,44 @@ def run_round(
         mixed_precision=_mixed_precision(config), gradient_accumulation_steps=config.grad_accum_steps
     )
     set_seed(config.seed)
-    started = time.perf_counter()
+    started, output_dir = time.perf_counter(), Path(output_dir)
     model, tokenizer = load_model_and_tokenizer(model_dir, trust_remote_code=config.trust_remote_code)
     data = prepare_data(tokenizer, forget, retain, config, refusals)
+    checkpoints = RoundCheckpoints(
+        output_dir,
+        lambda: round_fingerprint(
+            model_dir, forget, retain, refusals, config, accelerator.num_processes, accelerator.mixed_precision
+        ),
+        config.checkpoint_every,
+    )
+    _ = checkpoints.resume_from  # a checkpoint of another round fails here, before any work
     if config.finetune == "lora":
         model = _apply_lora(model, config)
     if config.objective.needs_teacher:
         enable_smoothing(model)
         validate_layers(model, config.layers)
     model.to(accelerator.device)
+    # Built from the round's original weights on every call: a resumed student's weights are loaded only in _train.
     with accelerator.autocast():
         teacher = build_teacher(model, data, config, tokenizer.pad_token_id)
     metric_logger.log_params({**config.to_dict(), "num_forget": len(data.forget), "num_retain_used": len(data.retain)})
-    curve = _train(accelerator, model, data, teacher, config, tokenizer.pad_token_id, metric_logger, progress)
-    out = _save(accelerator, model, tokenizer, config, Path(output_dir))
+    curve, resumed = _train(
+        accelerator, model, data, teacher, config, tokenizer.pad_token_id, metric_logger, progress, checkpoints
+    )
+    out = _save(accelerator, model, tokenizer, config, output_dir)
     metrics = {
         "seconds": time.perf_counter() - started,
         "optimizer_steps": float(len(curve)),
+        "resumed_from_step": float(resumed),
         "teacher_extra_mb": teacher.extra_bytes() / 2**20,
         **{f"final_{k}": v for k, v in (curve[-1] if curve else {}).items() if k != "step"},
     }
-    result = RoundResult(out, metrics, curve)
     if accelerator.is_main_process:
-        payload = {"config": config.to_dict(), "metrics": metrics, "curve": curve}
-        (out / "round.json").write_text(json.dumps(payload, indent=2))
+        _write_json_atomically(out / "round.json", {"config": config.to_dict(), "metrics": metrics, "curve": curve})
+        checkpoints.remove()
+    accelerator.wait_for_everyone()
     metric_logger.log_metrics({f"round_{k}": v for k, v in metrics.items()})
-    return result
+    return RoundResult(out, metrics, curve)
 
 
 def _train(
@@ -195,8 +219,12 @@ def _train(
     pad_id: int,
     metric_logger: MetricLogger,
     progress: bool,
-) -> list[dict[str, float]]:
-    """The optimisation loop; returns one curve row per optimizer step."""
+    checkpoints: RoundCheckpoints,
+) -> tuple[list[dict[str, float]], int]:
+    """The optimisation loop, resumed from ``checkpoints`` when one matches; returns (curve, resumed step).
+
+    The curve has one row per optimizer step, including the steps done before a resume.
+    """
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
@@ -209,8 +237,13 @@ def _train(
     per_epoch = max(1, total // config.epochs)
     # Not prepared: accelerate would step a prepared scheduler once per process per step.
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps(per_epoch, config), total)
-    curve, window = [], []
-    bar = tqdm(total=total, desc="unlearning", disable=not (progress and accelerator.is_local_main_process))
+    done = checkpoints.restore(accelerator, model, optimizer, scheduler)
+    if done.micro_batches:  # the loader follows a fixed schedule: skipping the consumed batches restores its position
+        loader = accelerator.skip_first_batches(loader, done.micro_batches)
+    curve, window, micro_batches = list(done.curve), [], done.micro_batches
+    bar = tqdm(
+        total=total, initial=done.step, desc="unlearning", disable=not (progress and accelerator.is_local_main_process)
+    )
     for forget_batch, retain_batch in loader:
         with accelerator.accumulate(model):
             loss, parts = objective_loss(model, forget_batch, retain_batch, teacher, config)
@@ -220,6 +253,7 @@ def _train(
             optimizer.step()
             optimizer.zero_grad()
         window.append(parts)
+        micro_batches += 1
         if accelerator.sync_gradients:
             scheduler.step()
             row = {k: sum(p[k] for p in window) / len(window) for k in window[0]}
@@ -229,12 +263,17 @@ def _train(
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.4f}")
             window = []
+            if checkpoints.due(len(curve), total, per_epoch):
+                checkpoints.save(accelerator, model, optimizer, scheduler, Progress(len(curve), micro_batches, curve))
     bar.close()
-    return curve
+    return curve, done.step
 
 
 def _save(accelerator, model, tokenizer, config: ASUConfig, out: Path) -> Path:
-    """Save the unwrapped (LoRA-merged) model as safetensors with the stock attention implementation."""
+    """Save the unwrapped (LoRA-merged) model as safetensors with the stock attention implementation.
+
+    A ``round.json`` of an earlier round in ``out`` is deleted first: it must never vouch for these new weights.
+    """
     accelerator.wait_for_everyone()
     model = accelerator.unwrap_model(model)
     if config.finetune == "lora":
@@ -242,8 +281,19 @@ def _save(accelerator, model, tokenizer, config: ASUConfig, out: Path) -> Path:
     disable_smoothing(model)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
+        (out / "round.json").unlink(missing_ok=True)
         model.save_pretrained(out, safe_serialization=True)
         tokenizer.save_pretrained(out)
         logger.info("saved the unlearned model to %s", out)
     accelerator.wait_for_everyone()
     return out
+
+
+def _write_json_atomically(path: Path, payload: dict) -> None:
+    """Write ``path`` via a temporary file and a rename, so a reader sees the whole file or none."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w") as fh:
+        fh.write(json.dumps(payload, indent=2))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
