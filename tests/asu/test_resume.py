@@ -82,10 +82,12 @@ def assert_same_round(result, reference) -> None:
     assert result.curve == reference.curve
 
 
-def test_interrupted_round_is_not_a_finished_model(interrupted_dir):
+def test_interrupted_round_is_not_a_finished_model(interrupted_dir, tiny_sets):
     assert not (interrupted_dir / "round.json").exists()
     assert not (interrupted_dir / "model.safetensors").exists()
     assert [p.name for p in (interrupted_dir / CHECKPOINT_DIR).iterdir()] == ["step-00000005"]
+    state = (interrupted_dir / CHECKPOINT_DIR / "step-00000005" / "state.json").read_text()
+    assert not any(item["question"] in state or item["answer"] in state for item in tiny_sets[0])  # hashes only
 
 
 def test_resumed_round_equals_uninterrupted(
