@@ -3,8 +3,9 @@
 Scenario A: three successive requests (one urgent) drained by two continual flows started at once: each request is
 processed exactly once, urgent first, each round starts from the previous champion, earlier requests are
 re-checked, GPU slots never overlap, the evidence never holds forget content.
-Scenario B: a crash after the round puts the request back in the queue with nothing registered; the retry resumes
-and completes; a strict gate then fails a request and leaves the champion unchanged.
+Scenario B: a crash in the middle of the round puts the request back in the queue with nothing registered; the
+retry resumes from the round's checkpoint and completes; a strict gate then fails a request and leaves the champion
+unchanged.
 """
 
 from __future__ import annotations
@@ -127,23 +128,39 @@ def test_crash_requeues_then_retry_completes_and_strict_gate_keeps_champion(pref
 
     settings, _ = _setup(tmp_path, monkeypatch, tiny_model_dir, (1, 2), urgent_author=2,
                          forget_efficacy_min=0.0, utility_drop_max=1.0)
-    real_measure = steps.measure
+    import asu.trainer
 
-    def crash(*args, **kwargs):
-        raise RuntimeError("injected crash after the round")
+    real_unlearn, real_loss = steps.unlearn, asu.trainer.objective_loss
+    calls = {"n": 0}
 
-    monkeypatch.setattr("flows.continual.measure.fn", crash)
+    def crash_mid_round(*args, **kwargs):
+        # The final round (not the search's trials) dies during its 4th optimizer step, after a checkpoint.
+        def loss(*a, **k):
+            calls["n"] += 1
+            if calls["n"] == 4:
+                raise RuntimeError("injected crash mid-round")
+            return real_loss(*a, **k)
+
+        monkeypatch.setattr(asu.trainer, "objective_loss", loss)
+        try:
+            return real_unlearn(*args, **kwargs)
+        finally:
+            monkeypatch.setattr(asu.trainer, "objective_loss", real_loss)
+
+    monkeypatch.setattr("flows.continual.unlearn.fn", crash_mid_round)
     with pytest.raises(RuntimeError, match="injected crash"):
         continual_unlearning(settings, max_requests=1)
     ledger = Ledger(default_ledger_url(tmp_path))
-    entry = ledger.get("tofu-author-2")
-    assert entry.state == "queued"  # back in the queue, the error recorded
+    assert ledger.get("tofu-author-2").state == "queued"  # back in the queue, the error recorded
     assert ledger.history("tofu-author-2")[-1].detail["error"] == "RuntimeError"
+    model_dir = tmp_path / "rounds" / "tofu-author-2" / "model"
+    assert (model_dir / ".checkpoint").is_dir() and not (model_dir / "round.json").exists()
     registry = ModelRegistry(Tracker(), "asu-unlearned")
     assert [v.version for v in registry.history()] == ["1"]  # only the base model: nothing partial registered
-    monkeypatch.setattr("flows.continual.measure.fn", real_measure)
+    monkeypatch.setattr("flows.continual.unlearn.fn", real_unlearn)
     [retried] = continual_unlearning(settings, max_requests=1)
     assert retried["request_id"] == "tofu-author-2" and retried["status"] == "registered"
+    assert json.loads((model_dir / "round.json").read_text())["metrics"]["resumed_from_step"] > 0
 
     strict = {**settings, "gate_file": _gate(tmp_path / "strict.yaml", forget_efficacy_min=1.0)}
     [failed] = continual_unlearning(strict)
