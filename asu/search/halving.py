@@ -116,7 +116,9 @@ def run_trial(
     """Train ``config`` at ``tau`` for ``epochs`` on ``forget`` from ``model_dir``, score it, drop the model."""
     started = time.perf_counter()
     out = Path(work_dir) / f"trial-r{rung}-tau{tau:g}"
-    trial_config = replace(config, tau=tau, epochs=epochs)
+    shutil.rmtree(out, ignore_errors=True)  # a trial never resumes an old folder's checkpoint
+    # A trial is short and thrown away: crash-resume checkpoints would only cost writes.
+    trial_config = replace(config, tau=tau, epochs=epochs, checkpoint_every="never")
     run_round(model_dir, forget, retain_train, trial_config, out, progress=False)
     model, tokenizer = load_model_and_tokenizer(out)
     figures = score_sets(model, tokenizer, {"forget": forget, "retain": retain_val}, prompt_format=config.prompt_format,
