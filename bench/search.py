@@ -153,7 +153,10 @@ def run_search_bench(
 
 def _write(out_dir, variant, config, search, rows, cost_only) -> dict:
     ratios = [r["cost_ratio"] for r in rows if "cost_ratio" in r]
-    result = {"model": variant, "round_config": config.to_dict(), "search_config": search.to_dict(),
+    import torch
+
+    result = {"model": variant, "torch_threads": torch.get_num_threads(), "round_config": config.to_dict(),
+              "search_config": search.to_dict(),
               "cost_only": cost_only, "subsets": rows,
               "max_cost_ratio": max(ratios) if ratios else None,
               "all_within_5pct": None if cost_only else all(r.get("within_5pct") for r in rows)}

@@ -54,7 +54,7 @@ class SearchConfig:
     utility_floor: float = field(default=0.9, metadata=_help("minimum retain utility (hmean of ROUGE-L and prob)"))
     entropy_floor: float = field(default=0.9, metadata=_help("minimum token entropy of the forget answers"))
     fluent_share_floor: float = field(
-        default=1.0, metadata=_help("minimum share of fluent (non-empty, loop-free) forget answers; always absolute")
+        default=0.9, metadata=_help("minimum share of fluent (non-empty, loop-free) forget answers; always absolute")
     )
     min_content_nll_rise: float = field(
         default=0.1, metadata=_help("stage 1: the teacher must raise content-token NLL by this many nats")
