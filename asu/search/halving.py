@@ -13,8 +13,11 @@ Two strategies:
   candidate for a few epochs, each later rung keeps the best ``1/eta`` feasible ones and retrains them for
   more epochs, the last rung at full length. On the embedded model its short rungs mislead: a round cut to
   fewer epochs (its own warm-up and decay) shows more forgetting and more damage than the full round at the
-  same tau, which then recovers (measured in bench/results/search.md), so short-rung rankings and floor
-  checks do not carry over to full length.
+  same tau, which then recovers. Measured (default model, forget authors 1 and 4, 10 validation items,
+  recipe ``embedded``): at tau 2.0 forget efficacy 0.55 after 3 epochs, 0.47 after 5, 0.37 after 10; at
+  tau 2.3 answer token entropy 0.815 after 5 epochs (below a 0.866 floor) but 0.899 after 10; at tau 4.0
+  retain utility 0.85 after 5 epochs, 0.92 after 10. Short-rung rankings and floor checks therefore do not
+  carry over to full length, and a strategy that drops floor-breakers early drops the wrong taus.
 """
 
 from __future__ import annotations
