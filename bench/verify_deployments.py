@@ -124,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
 
         def finished():
             runs = json.loads(_prefect(env, "flow-run", "ls", "--limit", "50", "-o", "json", check=False) or "[]")
-            mine = [r for r in runs if r.get("state_type") in ("COMPLETED", "FAILED", "CRASHED")
-                    and r.get("name") and r.get("start_time")]
+            mine = [r for r in runs if r.get("deployment_id") and r.get("start_time")  # not subflows
+                    and r.get("state_type") in ("COMPLETED", "FAILED", "CRASHED")]
             return mine if len(mine) >= 2 else None
 
         done = _wait(finished, 900, "both runs to finish", every=5)

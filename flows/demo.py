@@ -23,6 +23,16 @@ DEMO_SEARCH = {
 }
 
 
+#: The tiny variant (4 authors, for smoke tests): two requests, a smaller retain validation sample, short rounds.
+TINY_DEMO = {
+    "authors": (1, 2),
+    "settings": {
+        "search": {"tau_grid": [2.0, 3.0], "stage2_candidates": 1, "retain_validation_size": 8, "max_new_tokens": 48},
+        "overrides": {"epochs": 3}, "report_retain_items": 8, "benchmark_limit": 5, "max_new_tokens": 48,
+    },
+}  # fmt: skip
+
+
 def demo_settings(files, variant: str, **overrides: Any) -> dict[str, Any]:
     """Pipeline settings of the demo (a dict, as a Prefect deployment would pass them)."""
     return {
@@ -49,8 +59,10 @@ def run_product_demo(root: str | Path = "runs/demo", *, variant: str = "default"
     work.mkdir(parents=True, exist_ok=False)
     os.environ["ASU_WORK_DIR"] = str(work)  # ledger, MLflow store, rounds and reports all live here
     ensure_embedded_model(variant, progress=True)
-    files = write_demo_files(work / "inputs", variant, authors or DEMO_FORGET_AUTHORS)
-    settings = demo_settings(files, variant, **(settings_overrides or {}))
+    tiny = variant == "tiny"
+    authors = authors or (TINY_DEMO["authors"] if tiny else DEMO_FORGET_AUTHORS)
+    files = write_demo_files(work / "inputs", variant, authors)
+    settings = demo_settings(files, variant, **(TINY_DEMO["settings"] if tiny else {}), **(settings_overrides or {}))
 
     from asu.data import load_qa_file
     from flows.continual import continual_unlearning

@@ -9,14 +9,24 @@ import pytest
 from flows.cli import main
 
 
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """main() configures root logging on the (captured) stderr; drop those handlers after each test."""
+    import logging
+
+    handlers = list(logging.root.handlers)
+    yield
+    logging.root.handlers[:] = handlers
+
+
 @pytest.fixture
 def tiny_cache(tiny_model_dir, monkeypatch):
     """Point the CLI's model cache at the session's tiny model build."""
     monkeypatch.setenv("ASU_CACHE_DIR", str(tiny_model_dir.parent.parent))
 
 
-def test_demo_prints_a_before_after_table(tiny_cache, tmp_path, capsys):
-    args = ["demo", "--variant", "tiny", "--work-dir", str(tmp_path), "--set", "epochs=2", "--set", "tau=3.0"]
+def test_demo_round_prints_a_before_after_table(tiny_cache, tmp_path, capsys):
+    args = ["demo-round", "--variant", "tiny", "--work-dir", str(tmp_path), "--set", "epochs=2", "--set", "tau=3.0"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "ROUGE-L before" in out and "forget" in out and "retain" in out
@@ -24,8 +34,8 @@ def test_demo_prints_a_before_after_table(tiny_cache, tmp_path, capsys):
     assert (tmp_path / "unlearned" / "model.safetensors").is_file()
 
 
-def test_demo_json_is_one_line(tiny_cache, tmp_path, capsys):
-    args = ["demo", "--variant", "tiny", "--work-dir", str(tmp_path), "--json", "--set", "epochs=1"]
+def test_demo_round_json_is_one_line(tiny_cache, tmp_path, capsys):
+    args = ["demo-round", "--variant", "tiny", "--work-dir", str(tmp_path), "--json", "--set", "epochs=1"]
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(summary["sets"]) == {"forget", "retain"}
@@ -75,3 +85,32 @@ def test_bench_step_reports_ratios(tiny_model_dir, capsys):
     assert set(result["ratio_to_plain"]) == {"plain", "asu_frozen_copy", "asu_precomputed"}
     assert result["ratio_to_plain"]["plain"] == 1.0
     assert result["teacher_extra_mb"]["asu_frozen_copy"] == pytest.approx(result["weights_mb"])
+
+
+def test_product_demo_json_last_line_has_rounds_and_champion(prefect_harness, tiny_cache, tmp_path, capsys,
+                                                             monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("ASU_WORK_DIR", str(tmp_path))  # restored afterwards (the demo points it at its own folder)
+    assert main(["demo", "--variant", "tiny", "--work-dir", str(tmp_path), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [r["request_id"] for r in summary["rounds"]] == ["tofu-author-2", "tofu-author-1"]  # urgent first
+    assert summary["rounds"][0]["urgent"] and summary["champion"] is not None
+    for r in summary["rounds"]:
+        assert r["status"] in ("registered", "gate_failed") and r["model_version"]
+        assert (tmp_path / summary["work_dir"]).exists() and r["report"].endswith("report.md")
+
+
+def test_eval_table_json_store_and_bad_reference(tiny_cache, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ASU_WORK_DIR", str(tmp_path))
+    args = ["eval", "--model", "tiny", "--suite", "tofu", "--forget-authors", "1", "--embedded-variant", "tiny",
+            "--limit", "3", "--max-new-tokens", "8"]
+    assert main([*args, "--out", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out
+    assert "forget_Q_A_ROUGE" in out and "not computed" in out and "computed; saved" in out
+    assert main([*args, "--json", "--reference", str(tmp_path / "r.json")]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["reused"] is True and result["aggregates"]["forget_quality"] == pytest.approx(1.0)
+    (tmp_path / "other.json").write_text('{"suite": "wmdp", "per_item": {}, "aggregates": {}}')
+    assert main([*args, "--reference", str(tmp_path / "other.json")]) == 2
+    err = capsys.readouterr().err
+    assert "other.json" in err and "cannot serve as TOFU reference" in err and "Traceback" not in err
