@@ -72,3 +72,15 @@ def test_token_entropy_hand_computed():
     # [a, a, b, c]: p = (1/2, 1/4, 1/4); H = 1.5 ln 2; ln 4 = 2 ln 2 -> 0.75
     assert token_entropy([7, 7, 8, 9]) == pytest.approx(0.75)
     assert token_entropy([]) == 0.0 and token_entropy([3]) == 0.0
+
+
+def test_truth_ratio_uses_the_geometric_mean_of_perturbed_probabilities_scipy():
+    from scipy.stats import gmean
+
+    correct, perturbed = 0.4, [0.9, 1.7, 2.2, 0.6, 3.1]
+    p_w = gmean([math.exp(-v) for v in perturbed])
+    assert f.truth_ratio(correct, perturbed) == pytest.approx(p_w / math.exp(-correct))
+    ratios = [0.2, 0.9, 1.5, 3.0]
+    assert f.aggregate_truth_ratios(ratios, "closer_to_1_better") == pytest.approx(
+        float(sum(min(r, 1 / r) for r in ratios) / 4))
+    assert f.aggregate_truth_ratios(ratios, "true_better") == pytest.approx((0.8 + 0.1 + 0 + 0) / 4)
