@@ -71,13 +71,13 @@ class SearchConfig:
     forget_validation_fraction: float = field(
         default=0.25, metadata=_help("share of each subject's forget items split off for validation (seeded)")
     )
-    retain_validation_size: int = field(default=32, metadata=_help("retain items held out for validation"))
+    retain_validation_size: int = field(default=20, metadata=_help("retain items held out for validation"))
     min_validation_items: int = field(
         default=5, metadata=_help("smallest forget (and retain) validation set the search accepts")
     )
     max_new_tokens: int | None = field(
         default=None,
-        metadata=_help("greedy answer length when scoring; None = twice the longest validation reference + 16"),
+        metadata=_help("greedy answer length when scoring; None = 1.25 x the longest validation reference + 16"),
     )
     seed: int = field(default=1001, metadata=_help("seeds the validation split"))
 

@@ -51,11 +51,17 @@ def check_round_config(round_config: ASUConfig, config: SearchConfig) -> None:
 
 
 def generation_cap(tokenizer, split: ValidationSplit, config: SearchConfig) -> int:
-    """``config.max_new_tokens``, or when None twice the longest validation reference answer (tokens) + 16."""
+    """``config.max_new_tokens``, or when None 1.25 x the longest validation reference answer (tokens) + 16.
+
+    Greedy decoding stops at EOS; an answer that has not ended a quarter past the longest reference is
+    rambling, and its loops already show. The cap bounds the decode steps of answers that never end, which
+    dominate the cost of scoring a degraded model.
+    """
     if config.max_new_tokens is not None:
         return config.max_new_tokens
     refs = [it["answer"] for it in (*split.forget_val, *split.retain_val)]
-    return 2 * max(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in refs) + 16
+    longest = max(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in refs)
+    return longest + longest // 4 + 16
 
 
 def absolute_floors(config: SearchConfig, base_forget: SetFigures, base_utility: float, retain_items: int) -> Floors:
