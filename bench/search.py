@@ -117,7 +117,8 @@ def bench_subset(model_dir: Path, variant: str, authors: Sequence[int], config: 
     row = {"authors": list(authors), "status": outcome.status, "chosen_tau": outcome.tau,
            "candidates": outcome.candidates, "search_seconds": outcome.seconds["total"], "search_cpu_seconds":
            search_cpu, "search_stage_seconds": outcome.seconds, "reasons": outcome.reasons,
-           "evidence": outcome.evidence(), "test_items": len(split.forget_test),
+           "evidence": outcome.evidence(), "floors": outcome.floors, "validation_items": len(split.forget_val),
+           "test_items": len(split.forget_test),
            "report_retain_items": len(split.retain_rest), "test_floors": vars(floors).copy(),
            "rounds": [rounds[t] for t in sorted(rounds)]}
     if outcome.tau is not None:
@@ -170,7 +171,15 @@ def _write(out_dir, variant, config, search, rows, cost_only) -> dict:
 
 def format_markdown(result: dict) -> str:
     """Markdown tables: per subset the cost and the choice, then every grid round."""
+    search = result["search_config"]
     lines = [f"# Temperature search benchmark (embedded model `{result['model']}`)", "",
+             f"Recipe `embedded` per round; search grid {search['tau_grid']}, stage 2 `{search['stage2']}`, "
+             f"floors ({search['floor_mode']}): retain utility {search['utility_floor']}, token entropy "
+             f"{search['entropy_floor']}, fluent share {search['fluent_share_floor']}; torch threads "
+             f"{result.get('torch_threads', 'n/a')}. Cost ratio = search wall time / wall time of the full round at "
+             "the chosen tau, run right after it. Within 5%: FE(chosen) >= 0.95 FE(best admissible grid tau) and "
+             "RU(chosen) >= RU(best), figures on the held-out test items; admissible = meets the same floors, "
+             "relative to the current model on those test items.", "",
              "| forget authors | status | chosen tau | best grid tau | FE chosen / best | RU chosen - best "
              "| within 5% | search s | round s | cost ratio (wall) | cost ratio (CPU) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -196,4 +205,18 @@ def format_markdown(result: dict) -> str:
                 f"| {x['retain_utility']:.3f} | {x['rouge_l_recall']:.3f} | {x['probability']:.3f} "
                 f"| {x['fluent_share']:.2f} | {x['token_entropy']:.3f} | {x['admissible']} | {x['seconds']:.1f} |"
             )
+    lines += ["", "What the search saw (full-length trials on the validation items; floors relative to the current "
+              "model on those items):", "",
+              "| forget authors | validation items | tau | FE | RU | fluent | entropy | entropy floor | meets floors |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in result["subsets"]:
+        floor = r.get("floors", {}).get("token_entropy")
+        for e in r["evidence"]:
+            if "trial_epochs" in e:
+                lines.append(
+                    f"| {','.join(map(str, r['authors']))} | {r.get('validation_items', 'n/a')} | {e['tau']:g} "
+                    f"| {e['trial_forget_efficacy']:.3f} | {e['trial_retain_utility']:.3f} "
+                    f"| {e['trial_fluent_share']:.2f} | {e['trial_token_entropy']:.3f} "
+                    f"| {'n/a' if floor is None else f'{floor:.3f}'} | {e['trial_feasible']} |"
+                )
     return "\n".join(lines) + "\n"
