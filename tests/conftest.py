@@ -22,6 +22,16 @@ for _name, _value in {
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="asu-test-prefect-"))
 
 
+@pytest.fixture(autouse=True)
+def _restore_root_logging():
+    """``asu`` main() configures root logging on the (captured, later closed) stderr: drop what a test added."""
+    import logging
+
+    handlers = list(logging.root.handlers)
+    yield
+    logging.root.handlers[:] = handlers
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Folder of the "tiny" embedded model (4 TOFU authors memorised), built once per test session."""

@@ -9,16 +9,6 @@ import pytest
 from flows.cli import main
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """main() configures root logging on the (captured) stderr; drop those handlers after each test."""
-    import logging
-
-    handlers = list(logging.root.handlers)
-    yield
-    logging.root.handlers[:] = handlers
-
-
 @pytest.fixture
 def tiny_cache(tiny_model_dir, monkeypatch):
     """Point the CLI's model cache at the session's tiny model build."""
@@ -87,17 +77,24 @@ def test_bench_step_reports_ratios(tiny_model_dir, capsys):
     assert result["teacher_extra_mb"]["asu_frozen_copy"] == pytest.approx(result["weights_mb"])
 
 
-def test_product_demo_json_last_line_has_rounds_and_champion(prefect_harness, tiny_cache, tmp_path, capsys,
-                                                             monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setenv("ASU_WORK_DIR", str(tmp_path))  # restored afterwards (the demo points it at its own folder)
-    assert main(["demo", "--variant", "tiny", "--work-dir", str(tmp_path), "--json"]) == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+@pytest.mark.slow
+def test_product_demo_json_last_line_has_rounds_and_champion(tiny_model_dir, tmp_path):
+    """`asu demo --json` as a user runs it: its own process (and Prefect's ephemeral API), the tiny variant."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ASU_CACHE_DIR": str(tiny_model_dir.parent.parent), "ASU_WORK_DIR": str(tmp_path)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    out = subprocess.run([sys.executable, "-m", "flows.cli", "demo", "--variant", "tiny", "--work-dir",
+                          str(tmp_path), "--json"], env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert [r["request_id"] for r in summary["rounds"]] == ["tofu-author-2", "tofu-author-1"]  # urgent first
     assert summary["rounds"][0]["urgent"] and summary["champion"] is not None
     for r in summary["rounds"]:
         assert r["status"] in ("registered", "gate_failed") and r["model_version"]
-        assert (tmp_path / summary["work_dir"]).exists() and r["report"].endswith("report.md")
+        assert r["report"].endswith("report.md")
 
 
 def test_eval_table_json_store_and_bad_reference(tiny_cache, tmp_path, capsys, monkeypatch):
