@@ -141,6 +141,17 @@ def token_stats(model, encoded: Sequence[Encoded], *, pad_id: int, batch_size: i
     return out  # type: ignore[return-value]
 
 
+def left_pad(sequences: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ``input_ids`` and ``attention_mask`` [B, T] of token id lists (what decoding continues)."""
+    width = max(len(seq) for seq in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        input_ids[row, width - len(seq) :] = torch.tensor(seq)
+        attention_mask[row, width - len(seq) :] = 1
+    return input_ids, attention_mask
+
+
 @torch.no_grad()
 def generate(
     model,
@@ -157,13 +168,8 @@ def generate(
     pad = tokenizer.pad_token_id
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        width = max(len(prompts[i]) for i in rows)
-        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, i in enumerate(rows):
-            n = len(prompts[i])
-            input_ids[r, width - n :] = torch.tensor(prompts[i])
-            attention_mask[r, width - n :] = 1
+        input_ids, attention_mask = left_pad([prompts[i] for i in rows], pad)
+        width = input_ids.shape[1]
         generated = model.generate(
             input_ids=input_ids.to(model.device),
             attention_mask=attention_mask.to(model.device),
@@ -197,6 +203,7 @@ __all__ = [
     "encode_pairs",
     "encode_texts",
     "generate",
+    "left_pad",
     "question_prompts",
     "token_stats",
 ]

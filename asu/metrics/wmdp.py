@@ -31,7 +31,7 @@ from asu.data import Encoded
 from asu.losses import IGNORE_INDEX
 from asu.metrics.datasets_muse import file_sha256
 from asu.metrics.muse import resolve_max_length
-from asu.metrics.passes import EvaluationDataError, token_stats
+from asu.metrics.passes import EvaluationDataError, left_pad, token_stats
 from asu.metrics.results import SuiteResult
 
 logger = logging.getLogger(__name__)
@@ -122,12 +122,7 @@ def next_token_logprobs(
     order = sorted(range(len(contexts)), key=lambda i: -len(contexts[i]))
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        width = max(len(contexts[i]) for i in rows)
-        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, i in enumerate(rows):
-            input_ids[r, width - len(contexts[i]) :] = torch.tensor(contexts[i])
-            mask[r, width - len(contexts[i]) :] = 1
+        input_ids, mask = left_pad([contexts[i] for i in rows], pad_id)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         logits = (
             model(
