@@ -123,16 +123,15 @@ def sequence_labels(batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return batch["input_ids"].masked_fill(batch["attention_mask"] == 0, IGNORE_INDEX)
 
 
-def left_padded_prompts(tokenizer, questions: list[str], prompt_format: PromptFormat) -> dict[str, torch.Tensor]:
-    """Left-padded prompt batch for generation: ``input_ids`` and ``attention_mask`` [B, T]."""
-    prompts = [prompt_ids(tokenizer, q, prompt_format) for q in questions]
-    width = max(map(len, prompts))
-    input_ids = torch.full((len(prompts), width), tokenizer.pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, ids in enumerate(prompts):
-        input_ids[row, width - len(ids) :] = torch.tensor(ids)
-        attention_mask[row, width - len(ids) :] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
+def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ``input_ids`` and ``attention_mask`` [B, T] of token id lists (what decoding continues)."""
+    width = max(len(seq) for seq in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        input_ids[row, width - len(seq) :] = torch.tensor(seq)
+        attention_mask[row, width - len(seq) :] = 1
+    return input_ids, attention_mask
 
 
 def pairing_schedule(num_forget: int, num_retain: int, epochs: int, seed: int) -> list[tuple[int, int]]:

@@ -14,14 +14,14 @@ from dataclasses import dataclass
 
 import torch
 
-from asu.data import QAItem, collate, encode_qa, left_padded_prompts
+from asu.data import QAItem, collate, encode_qa
 from asu.losses import IGNORE_INDEX, sequence_log_likelihood
 from asu.metrics.formulas import repetition_rate
+from asu.metrics.passes import decode, generate, question_prompts
 
 logger = logging.getLogger(__name__)
 
 
-@torch.no_grad()
 def generate_answers(
     model,
     tokenizer,
@@ -31,22 +31,9 @@ def generate_answers(
     max_new_tokens: int = 200,
     batch_size: int = 32,
 ) -> list[str]:
-    """Greedy answers, batched with left padding and the KV cache. Returns decoded text without the prompt."""
-    model.eval()
-    answers: list[str] = []
-    for start in range(0, len(questions), batch_size):
-        batch = left_padded_prompts(tokenizer, list(questions[start : start + batch_size]), prompt_format)
-        batch = {k: v.to(model.device) for k, v in batch.items()}
-        out = model.generate(
-            **batch,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-        new = out[:, batch["input_ids"].shape[1] :]
-        answers += tokenizer.batch_decode(new, skip_special_tokens=True)
-    return [a.strip() for a in answers]
+    """Greedy answers, batched with left padding and the KV cache (``asu.metrics.passes.generate``), decoded."""
+    prompts = question_prompts(tokenizer, list(questions), prompt_format)
+    return decode(tokenizer, generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size))
 
 
 @torch.no_grad()

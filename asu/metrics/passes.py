@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from asu.data import Encoded, PromptFormat, collate, encode_qa, prompt_ids
+from asu.data import Encoded, PromptFormat, collate, encode_qa, left_pad, prompt_ids
 from asu.losses import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
@@ -141,17 +141,6 @@ def token_stats(model, encoded: Sequence[Encoded], *, pad_id: int, batch_size: i
     return out  # type: ignore[return-value]
 
 
-def left_pad(sequences: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded ``input_ids`` and ``attention_mask`` [B, T] of token id lists (what decoding continues)."""
-    width = max(len(seq) for seq in sequences)
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        input_ids[row, width - len(seq) :] = torch.tensor(seq)
-        attention_mask[row, width - len(seq) :] = 1
-    return input_ids, attention_mask
-
-
 @torch.no_grad()
 def generate(
     model,
@@ -203,7 +192,6 @@ __all__ = [
     "encode_pairs",
     "encode_texts",
     "generate",
-    "left_pad",
     "question_prompts",
     "token_stats",
 ]

@@ -27,11 +27,11 @@ from typing import Literal
 import numpy as np
 import torch
 
-from asu.data import Encoded
+from asu.data import Encoded, left_pad
 from asu.losses import IGNORE_INDEX
 from asu.metrics.datasets_muse import file_sha256
 from asu.metrics.muse import resolve_max_length
-from asu.metrics.passes import EvaluationDataError, left_pad, token_stats
+from asu.metrics.passes import EvaluationDataError, token_stats
 from asu.metrics.results import SuiteResult
 
 logger = logging.getLogger(__name__)
