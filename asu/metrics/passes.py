@@ -3,11 +3,12 @@
 Two kinds of pass, both batched and sorted by length (so a batch holds rows of similar length and padding costs
 little), results returned in the caller's order:
 
-- ``token_stats``: one teacher-forced forward per batch. For each labelled token it keeps the log-probability of
-  the label, the mean and standard deviation of log p under the model's own next-token distribution (Min-K%++)
-  and whether the argmax equals the label (extraction strength, exact memorisation). Everything a probability,
-  truth-ratio, MIA or memorisation metric needs comes from this one pass.
-- ``generate``: greedy generation with left padding and the KV cache.
+- ``token_stats``: one teacher-forced forward per batch, each prompt run once for all its answers. For each
+  labelled token it keeps the log-probability of the label, the mean and standard deviation of log p under the
+  model's own next-token distribution (Min-K%++) and whether the argmax equals the label (extraction strength,
+  exact memorisation). Everything a probability, truth-ratio, MIA or memorisation metric needs comes from this
+  one pass.
+- ``generate``: greedy generation with left padding and the KV cache, finished rows dropped from the batch.
 
 Sequences are either QA pairs (prompt in the chosen ``prompt_format``, labels on answer + EOS) or raw texts (labels
 on every token after the first, as MIA on text chunks uses them).
@@ -23,8 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from asu.data import Encoded, PromptFormat, collate, encode_qa, left_pad, prompt_ids
+from asu.data import Encoded, PromptFormat, encode_qa, left_pad, prompt_ids
 from asu.losses import IGNORE_INDEX
+from asu.metrics.cached import continuation_logits, greedy_continuations, run_prompts
 
 logger = logging.getLogger(__name__)
 
@@ -112,32 +114,68 @@ def _position_stats(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.
     return logp_all.gather(1, targets[:, None])[:, 0], mu, sigma, logp_all.argmax(-1)
 
 
+def _split_prompt(e: Encoded, index: int) -> tuple[tuple[int, ...], list[int]]:
+    """(prompt ids, labelled continuation ids) of an encoded sequence: labels are ignored on a prefix only.
+
+    The prompt is everything before the first labelled position after the first token (the first token is never
+    predicted), so a raw text's prompt is its first token.
+    """
+    labels, ids = e.labels, e.input_ids
+    start = next((t for t in range(1, len(labels)) if labels[t] != IGNORE_INDEX), len(labels))
+    if labels[start:] != ids[start:]:
+        raise ValueError(
+            f"encoded sequence {index}: labels must be ignored on a prompt prefix and equal the input ids after it "
+            "(as encode_pairs / encode_texts build them)"
+        )
+    return tuple(ids[:start]), ids[start:]
+
+
+def _stats(logits: list[torch.Tensor], targets: list[list[int]]) -> list[TokenStats]:
+    """``TokenStats`` of each row from its logits [C, V] and its C target ids."""
+    selected = torch.cat(logits)  # [N, V]: labelled positions only
+    flat = torch.tensor([t for row in targets for t in row], device=selected.device)
+    # Full-vocabulary statistics in chunks of positions: a few [chunk, V] float32 buffers, not [N, V] ones.
+    chunk = max(1, _CHUNK_ELEMENTS // selected.shape[-1])
+    parts = [_position_stats(selected[i : i + chunk], flat[i : i + chunk]) for i in range(0, len(flat), chunk)]
+    logp, mu, sigma, pred = (torch.cat(column) for column in zip(*parts, strict=True))
+    pieces = [t.cpu().numpy() for t in (logp, mu, sigma, pred, flat)]
+    out, offset = [], 0
+    for row in targets:
+        lp, m, s, p, t = (x[offset : offset + len(row)] for x in pieces)
+        out.append(TokenStats(logprobs=lp, mu=m, sigma=s, hits=p == t, predictions=p, labels=t))
+        offset += len(row)
+    return out
+
+
 @torch.no_grad()
 def token_stats(model, encoded: Sequence[Encoded], *, pad_id: int, batch_size: int = 32) -> list[TokenStats]:
-    """Teacher-forced statistics of each encoded sequence (see ``TokenStats``), in input order."""
+    """Teacher-forced statistics of each encoded sequence (see ``TokenStats``), in input order.
+
+    Sequences behind the same prompt (TOFU's answer variants of one question) share one prompt pass: prompts
+    run ``batch_size`` at a time (sorted by length), then their continuations in batches of ``batch_size``
+    sorted by length (``asu.metrics.cached``).
+    """
     model.eval()
     out: list[TokenStats | None] = [None] * len(encoded)
-    order = _length_order([len(e.input_ids) for e in encoded])
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        batch = {k: v.to(model.device) for k, v in collate([encoded[i] for i in rows], pad_id).items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        labels = batch["labels"][:, 1:]
-        mask = labels != IGNORE_INDEX
-        selected, targets = logits[:, :-1][mask], labels[mask]  # [N, V], [N]: labelled positions only
-        del logits
-        # Full-vocabulary statistics in chunks of positions: a few [chunk, V] float32 buffers, not [N, V] ones.
-        chunk = max(1, _CHUNK_ELEMENTS // selected.shape[-1])
-        starts = range(0, len(targets), chunk)
-        parts = [_position_stats(selected[i : i + chunk], targets[i : i + chunk]) for i in starts]
-        logp, mu, sigma, pred = (torch.cat(column) for column in zip(*parts, strict=True))
-        counts = mask.sum(1).tolist()
-        pieces = [t.cpu().numpy() for t in (logp, mu, sigma, pred, targets)]
-        offset = 0
-        for row, n in zip(rows, counts, strict=True):
-            lp, m, s, p, t = (x[offset : offset + n] for x in pieces)
-            out[row] = TokenStats(logprobs=lp, mu=m, sigma=s, hits=p == t, predictions=p, labels=t)
-            offset += n
+    groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
+    for row, e in enumerate(encoded):
+        prompt, cont = _split_prompt(e, row)
+        if cont:
+            groups.setdefault(prompt, []).append((row, cont))
+        else:  # nothing labelled (a prompt that filled max_length)
+            empty = np.zeros(0)
+            out[row] = TokenStats(empty, empty, empty, empty.astype(bool), empty.astype(int), empty.astype(int))
+    prompts = sorted(groups, key=len)
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start : start + batch_size]
+        prompt_pass = run_prompts(model, [list(p) for p in chunk], pad_id=pad_id)
+        rows = sorted(((i, row, cont) for i, p in enumerate(chunk) for row, cont in groups[p]),
+                      key=lambda r: -len(r[2]))
+        for b in range(0, len(rows), batch_size):
+            batch = rows[b : b + batch_size]
+            logits = continuation_logits(model, prompt_pass, [(i, cont) for i, _, cont in batch], pad_id=pad_id)
+            for (_, row, _), stats in zip(batch, _stats(logits, [cont for _, _, cont in batch]), strict=True):
+                out[row] = stats
     return out  # type: ignore[return-value]
 
 
@@ -148,29 +186,24 @@ def generate(
     prompts: Sequence[list[int]],
     *,
     max_new_tokens: int,
-    batch_size: int = 32,
+    batch_size: int = 64,
 ) -> list[list[int]]:
-    """Greedy continuation token ids of each prompt (ids), cut after EOS; left padding, KV cache, input order."""
+    """Greedy continuation token ids of each prompt (ids), without EOS; left padding, KV cache, input order.
+
+    Rows that have ended leave the batch at once (``asu.metrics.greedy``), so a batch costs what its rows
+    decode, not ``batch_size`` x its longest row.
+    """
     model.eval()
     out: list[list[int] | None] = [None] * len(prompts)
     order = _length_order([len(p) for p in prompts])
-    pad = tokenizer.pad_token_id
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        input_ids, attention_mask = left_pad([prompts[i] for i in rows], pad)
-        width = input_ids.shape[1]
-        generated = model.generate(
-            input_ids=input_ids.to(model.device),
-            attention_mask=attention_mask.to(model.device),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=pad,
-            eos_token_id=tokenizer.eos_token_id,
-        )[:, width:].tolist()
-        for r, i in enumerate(rows):
-            ids = generated[r]
-            if tokenizer.eos_token_id in ids:
-                ids = ids[: ids.index(tokenizer.eos_token_id)]
+        input_ids, attention_mask = left_pad([prompts[i] for i in rows], tokenizer.pad_token_id)
+        continuations = greedy_continuations(
+            model, input_ids.to(model.device), attention_mask.to(model.device),
+            max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id,
+        )
+        for i, ids in zip(rows, continuations, strict=True):
             out[i] = ids
     return out  # type: ignore[return-value]
 

@@ -1,0 +1,169 @@
+"""Forward passes that reuse a KV cache: greedy decoding that drops finished rows, and teacher forcing of many
+continuations of one prompt.
+
+**Greedy decoding** (``greedy_continuations``). ``model.generate`` keeps every row of a batch until the longest
+one ends: a row that has emitted EOS keeps running the model on pad tokens. Evaluation batches mix answers that
+end after a dozen tokens with answers that never end (an unlearned or never-learned fact rambles up to
+``max_new_tokens``), so most of those decode steps are wasted. Here each step keeps only the rows still running:
+they are selected out of the input, the attention mask, the positions and the KV cache
+(``Cache.batch_select_indices``), so the batch shrinks to the rows that still decode. That also makes large
+batches pay off: the long tail no longer drags every finished row along. The result is token for token what
+``model.generate(do_sample=False)`` returns (up to float rounding of a different batch composition): the same
+left padding, the same positions (cumulative sum of the attention mask, as transformers derives them), the same
+KV cache.
+
+**Shared-prompt teacher forcing** (``run_prompts``, ``continuation_logits``). TOFU scores up to seven answers
+per question (original, paraphrased, five perturbed), each behind the same prompt. The prompts are run once,
+left-padded, into a KV cache; for each batch of continuations (sorted by length, so padding costs little) the
+cache rows of their prompts are picked (repeated where a prompt has several) and the continuations run behind
+them, right-padded. The logits equal those of the full sequences (up to float rounding), while the prompt tokens cost
+one pass per question instead of one per answer.
+
+``tests/metrics/test_cached.py`` checks both against the plain transformers calls on several model families.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+from asu.data import left_pad
+
+
+def accepts(model, name: str) -> bool:
+    """Whether ``model.forward`` takes the keyword ``name`` (``logits_to_keep`` is not universal)."""
+    return name in inspect.signature(model.forward).parameters
+
+
+def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of left-padded rows, as transformers derives them (cumulative mask - 1, pads at 0)."""
+    return (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+
+
+#: Rows are dropped from the batch once this share of it has ended: dropping copies the KV cache, so doing it
+#: at every single EOS costs more than the few steps the ended rows run on.
+_COMPACT_SHARE = 0.25
+
+
+@torch.no_grad()
+def greedy_continuations(
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int, eos_token_id: int
+) -> list[list[int]]:
+    """Greedy continuation of each row of a left-padded batch, without its EOS.
+
+    Args:
+        input_ids, attention_mask: [B, T] left-padded prompts (``asu.data.left_pad``), on ``model.device``.
+        max_new_tokens: decode steps at most; a row that has not emitted EOS by then is cut there.
+        eos_token_id: the token that ends a row (not included in its continuation).
+
+    Returns:
+        B lists of token ids, in row order.
+    """
+    rows = input_ids.shape[0]
+    out: list[list[int]] = [[] for _ in range(rows)]
+    alive = list(range(rows))  # original row index of each row in the batch
+    ended = [False] * rows  # by original row index
+    cache = DynamicCache(config=model.config)
+    positions = _positions(attention_mask)
+    extra = {"logits_to_keep": 1} if accepts(model, "logits_to_keep") else {}
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, past_key_values=cache,
+                   use_cache=True, **extra).logits[:, -1]
+    position = positions[:, -1:] + 1  # [b, 1]: the next token's position in each row
+    for step in range(max_new_tokens):
+        tokens = logits.argmax(-1)  # [b]
+        running = 0
+        for row, token in zip(alive, tokens.tolist(), strict=True):
+            if ended[row]:
+                continue
+            if token == eos_token_id:
+                ended[row] = True
+            else:
+                out[row].append(token)
+                running += 1
+        if step == max_new_tokens - 1 or running == 0:
+            break
+        if len(alive) - running >= _COMPACT_SHARE * len(alive):  # drop the ended rows from the batch
+            keep = torch.tensor([i for i, row in enumerate(alive) if not ended[row]], device=tokens.device)
+            cache.batch_select_indices(keep)
+            alive = [alive[i] for i in keep.tolist()]
+            tokens, attention_mask, position = tokens[keep], attention_mask[keep], position[keep]
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(alive), 1))], dim=1)
+        logits = model(input_ids=tokens[:, None], attention_mask=attention_mask, position_ids=position,
+                       past_key_values=cache, use_cache=True).logits[:, -1]
+        position = position + 1
+    return out
+
+
+@dataclass(frozen=True)
+class PromptPass:
+    """Prompts run once into a KV cache: what their continuations are scored behind.
+
+    ``cache`` holds Q left-padded rows; ``mask`` and ``positions`` are [Q, P]; ``last_logits`` [Q, V] are the
+    logits at each prompt's last token (they predict every continuation's first token).
+    """
+
+    cache: DynamicCache
+    mask: torch.Tensor
+    positions: torch.Tensor
+    last_logits: torch.Tensor
+
+
+def _cache_rows(cache: DynamicCache, index: torch.Tensor) -> DynamicCache:
+    """A cache of the rows ``index`` (repeats allowed); ``cache`` itself is left as it is, for later batches."""
+    view = copy.copy(cache)
+    view.layers = [copy.copy(layer) for layer in cache.layers]
+    view.batch_select_indices(index)  # replaces each copied layer's tensors, never the shared ones
+    return view
+
+
+@torch.no_grad()
+def run_prompts(model, prompts: Sequence[list[int]], *, pad_id: int) -> PromptPass:
+    """One left-padded pass over Q prompt id lists (each at least one token)."""
+    ids, mask = left_pad(list(prompts), pad_id)
+    ids, mask = ids.to(model.device), mask.to(model.device)
+    positions = _positions(mask)
+    cache = DynamicCache(config=model.config)
+    extra = {"logits_to_keep": 1} if accepts(model, "logits_to_keep") else {}
+    last = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
+                 **extra).logits[:, -1]
+    return PromptPass(cache, mask, positions, last)
+
+
+@torch.no_grad()
+def continuation_logits(
+    model, prompts: PromptPass, rows: Sequence[tuple[int, list[int]]], *, pad_id: int
+) -> list[torch.Tensor]:
+    """Teacher-forced logits of continuations behind prompts already run (``run_prompts``).
+
+    Args:
+        prompts: the prompt pass the continuations follow.
+        rows: N pairs (prompt row, continuation ids of C >= 1 tokens); a continuation needs its prompt's last
+            logits plus C - 1 cached steps, so its last token is never fed.
+        pad_id: padding token id (masked out).
+
+    Returns:
+        For each row, logits [C, V] (model dtype), where row t predicts continuation token t.
+    """
+    device = model.device
+    width = max(len(cont) for _, cont in rows) - 1
+    if width < 1:
+        return [prompts.last_logits[p][None] for p, _ in rows]
+    index = torch.tensor([p for p, _ in rows], device=device)
+    inputs = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    cont_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, (_, cont) in enumerate(rows):
+        inputs[r, : len(cont) - 1] = torch.tensor(cont[:-1], dtype=torch.long)
+        cont_mask[r, : len(cont) - 1] = 1
+    full_mask = torch.cat([prompts.mask[index], cont_mask.to(device)], dim=1)
+    positions = prompts.positions[index, -1:] + 1 + torch.arange(width, device=device)
+    logits = model(input_ids=inputs.to(device), attention_mask=full_mask, position_ids=positions,
+                   past_key_values=_cache_rows(prompts.cache, index), use_cache=True).logits  # [N, width, V]
+    return [torch.cat([prompts.last_logits[p][None], logits[r, : len(cont) - 1]]) for r, (p, cont) in enumerate(rows)]
+
+
+__all__ = ["PromptPass", "accepts", "continuation_logits", "greedy_continuations", "run_prompts"]
