@@ -1,9 +1,10 @@
 """`asu bench eval`: the batched TOFU suite against a straightforward one-item-at-a-time implementation.
 
 The yardstick (``naive_tofu``) computes the same figures the obvious way: for every item and every answer variant
-one forward pass of batch size 1, one ``generate`` call per question, and the same formulas. It lives here only as
-the yardstick. Both run in one process, interleaved in back-to-back pairs because the machine is shared and
-noisy; the report gives seconds, items per second, the speedup, and the largest difference between the two
+one forward pass of batch size 1 (the holdout items too, for the LOSS membership-inference AUC), one ``generate``
+call per question, and the same formulas. It lives here only as the yardstick. Both run in one process,
+interleaved in back-to-back pairs because the machine is shared and noisy; the report gives seconds, items per
+second, the speedup, and the largest difference between the two
 implementations' aggregates (they must agree: same model, same greedy decoding, same formulas).
 """
 
@@ -18,12 +19,14 @@ import torch
 
 from asu.data import encode_qa, prompt_ids
 from asu.metrics import formulas as f
+from asu.metrics.mia import auc
 from asu.metrics.tofu import MODEL_UTILITY_KEYS, EvalSettings, evaluate_tofu, rouge_recalls
 from asu.metrics.tofu_data import SET_NAMES, TofuSets, embedded_sets
 from asu.modeling import load_model_and_tokenizer
 
 COMPARED = ("forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_truth_ratio", "retain_Q_A_Prob", "retain_Q_A_ROUGE",
-            "retain_Truth_Ratio", "ra_Q_A_Prob_normalised", "wf_Truth_Ratio", "model_utility", "extraction_strength")
+            "retain_Truth_Ratio", "ra_Q_A_Prob_normalised", "wf_Truth_Ratio", "model_utility", "extraction_strength",
+            "mia_loss")
 
 
 @torch.no_grad()
@@ -49,6 +52,7 @@ def naive_tofu(model, tokenizer, sets: TofuSets, settings: EvalSettings) -> dict
     """The TOFU aggregates computed one item and one answer at a time (the yardstick)."""
     model.eval()
     agg: dict[str, float] = {}
+    forget_losses: list[float] = []
     for name, p in (("forget", "forget"), ("retain", "retain"), ("real_authors", "ra"), ("world_facts", "wf")):
         probs, ratios, gens, es = [], [], [], []
         norm = []
@@ -65,6 +69,7 @@ def naive_tofu(model, tokenizer, sets: TofuSets, settings: EvalSettings) -> dict
             gens.append(_item_generate(model, tokenizer, item["question"], settings))
             if name == "forget":
                 es.append(f.extraction_strength(pred[:-1], lab[:-1]))
+                forget_losses.append(loss)
         rouge = rouge_recalls(gens, [it["answer"] for it in getattr(sets, name)])
         agg[f"{p}_Q_A_ROUGE"] = float(np.mean([r["rougeL_recall"] for r in rouge]))
         agg[f"{p}_Q_A_Prob"] = float(np.mean(probs))
@@ -75,6 +80,9 @@ def naive_tofu(model, tokenizer, sets: TofuSets, settings: EvalSettings) -> dict
             agg["extraction_strength"] = float(np.mean(es))
         else:
             agg[f"{p}_Truth_Ratio"] = float(np.mean([max(0.0, 1 - r) for r in ratios]))
+    # MIA (LOSS attack): the holdout items are scored one at a time as well; forget = members
+    holdout_losses = [_item_loss(model, tokenizer, it["question"], it["answer"], settings)[0] for it in sets.holdout]
+    agg["mia_loss"] = auc(forget_losses, holdout_losses)
     agg["model_utility"] = f.harmonic_mean([agg[k] for k in MODEL_UTILITY_KEYS])
     return agg
 

@@ -245,7 +245,8 @@ def cmd_bench_eval(args) -> int:
     from bench.eval import default_bench_sets, format_report, run_eval_bench
 
     model_dir = _model_arg(args.model, progress=not args.json)
-    settings = EvalSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, limit=args.limit)
+    settings = EvalSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, limit=args.limit,
+                            generation_batch_size=args.generation_batch_size)
     result = run_eval_bench(model_dir, default_bench_sets(), settings, rounds=args.rounds)
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))
@@ -349,7 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench_eval.add_argument("--model", default="default", help="default (its TOFU sets are used) or a folder of it")
     bench_eval.add_argument("--limit", type=int, default=40, help="first N items of every set")
     bench_eval.add_argument("--max-new-tokens", type=int, default=200)
-    bench_eval.add_argument("--batch-size", type=int, default=32)
+    bench_eval.add_argument("--batch-size", type=int, default=32, help="sequences per teacher-forced batch")
+    bench_eval.add_argument("--generation-batch-size", type=int, default=64, help="questions decoded together")
     bench_eval.add_argument("--rounds", type=int, default=2, help="back-to-back (batched, naive) pairs")
     bench_eval.add_argument("--out", help="write the JSON result here")
     bench_eval.add_argument("--json", action="store_true")
