@@ -58,18 +58,50 @@ def answer_entropies(tokenizer, answers: Sequence[str]) -> list[float]:
     return [token_entropy(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers]
 
 
-def generation_figures(tokenizer, answers: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """Means over greedy answers: ROUGE-L recall, token entropy, 3-gram repetition and fluent share."""
-    n = len(answers)
+@dataclass(frozen=True)
+class ItemFigures:
+    """Per-item figures of a model on a QA set (lists of equal length, same units as :class:`SetFigures`)."""
+
+    rouge_l_recall: list[float]
+    nll: list[float]
+    token_entropy: list[float]
+    repetition: list[float]
+    fluent: list[bool]
+
+    def mean(self, rows: Sequence[int] | None = None) -> SetFigures:
+        """:class:`SetFigures` over ``rows`` (default: every item)."""
+        rows = range(len(self.nll)) if rows is None else rows
+        n = len(rows)
+
+        def avg(values) -> float:
+            return sum(values[i] for i in rows) / n
+
+        return SetFigures(
+            items=n, rouge_l_recall=avg(self.rouge_l_recall), probability=sum(math.exp(-self.nll[i]) for i in rows) / n,
+            nll=avg(self.nll), token_entropy=avg(self.token_entropy), repetition=avg(self.repetition),
+            fluent_share=avg(self.fluent),
+        )
+
+
+def generation_item_figures(tokenizer, answers: Sequence[str], references: Sequence[str]) -> dict[str, list]:
+    """Per greedy answer: ROUGE-L recall, token entropy, 3-gram repetition and fluency."""
     return {
-        "rouge_l_recall": sum(rouge_l_recall(answers, references)) / n,
-        "token_entropy": sum(answer_entropies(tokenizer, answers)) / n,
-        "repetition": sum(repetition_rate(a) for a in answers) / n,
-        "fluent_share": sum(map(is_fluent, answers)) / n,
+        "rouge_l_recall": rouge_l_recall(answers, references),
+        "token_entropy": answer_entropies(tokenizer, answers),
+        "repetition": [repetition_rate(a) for a in answers],
+        "fluent": [is_fluent(a) for a in answers],
     }
 
 
-def score_sets(
+def generation_figures(tokenizer, answers: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """Means over greedy answers: ROUGE-L recall, token entropy, 3-gram repetition and fluent share."""
+    per_item = generation_item_figures(tokenizer, answers, references)
+    means = {k: sum(v) / len(answers) for k, v in per_item.items()}
+    means["fluent_share"] = means.pop("fluent")
+    return means
+
+
+def score_items(
     model,
     tokenizer,
     sets: dict[str, Sequence[QAItem]],
@@ -78,8 +110,8 @@ def score_sets(
     max_new_tokens: int = 200,
     max_length: int = 500,
     batch_size: int = 64,
-) -> dict[str, SetFigures]:
-    """:class:`SetFigures` of several QA sets, with one batched generation and one NLL pass over all items.
+) -> dict[str, ItemFigures]:
+    """:class:`ItemFigures` of several QA sets, with one batched generation and one NLL pass over all items.
 
     Runs under any active smoothing context (the figures are then those of the smoothed model).
     """
@@ -98,13 +130,14 @@ def score_sets(
     out = {}
     for name in sets:
         rows = [i for i, n in enumerate(names) if n == name]
-        out[name] = SetFigures(
-            items=len(rows),
-            probability=sum(math.exp(-nlls[i]) for i in rows) / len(rows),
-            nll=sum(nlls[i] for i in rows) / len(rows),
-            **generation_figures(tokenizer, [answers[i] for i in rows], [items[i]["answer"] for i in rows]),
-        )
+        per_item = generation_item_figures(tokenizer, [answers[i] for i in rows], [items[i]["answer"] for i in rows])
+        out[name] = ItemFigures(nll=[nlls[i] for i in rows], **per_item)
     return out
+
+
+def score_sets(model, tokenizer, sets: dict[str, Sequence[QAItem]], **kwargs) -> dict[str, SetFigures]:
+    """:class:`SetFigures` of several QA sets (keyword arguments as :func:`score_items`)."""
+    return {name: figures.mean() for name, figures in score_items(model, tokenizer, sets, **kwargs).items()}
 
 
 def score_set(model, tokenizer, items: Sequence[QAItem], **kwargs) -> SetFigures:
@@ -114,10 +147,13 @@ def score_set(model, tokenizer, items: Sequence[QAItem], **kwargs) -> SetFigures
 
 __all__ = [
     "SetFigures",
+    "ItemFigures",
     "answer_entropies",
     "forget_efficacy",
     "generation_figures",
+    "generation_item_figures",
     "retain_utility",
+    "score_items",
     "score_set",
     "score_sets",
 ]
