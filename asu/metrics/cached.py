@@ -4,9 +4,9 @@ continuations of one prompt.
 **Greedy decoding** (``greedy_continuations``). ``model.generate`` keeps every row of a batch until the longest
 one ends: a row that has emitted EOS keeps running the model on pad tokens. Evaluation batches mix answers that
 end after a dozen tokens with answers that never end (an unlearned or never-learned fact rambles up to
-``max_new_tokens``), so most of those decode steps are wasted. Here each step keeps only the rows still running:
-they are selected out of the input, the attention mask, the positions and the KV cache
-(``Cache.batch_select_indices``), so the batch shrinks to the rows that still decode. That also makes large
+``max_new_tokens``), so most of those decode steps are wasted. Here, once a quarter of the batch has ended, the
+rows still running are selected out of the input, the attention mask, the positions and the KV cache
+(``Cache.batch_select_indices``), so the batch shrinks to about the rows that still decode. That also makes large
 batches pay off: the long tail no longer drags every finished row along. The result is token for token what
 ``model.generate(do_sample=False)`` returns (up to float rounding of a different batch composition): the same
 left padding, the same positions (cumulative sum of the attention mask, as transformers derives them), the same
@@ -48,55 +48,6 @@ def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
 #: Rows are dropped from the batch once this share of it has ended: dropping copies the KV cache, so doing it
 #: at every single EOS costs more than the few steps the ended rows run on.
 _COMPACT_SHARE = 0.25
-
-
-@torch.no_grad()
-def greedy_continuations(
-    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int, eos_token_id: int
-) -> list[list[int]]:
-    """Greedy continuation of each row of a left-padded batch, without its EOS.
-
-    Args:
-        input_ids, attention_mask: [B, T] left-padded prompts (``asu.data.left_pad``), on ``model.device``.
-        max_new_tokens: decode steps at most; a row that has not emitted EOS by then is cut there.
-        eos_token_id: the token that ends a row (not included in its continuation).
-
-    Returns:
-        B lists of token ids, in row order.
-    """
-    rows = input_ids.shape[0]
-    out: list[list[int]] = [[] for _ in range(rows)]
-    alive = list(range(rows))  # original row index of each row in the batch
-    ended = [False] * rows  # by original row index
-    cache = DynamicCache(config=model.config)
-    positions = _positions(attention_mask)
-    extra = {"logits_to_keep": 1} if accepts(model, "logits_to_keep") else {}
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, past_key_values=cache,
-                   use_cache=True, **extra).logits[:, -1]
-    position = positions[:, -1:] + 1  # [b, 1]: the next token's position in each row
-    for step in range(max_new_tokens):
-        tokens = logits.argmax(-1)  # [b]
-        running = 0
-        for row, token in zip(alive, tokens.tolist(), strict=True):
-            if ended[row]:
-                continue
-            if token == eos_token_id:
-                ended[row] = True
-            else:
-                out[row].append(token)
-                running += 1
-        if step == max_new_tokens - 1 or running == 0:
-            break
-        if len(alive) - running >= _COMPACT_SHARE * len(alive):  # drop the ended rows from the batch
-            keep = torch.tensor([i for i, row in enumerate(alive) if not ended[row]], device=tokens.device)
-            cache.batch_select_indices(keep)
-            alive = [alive[i] for i in keep.tolist()]
-            tokens, attention_mask, position = tokens[keep], attention_mask[keep], position[keep]
-        attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(alive), 1))], dim=1)
-        logits = model(input_ids=tokens[:, None], attention_mask=attention_mask, position_ids=position,
-                       past_key_values=cache, use_cache=True).logits[:, -1]
-        position = position + 1
-    return out
 
 
 @dataclass(frozen=True)
@@ -164,6 +115,53 @@ def continuation_logits(
     logits = model(input_ids=inputs.to(device), attention_mask=full_mask, position_ids=positions,
                    past_key_values=_cache_rows(prompts.cache, index), use_cache=True).logits  # [N, width, V]
     return [torch.cat([prompts.last_logits[p][None], logits[r, : len(cont) - 1]]) for r, (p, cont) in enumerate(rows)]
+
+
+@torch.no_grad()
+def greedy_continuations(
+    model, prompts: Sequence[list[int]], *, pad_id: int, max_new_tokens: int, eos_token_id: int
+) -> list[list[int]]:
+    """Greedy continuation of each prompt, without its EOS (the prompts run as one left-padded batch).
+
+    Args:
+        prompts: B prompt id lists (each at least one token).
+        pad_id: padding token id (masked out).
+        max_new_tokens: decode steps at most; a row that has not emitted EOS by then is cut there.
+        eos_token_id: the token that ends a row (not included in its continuation).
+
+    Returns:
+        B lists of token ids, in row order.
+    """
+    rows = len(prompts)
+    out: list[list[int]] = [[] for _ in range(rows)]
+    alive = list(range(rows))  # original row index of each row in the batch
+    ended = [False] * rows  # by original row index
+    start = run_prompts(model, prompts, pad_id=pad_id)
+    cache, attention_mask, logits = start.cache, start.mask, start.last_logits
+    position = start.positions[:, -1:] + 1  # [b, 1]: the next token's position in each row
+    for step in range(max_new_tokens):
+        tokens = logits.argmax(-1)  # [b]
+        running = 0
+        for row, token in zip(alive, tokens.tolist(), strict=True):
+            if ended[row]:
+                continue
+            if token == eos_token_id:
+                ended[row] = True
+            else:
+                out[row].append(token)
+                running += 1
+        if step == max_new_tokens - 1 or running == 0:
+            break
+        if len(alive) - running >= _COMPACT_SHARE * len(alive):  # drop the ended rows from the batch
+            keep = torch.tensor([i for i, row in enumerate(alive) if not ended[row]], device=tokens.device)
+            cache.batch_select_indices(keep)
+            alive = [alive[i] for i in keep.tolist()]
+            tokens, attention_mask, position = tokens[keep], attention_mask[keep], position[keep]
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(alive), 1))], dim=1)
+        logits = model(input_ids=tokens[:, None], attention_mask=attention_mask, position_ids=position,
+                       past_key_values=cache, use_cache=True).logits[:, -1]
+        position = position + 1
+    return out
 
 
 __all__ = ["PromptPass", "accepts", "continuation_logits", "greedy_continuations", "run_prompts"]

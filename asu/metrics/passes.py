@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from asu.data import Encoded, PromptFormat, encode_qa, left_pad, prompt_ids
+from asu.data import Encoded, PromptFormat, encode_qa, prompt_ids
 from asu.losses import IGNORE_INDEX
 from asu.metrics.cached import continuation_logits, greedy_continuations, run_prompts
 
@@ -190,18 +190,17 @@ def generate(
 ) -> list[list[int]]:
     """Greedy continuation token ids of each prompt (ids), without EOS; left padding, KV cache, input order.
 
-    Rows that have ended leave the batch at once (``asu.metrics.greedy``), so a batch costs what its rows
-    decode, not ``batch_size`` x its longest row.
+    Rows that have ended leave the batch (``asu.metrics.cached.greedy_continuations``), so a batch costs about
+    what its rows decode, not ``batch_size`` x its longest row.
     """
     model.eval()
     out: list[list[int] | None] = [None] * len(prompts)
     order = _length_order([len(p) for p in prompts])
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        input_ids, attention_mask = left_pad([prompts[i] for i in rows], tokenizer.pad_token_id)
         continuations = greedy_continuations(
-            model, input_ids.to(model.device), attention_mask.to(model.device),
-            max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id,
+            model, [prompts[i] for i in rows], pad_id=tokenizer.pad_token_id, max_new_tokens=max_new_tokens,
+            eos_token_id=tokenizer.eos_token_id,
         )
         for i, ids in zip(rows, continuations, strict=True):
             out[i] = ids

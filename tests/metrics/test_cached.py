@@ -49,25 +49,22 @@ def test_equals_generate_on_a_padded_batch(family):
     expected = reference(model, PROMPTS, 24)
     lengths = {len(row) for row in expected}
     assert len(lengths) > 1, "the rows should end at different steps, or compaction is not exercised"
-    ids, mask = left_pad(PROMPTS, PAD)
-    assert greedy_continuations(model, ids, mask, max_new_tokens=24, eos_token_id=EOS) == expected
+    assert greedy_continuations(model, PROMPTS, pad_id=PAD, max_new_tokens=24, eos_token_id=EOS) == expected
 
 
 def test_equals_generate_under_temperature_smoothing():
     model = build("llama")
     enable_smoothing(model)
-    ids, mask = left_pad(PROMPTS, PAD)
     with smoothed_attention(3.0):
         expected = reference(model, PROMPTS, 16)
-        got = greedy_continuations(model, ids, mask, max_new_tokens=16, eos_token_id=EOS)
+        got = greedy_continuations(model, PROMPTS, pad_id=PAD, max_new_tokens=16, eos_token_id=EOS)
     assert got == expected
-    assert got != greedy_continuations(model, ids, mask, max_new_tokens=16, eos_token_id=EOS)
+    assert got != greedy_continuations(model, PROMPTS, pad_id=PAD, max_new_tokens=16, eos_token_id=EOS)
 
 
 def test_stops_at_max_new_tokens_and_drops_eos():
     model = build("llama")
-    ids, mask = left_pad(PROMPTS, PAD)
-    out = greedy_continuations(model, ids, mask, max_new_tokens=3, eos_token_id=EOS)
+    out = greedy_continuations(model, PROMPTS, pad_id=PAD, max_new_tokens=3, eos_token_id=EOS)
     assert all(len(row) <= 3 and EOS not in row for row in out)
     assert out == reference(model, PROMPTS, 3)
 
