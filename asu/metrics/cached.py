@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from asu.data import left_pad
 
@@ -72,9 +73,7 @@ def _cache_rows(cache: DynamicCache, index: torch.Tensor) -> DynamicCache:
     return view
 
 
-@torch.no_grad()
-def run_prompts(model, prompts: Sequence[list[int]], *, pad_id: int) -> PromptPass:
-    """One left-padded pass over Q prompt id lists (each at least one token)."""
+def _one_pass(model, prompts: Sequence[list[int]], pad_id: int) -> PromptPass:
     ids, mask = left_pad(list(prompts), pad_id)
     ids, mask = ids.to(model.device), mask.to(model.device)
     positions = _positions(mask)
@@ -83,6 +82,43 @@ def run_prompts(model, prompts: Sequence[list[int]], *, pad_id: int) -> PromptPa
     last = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
                  **extra).logits[:, -1]
     return PromptPass(cache, mask, positions, last)
+
+
+def _left_pad_to(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    """``t`` with zeros prepended along ``dim`` up to ``width`` (a masked-out, left-padded column is zero)."""
+    shape = list(t.shape)
+    shape[dim] = width - t.shape[dim]
+    return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+
+def _merge(model, passes: Sequence[PromptPass]) -> PromptPass:
+    """One pass of all rows of ``passes`` (full-attention caches only), left-padded to the widest."""
+    width = max(p.mask.shape[1] for p in passes)
+    merged = DynamicCache(config=model.config)
+    for layer in range(len(passes[0].cache.layers)):
+        keys = torch.cat([_left_pad_to(p.cache.layers[layer].keys, width, 2) for p in passes])
+        values = torch.cat([_left_pad_to(p.cache.layers[layer].values, width, 2) for p in passes])
+        merged.update(keys, values, layer)
+    return PromptPass(
+        merged, torch.cat([_left_pad_to(p.mask, width, 1) for p in passes]),
+        torch.cat([_left_pad_to(p.positions, width, 1) for p in passes]), torch.cat([p.last_logits for p in passes]),
+    )
+
+
+@torch.no_grad()
+def run_prompts(model, prompts: Sequence[list[int]], *, pad_id: int, batch_size: int | None = None) -> PromptPass:
+    """A left-padded pass over Q prompt id lists (each at least one token), rows in the order given.
+
+    With ``batch_size``, the prompts run that many at a time and the caches are joined (left-padded to the
+    longest prompt), so a long prompt does not pad all the others; give them sorted by length. Models whose
+    cache is not plain full attention (sliding-window layers) run as one batch instead.
+    """
+    if batch_size is None or len(prompts) <= batch_size:
+        return _one_pass(model, prompts, pad_id)
+    passes = [_one_pass(model, prompts[i : i + batch_size], pad_id) for i in range(0, len(prompts), batch_size)]
+    if not all(type(layer) is DynamicLayer for p in passes for layer in p.cache.layers):
+        return _one_pass(model, prompts, pad_id)
+    return _merge(model, passes)
 
 
 @torch.no_grad()

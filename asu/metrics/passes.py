@@ -103,6 +103,9 @@ def _length_order(lengths: Sequence[int]) -> list[int]:
 
 
 _CHUNK_ELEMENTS = 1 << 24  # positions x vocabulary entries per statistics chunk (64 MB in float32)
+#: Prompts whose KV cache is held at once, in batches: their continuations are then sorted by length across all
+#: of them, so a batch pads little (a chunk of one batch of prompts would pad a quarter of its tokens).
+_PROMPTS_PER_PASS = 8
 
 
 def _position_stats(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -152,8 +155,8 @@ def token_stats(model, encoded: Sequence[Encoded], *, pad_id: int, batch_size: i
     """Teacher-forced statistics of each encoded sequence (see ``TokenStats``), in input order.
 
     Sequences behind the same prompt (TOFU's answer variants of one question) share one prompt pass: prompts
-    run ``batch_size`` at a time (sorted by length), then their continuations in batches of ``batch_size``
-    sorted by length (``asu.metrics.cached``).
+    run ``batch_size`` at a time (sorted by length) into one KV cache of up to ``8 x batch_size`` prompts, then
+    all their continuations in batches of ``batch_size`` sorted by length (``asu.metrics.cached``).
     """
     model.eval()
     out: list[TokenStats | None] = [None] * len(encoded)
@@ -166,9 +169,10 @@ def token_stats(model, encoded: Sequence[Encoded], *, pad_id: int, batch_size: i
             empty = np.zeros(0)
             out[row] = TokenStats(empty, empty, empty, empty.astype(bool), empty.astype(int), empty.astype(int))
     prompts = sorted(groups, key=len)
-    for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start : start + batch_size]
-        prompt_pass = run_prompts(model, [list(p) for p in chunk], pad_id=pad_id)
+    chunk_size = _PROMPTS_PER_PASS * batch_size
+    for start in range(0, len(prompts), chunk_size):
+        chunk = prompts[start : start + chunk_size]
+        prompt_pass = run_prompts(model, [list(p) for p in chunk], pad_id=pad_id, batch_size=batch_size)
         rows = sorted(((i, row, cont) for i, p in enumerate(chunk) for row, cont in groups[p]),
                       key=lambda r: -len(r[2]))
         for b in range(0, len(rows), batch_size):

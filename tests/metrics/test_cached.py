@@ -125,3 +125,14 @@ def test_token_stats_refuses_labels_that_are_not_a_prompt_mask():
     bad = Encoded([1, 5, 6, 7], [-100, 5, -100, 7])  # a hole in the labels: not prompt + labelled continuation
     with pytest.raises(ValueError, match="encoded sequence 0: labels must be ignored on a prompt prefix"):
         token_stats(build("llama"), [bad], pad_id=PAD)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2"])  # gemma2: sliding-window layers run as one batch
+def test_prompts_run_in_batches_score_as_one_pass(family):
+    model = build(family)
+    prompts = sorted(PROMPTS, key=len)
+    rows = [(i, [7, 8, 9, 10]) for i in range(len(prompts))]
+    together = continuation_logits(model, run_prompts(model, prompts, pad_id=PAD), rows, pad_id=PAD)
+    batched = continuation_logits(model, run_prompts(model, prompts, pad_id=PAD, batch_size=2), rows, pad_id=PAD)
+    for a, b in zip(together, batched, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
