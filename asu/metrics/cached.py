@@ -1,16 +1,16 @@
 """Forward passes that reuse a KV cache: greedy decoding that drops finished rows, and teacher forcing of many
 continuations of one prompt.
 
-**Greedy decoding** (``greedy_continuations``). ``model.generate`` keeps every row of a batch until the longest
-one ends: a row that has emitted EOS keeps running the model on pad tokens. Evaluation batches mix answers that
-end after a dozen tokens with answers that never end (an unlearned or never-learned fact rambles up to
-``max_new_tokens``), so most of those decode steps are wasted. Here, once a quarter of the batch has ended, the
-rows still running are selected out of the input, the attention mask, the positions and the KV cache
+**Greedy decoding** (``greedy_from``, ``greedy_continuations``). ``model.generate`` keeps every row of a batch
+until the longest one ends: a row that has emitted EOS keeps running the model on pad tokens. Evaluation batches
+mix answers that end after a dozen tokens with answers that never end (an unlearned or never-learned fact rambles
+up to ``max_new_tokens``), so most of those decode steps are wasted. Here, once a quarter of the batch has ended,
+the rows still running are selected out of the input, the attention mask, the positions and the KV cache
 (``Cache.batch_select_indices``), so the batch shrinks to about the rows that still decode. That also makes large
 batches pay off: the long tail no longer drags every finished row along. The result is token for token what
-``model.generate(do_sample=False)`` returns (up to float rounding of a different batch composition): the same
-left padding, the same positions (cumulative sum of the attention mask, as transformers derives them), the same
-KV cache.
+``model.generate(do_sample=False)`` returns (up to float rounding of a different batch composition): the same left
+padding, the same positions (cumulative sum of the attention mask, as transformers derives them), the same KV
+cache.
 
 **Shared-prompt teacher forcing** (``run_prompts``, ``continuation_logits``). TOFU scores up to seven answers
 per question (original, paraphrased, five perturbed), each behind the same prompt. The prompts are run once,
@@ -154,27 +154,26 @@ def continuation_logits(
 
 
 @torch.no_grad()
-def greedy_continuations(
-    model, prompts: Sequence[list[int]], *, pad_id: int, max_new_tokens: int, eos_token_id: int
+def greedy_from(
+    model, prompts: PromptPass, rows: Sequence[int], *, max_new_tokens: int, eos_token_id: int
 ) -> list[list[int]]:
-    """Greedy continuation of each prompt, without its EOS (the prompts run as one left-padded batch).
+    """Greedy continuation of the prompt rows ``rows`` of a prompt pass, without EOS (the pass is left as it is).
 
     Args:
-        prompts: B prompt id lists (each at least one token).
-        pad_id: padding token id (masked out).
+        prompts: prompts already run (``run_prompts``).
+        rows: which of its rows to continue, decoded as one batch.
         max_new_tokens: decode steps at most; a row that has not emitted EOS by then is cut there.
         eos_token_id: the token that ends a row (not included in its continuation).
 
     Returns:
-        B lists of token ids, in row order.
+        One list of token ids per entry of ``rows``, in that order.
     """
-    rows = len(prompts)
-    out: list[list[int]] = [[] for _ in range(rows)]
-    alive = list(range(rows))  # original row index of each row in the batch
-    ended = [False] * rows  # by original row index
-    start = run_prompts(model, prompts, pad_id=pad_id)
-    cache, attention_mask, logits = start.cache, start.mask, start.last_logits
-    position = start.positions[:, -1:] + 1  # [b, 1]: the next token's position in each row
+    index = torch.tensor(list(rows), device=prompts.mask.device)
+    cache, attention_mask, logits = _cache_rows(prompts.cache, index), prompts.mask[index], prompts.last_logits[index]
+    position = prompts.positions[index, -1:] + 1  # [b, 1]: the next token's position in each row
+    out: list[list[int]] = [[] for _ in rows]
+    alive = list(range(len(rows)))  # position in ``rows`` of each row still in the batch
+    ended = [False] * len(rows)
     for step in range(max_new_tokens):
         tokens = logits.argmax(-1)  # [b]
         running = 0
@@ -200,4 +199,12 @@ def greedy_continuations(
     return out
 
 
-__all__ = ["PromptPass", "accepts", "continuation_logits", "greedy_continuations", "run_prompts"]
+def greedy_continuations(
+    model, prompts: Sequence[list[int]], *, pad_id: int, max_new_tokens: int, eos_token_id: int
+) -> list[list[int]]:
+    """Greedy continuation of each prompt id list, without its EOS (the prompts run as one left-padded batch)."""
+    return greedy_from(model, run_prompts(model, prompts, pad_id=pad_id), range(len(prompts)),
+                       max_new_tokens=max_new_tokens, eos_token_id=eos_token_id)
+
+
+__all__ = ["PromptPass", "accepts", "continuation_logits", "greedy_continuations", "greedy_from", "run_prompts"]

@@ -9,6 +9,7 @@ little), results returned in the caller's order:
   exact memorisation). Everything a probability, truth-ratio, MIA or memorisation metric needs comes from this
   one pass.
 - ``generate``: greedy generation with left padding and the KV cache, finished rows dropped from the batch.
+- ``score_prompts``: both at once, each prompt run once for its answers and its greedy continuation.
 
 Sequences are either QA pairs (prompt in the chosen ``prompt_format``, labels on answer + EOS) or raw texts (labels
 on every token after the first, as MIA on text chunks uses them).
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 
 from asu.data import Encoded, PromptFormat, encode_qa, prompt_ids
 from asu.losses import IGNORE_INDEX
-from asu.metrics.cached import continuation_logits, greedy_continuations, run_prompts
+from asu.metrics.cached import continuation_logits, greedy_from, run_prompts
 
 logger = logging.getLogger(__name__)
 
@@ -151,15 +152,27 @@ def _stats(logits: list[torch.Tensor], targets: list[list[int]]) -> list[TokenSt
 
 
 @torch.no_grad()
-def token_stats(model, encoded: Sequence[Encoded], *, pad_id: int, batch_size: int = 32) -> list[TokenStats]:
-    """Teacher-forced statistics of each encoded sequence (see ``TokenStats``), in input order.
+def score_prompts(
+    model,
+    encoded: Sequence[Encoded],
+    decode: Sequence[list[int]],
+    *,
+    pad_id: int,
+    eos_token_id: int,
+    max_new_tokens: int,
+    batch_size: int = 32,
+    generation_batch_size: int = 64,
+) -> tuple[list[TokenStats], list[list[int]]]:
+    """Teacher-forced statistics of ``encoded`` and greedy continuations of the prompts ``decode``, in input order.
 
-    Sequences behind the same prompt (TOFU's answer variants of one question) share one prompt pass: prompts
-    run ``batch_size`` at a time (sorted by length) into one KV cache of up to ``8 x batch_size`` prompts, then
-    all their continuations in batches of ``batch_size`` sorted by length (``asu.metrics.cached``).
+    Every distinct prompt runs once for both (TOFU's answer variants of one question and its greedy answer share
+    it): prompts run ``batch_size`` at a time (sorted by length) into one KV cache of up to ``8 x batch_size``
+    prompts; then all their continuations are scored in batches of ``batch_size`` sorted by length, and the
+    prompts in ``decode`` are continued greedily ``generation_batch_size`` at a time, ended rows leaving the batch
+    (``asu.metrics.cached``). Continuations are token ids without EOS.
     """
     model.eval()
-    out: list[TokenStats | None] = [None] * len(encoded)
+    stats: list[TokenStats | None] = [None] * len(encoded)
     groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
     for row, e in enumerate(encoded):
         prompt, cont = _split_prompt(e, row)
@@ -167,23 +180,39 @@ def token_stats(model, encoded: Sequence[Encoded], *, pad_id: int, batch_size: i
             groups.setdefault(prompt, []).append((row, cont))
         else:  # nothing labelled (a prompt that filled max_length)
             empty = np.zeros(0)
-            out[row] = TokenStats(empty, empty, empty, empty.astype(bool), empty.astype(int), empty.astype(int))
-    prompts = sorted(groups, key=len)
+            stats[row] = TokenStats(empty, empty, empty, empty.astype(bool), empty.astype(int), empty.astype(int))
+    wanted: dict[tuple[int, ...], list[int]] = {}
+    for row, prompt in enumerate(decode):
+        wanted.setdefault(tuple(prompt), []).append(row)
+    continuations: list[list[int] | None] = [None] * len(decode)
+    prompts = sorted(set(groups) | set(wanted), key=len)
     chunk_size = _PROMPTS_PER_PASS * batch_size
     for start in range(0, len(prompts), chunk_size):
         chunk = prompts[start : start + chunk_size]
         prompt_pass = run_prompts(model, [list(p) for p in chunk], pad_id=pad_id, batch_size=batch_size)
-        rows = sorted(((i, row, cont) for i, p in enumerate(chunk) for row, cont in groups[p]),
+        rows = sorted(((i, row, cont) for i, p in enumerate(chunk) for row, cont in groups.get(p, ())),
                       key=lambda r: -len(r[2]))
         for b in range(0, len(rows), batch_size):
             batch = rows[b : b + batch_size]
             logits = continuation_logits(model, prompt_pass, [(i, cont) for i, _, cont in batch], pad_id=pad_id)
-            for (_, row, _), stats in zip(batch, _stats(logits, [cont for _, _, cont in batch]), strict=True):
-                out[row] = stats
-    return out  # type: ignore[return-value]
+            for (_, row, _), s in zip(batch, _stats(logits, [cont for _, _, cont in batch]), strict=True):
+                stats[row] = s
+        todo = [i for i, p in enumerate(chunk) if p in wanted]
+        for b in range(0, len(todo), generation_batch_size):
+            batch = todo[b : b + generation_batch_size]
+            ids = greedy_from(model, prompt_pass, batch, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id)
+            for i, cont in zip(batch, ids, strict=True):
+                for row in wanted[chunk[i]]:
+                    continuations[row] = list(cont)
+    return stats, continuations  # type: ignore[return-value]
 
 
-@torch.no_grad()
+def token_stats(model, encoded: Sequence[Encoded], *, pad_id: int, batch_size: int = 32) -> list[TokenStats]:
+    """Teacher-forced statistics of each encoded sequence (see ``TokenStats``), in input order."""
+    return score_prompts(model, encoded, [], pad_id=pad_id, eos_token_id=-1, max_new_tokens=1,
+                         batch_size=batch_size)[0]
+
+
 def generate(
     model,
     tokenizer,
@@ -194,21 +223,11 @@ def generate(
 ) -> list[list[int]]:
     """Greedy continuation token ids of each prompt (ids), without EOS; left padding, KV cache, input order.
 
-    Rows that have ended leave the batch (``asu.metrics.cached.greedy_continuations``), so a batch costs about
-    what its rows decode, not ``batch_size`` x its longest row.
+    Rows that have ended leave the batch (``asu.metrics.cached.greedy_from``), so a batch costs about what its
+    rows decode, not ``batch_size`` x its longest row.
     """
-    model.eval()
-    out: list[list[int] | None] = [None] * len(prompts)
-    order = _length_order([len(p) for p in prompts])
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        continuations = greedy_continuations(
-            model, [prompts[i] for i in rows], pad_id=tokenizer.pad_token_id, max_new_tokens=max_new_tokens,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-        for i, ids in zip(rows, continuations, strict=True):
-            out[i] = ids
-    return out  # type: ignore[return-value]
+    return score_prompts(model, [], prompts, pad_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                         max_new_tokens=max_new_tokens, generation_batch_size=batch_size)[1]
 
 
 def question_prompts(tokenizer, questions: Sequence[str], prompt_format: PromptFormat) -> list[list[int]]:
@@ -229,5 +248,6 @@ __all__ = [
     "encode_texts",
     "generate",
     "question_prompts",
+    "score_prompts",
     "token_stats",
 ]

@@ -1,9 +1,9 @@
 """The TOFU suite, as the reference framework (open-unlearning, commit d3d7cf9) computes it.
 
-Passes (all batched, see ``asu.metrics.passes``):
-- one teacher-forced ``token_stats`` call per set over every answer variant (original, paraphrased, perturbed);
-- one greedy ``generate`` call over the questions of the forget, retain, Real Authors and World Facts sets;
-- one ``token_stats`` call over the holdout (MIA non-members).
+Passes (all batched, one ``asu.metrics.passes.score_prompts`` call, each question's prompt run once):
+- teacher forcing of every answer variant (original, paraphrased, perturbed) of every set, and of the holdout
+  answers (MIA non-members);
+- greedy answers to the questions of the forget, retain, Real Authors and World Facts sets.
 
 Conventions (metrics.md §2-3): probabilities are length-normalised, exp(-mean answer-token NLL) over answer + EOS;
 the truth ratio uses the paraphrased answer as "correct" on forget and retain, the original answer on Real Authors
@@ -26,7 +26,7 @@ import numpy as np
 from asu.data import PromptFormat
 from asu.metrics import formulas as f
 from asu.metrics.mia import ATTACKS, PRIVLEAK_ATTACK, mia_aucs
-from asu.metrics.passes import TokenStats, decode, encode_pairs, generate, question_prompts, token_stats
+from asu.metrics.passes import TokenStats, decode, encode_pairs, question_prompts, score_prompts
 from asu.metrics.results import SuiteResult
 from asu.metrics.tofu_data import SET_NAMES, EvalDataError, TofuSets
 
@@ -88,9 +88,12 @@ class SetScores:
     generation_ids: list[list[int]]
 
 
-def _score_set(model, tokenizer, name: str, items: list[dict], settings: EvalSettings) -> SetScores:
-    """Teacher-forced losses of every answer variant of ``items`` in one batched pass (generation filled later)."""
-    questions, answers, owners = [], [], []  # owners[k] = (item index, variant); variant -1 = original, -2 = para
+def _encode_set(tokenizer, name: str, items: list[dict], settings: EvalSettings):
+    """Every answer variant of ``items`` encoded behind its question, and its owner (item index, variant).
+
+    Variant -1 is the original answer, -2 the paraphrased one, k >= 0 the k-th perturbed one.
+    """
+    questions, answers, owners = [], [], []
     for i, item in enumerate(items):
         variants = [(-1, item["answer"])]
         if "paraphrased_answer" in item:
@@ -104,19 +107,24 @@ def _score_set(model, tokenizer, name: str, items: list[dict], settings: EvalSet
         tokenizer, questions, answers, prompt_format=settings.prompt_format, max_length=settings.max_length,
         source=f"TOFU {name} set",
     )
-    stats = token_stats(model, encoded, pad_id=tokenizer.pad_token_id, batch_size=settings.batch_size)
+    return encoded, owners
+
+
+def _set_scores(items: list[dict], owners, stats: list[TokenStats], generations: list[list[int]],
+                texts: list[str]) -> SetScores:
+    """The raw per-item figures of one QA set from its teacher-forced statistics and greedy answers."""
     answer_loss = [math.nan] * len(items)
     answer_stats: list[TokenStats | None] = [None] * len(items)
     paraphrased = [math.nan] * len(items) if "paraphrased_answer" in items[0] else None
     perturbed: list[list[float]] = [[] for _ in items]
-    for (i, variant), s in zip(owners, stats, strict=True):
+    for (i, variant), st in zip(owners, stats, strict=True):
         if variant == -1:
-            answer_loss[i], answer_stats[i] = s.avg_loss, s
+            answer_loss[i], answer_stats[i] = st.avg_loss, st
         elif variant == -2:
-            paraphrased[i] = s.avg_loss  # type: ignore[index]
+            paraphrased[i] = st.avg_loss  # type: ignore[index]
         else:
-            perturbed[i].append(s.avg_loss)
-    return SetScores(answer_loss, paraphrased, perturbed, answer_stats, [], [])  # type: ignore[arg-type]
+            perturbed[i].append(st.avg_loss)
+    return SetScores(answer_loss, paraphrased, perturbed, answer_stats, texts, generations)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -128,29 +136,37 @@ class TofuScores:
 
 
 def score_tofu(model, tokenizer, sets: TofuSets, settings: EvalSettings) -> TofuScores:
-    """Run every batched pass of the TOFU evaluation on ``sets`` (already limited)."""
-    scores = {}
+    """Run the batched passes of the TOFU evaluation on ``sets`` (already limited).
+
+    One ``score_prompts`` call: every answer variant of every QA set and the holdout answers teacher-forced, the
+    QA questions answered greedily, each question's prompt run once for all of it.
+    """
+    encoded, spans = [], {}
     for name in QA_SETS:
-        logger.info("TOFU %s set: teacher-forced pass over %d items", name, len(getattr(sets, name)))
-        scores[name] = _score_set(model, tokenizer, name, getattr(sets, name), settings)
-    questions = [item["question"] for name in QA_SETS for item in getattr(sets, name)]
-    logger.info("TOFU: greedy generation for %d questions (max %d new tokens)", len(questions), settings.max_new_tokens)
-    ids = generate(
-        model, tokenizer, question_prompts(tokenizer, questions, settings.prompt_format),
-        max_new_tokens=settings.max_new_tokens, batch_size=settings.generation_batch_size,
-    )
-    texts = decode(tokenizer, ids)
-    start = 0
-    for name in QA_SETS:
-        n = len(getattr(sets, name))
-        scores[name].generations, scores[name].generation_ids = texts[start : start + n], ids[start : start + n]
-        start += n
+        enc, owners = _encode_set(tokenizer, name, getattr(sets, name), settings)
+        spans[name] = (len(encoded), owners)
+        encoded += enc
     holdout = encode_pairs(
         tokenizer, [h["question"] for h in sets.holdout], [h["answer"] for h in sets.holdout],
         prompt_format=settings.prompt_format, max_length=settings.max_length, source="TOFU holdout set",
     )
-    holdout_stats = token_stats(model, holdout, pad_id=tokenizer.pad_token_id, batch_size=settings.batch_size)
-    return TofuScores(scores, holdout_stats)
+    questions = [item["question"] for name in QA_SETS for item in getattr(sets, name)]
+    logger.info("TOFU: %d teacher-forced answers, greedy answers to %d questions (max %d new tokens)",
+                len(encoded) + len(holdout), len(questions), settings.max_new_tokens)
+    stats, ids = score_prompts(
+        model, encoded + holdout, question_prompts(tokenizer, questions, settings.prompt_format),
+        pad_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, max_new_tokens=settings.max_new_tokens,
+        batch_size=settings.batch_size, generation_batch_size=settings.generation_batch_size,
+    )
+    texts = decode(tokenizer, ids)
+    scores, first = {}, 0
+    for name in QA_SETS:
+        items = getattr(sets, name)
+        start, owners = spans[name]
+        scores[name] = _set_scores(items, owners, stats[start : start + len(owners)], ids[first : first + len(items)],
+                                   texts[first : first + len(items)])
+        first += len(items)
+    return TofuScores(scores, stats[len(encoded) :])
 
 
 def rouge_recalls(generations: list[str], references: list[str]) -> list[dict[str, float]]:

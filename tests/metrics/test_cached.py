@@ -3,6 +3,7 @@ shared-prompt teacher forcing vs full-sequence forwards."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import transformers as tf
@@ -136,3 +137,23 @@ def test_prompts_run_in_batches_score_as_one_pass(family):
     batched = continuation_logits(model, run_prompts(model, prompts, pad_id=PAD, batch_size=2), rows, pad_id=PAD)
     for a, b in zip(together, batched, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_score_prompts_equals_separate_passes_and_shares_prompts():
+    from asu.data import Encoded
+    from asu.metrics.passes import score_prompts
+
+    model = build("llama")
+    encoded = [Encoded(p + c, [-100] * len(p) + c) for p, conts in SHARED for c in conts]
+    decode_prompts = [SHARED[1][0], PROMPTS[0], SHARED[0][0], SHARED[1][0]]  # shared, new, shared, repeated
+    calls = []
+    model.register_forward_pre_hook(lambda module, args, kwargs: calls.append(kwargs["input_ids"].shape),
+                                    with_kwargs=True)
+    stats, ids = score_prompts(model, encoded, decode_prompts, pad_id=PAD, eos_token_id=EOS, max_new_tokens=12,
+                               batch_size=4)
+    prompt_rows = calls[0][0]
+    assert prompt_rows == 3  # the two shared prompts and the new one run once, together
+    assert ids == reference(model, decode_prompts, 12)
+    alone = score_prompts(model, encoded, [], pad_id=PAD, eos_token_id=EOS, max_new_tokens=1, batch_size=4)[0]
+    for a, b in zip(stats, alone, strict=True):
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5)
