@@ -99,10 +99,6 @@ def encode_texts(tokenizer, texts: Sequence[str], *, max_length: int, source: st
     return encoded
 
 
-def _length_order(lengths: Sequence[int]) -> list[int]:
-    return sorted(range(len(lengths)), key=lambda i: -lengths[i])
-
-
 _CHUNK_ELEMENTS = 1 << 24  # positions x vocabulary entries per statistics chunk (64 MB in float32)
 #: Prompts whose KV cache is held at once, in batches: their continuations are then sorted by length across all
 #: of them, so a batch pads little (a chunk of one batch of prompts would pad a quarter of its tokens).
