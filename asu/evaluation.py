@@ -17,7 +17,7 @@ import torch
 from asu.data import QAItem, collate, encode_qa
 from asu.losses import IGNORE_INDEX, sequence_log_likelihood
 from asu.metrics.formulas import repetition_rate
-from asu.metrics.passes import decode, generate, question_prompts
+from asu.metrics.passes import decode, encode_pairs, generate, question_prompts, score_prompts
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,30 @@ def answer_nll(
         counts = (batch["labels"][:, 1:] != IGNORE_INDEX).sum(1).clamp(min=1)
         values += (-sequence_log_likelihood(logits, batch["labels"]) / counts).tolist()
     return values
+
+
+def answers_and_nlls(
+    model,
+    tokenizer,
+    items: Sequence[QAItem],
+    *,
+    prompt_format: str = "chat_template",
+    max_new_tokens: int = 200,
+    max_length: int = 500,
+    batch_size: int = 64,
+) -> tuple[list[str], list[float]]:
+    """Greedy answers (decoded) and mean answer-token NLLs (nats/token) of ``items``, from one prompt pass each.
+
+    ``generate_answers`` and ``answer_nll`` give the same figures (up to float rounding) but run every prompt twice.
+    """
+    questions = [it["question"] for it in items]
+    encoded = encode_pairs(tokenizer, questions, [it["answer"] for it in items], prompt_format=prompt_format,
+                           max_length=max_length, source="QA set")
+    stats, ids = score_prompts(
+        model, encoded, question_prompts(tokenizer, questions, prompt_format), pad_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id, max_new_tokens=max_new_tokens, generation_batch_size=batch_size,
+    )
+    return decode(tokenizer, ids), [st.avg_loss for st in stats]
 
 
 def rouge_l_recall(predictions: Sequence[str], references: Sequence[str]) -> list[float]:
@@ -100,16 +124,9 @@ def score_qa(
     batch_size: int = 32,
 ) -> QAScores:
     """Greedy-answer ROUGE-L recall, mean answer probability exp(-NLL) and fluent share over ``items``."""
-    answers = generate_answers(
-        model,
-        tokenizer,
-        [it["question"] for it in items],
-        prompt_format=prompt_format,
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-    )
+    answers, nlls = answers_and_nlls(model, tokenizer, items, prompt_format=prompt_format,
+                                     max_new_tokens=max_new_tokens, batch_size=batch_size)
     rouge = rouge_l_recall(answers, [it["answer"] for it in items])
-    nlls = answer_nll(model, tokenizer, items, prompt_format=prompt_format, batch_size=batch_size)
     return QAScores(
         rouge_l_recall=sum(rouge) / len(rouge),
         probability=sum(math.exp(-v) for v in nlls) / len(nlls),
@@ -122,6 +139,7 @@ def score_qa(
 __all__ = [
     "QAScores",
     "answer_nll",
+    "answers_and_nlls",
     "generate_answers",
     "is_fluent",
     "repetition_rate",

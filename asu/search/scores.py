@@ -1,9 +1,10 @@
 """Validation figures of a model on a QA set, and the two objectives of the temperature search.
 
-Per item: the greedy answer (``asu.evaluation.generate_answers``), its ROUGE-L recall against the reference,
-its normalised token entropy (``asu.metrics.formulas.token_entropy`` on the re-tokenised answer), its share of
-repeated word 3-grams and whether it is fluent (non-empty, no loop: ``asu.evaluation.is_fluent``), and the
-teacher-forced answer probability exp(-mean answer NLL). The set figures are means over items (0-1 scale).
+Per item, from one prompt pass (``asu.evaluation.answers_and_nlls``): the greedy answer, its ROUGE-L recall
+against the reference, its normalised token entropy (``asu.metrics.formulas.token_entropy`` on the re-tokenised
+answer), its share of repeated word 3-grams and whether it is fluent (non-empty, no loop:
+``asu.evaluation.is_fluent``), and the teacher-forced answer probability exp(-mean answer NLL). The set figures
+are means over items (0-1 scale).
 
 Objectives, in the spirit of the closer-look metrics the ASU paper reports (method.md §8), restricted to what
 needs no external model (no NLI, no sentence embeddings, no perturbed answers):
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from asu.data import QAItem
-from asu.evaluation import answer_nll, generate_answers, is_fluent, repetition_rate, rouge_l_recall
+from asu.evaluation import answers_and_nlls, is_fluent, repetition_rate, rouge_l_recall
 from asu.metrics.formulas import harmonic_mean, token_entropy
 
 
@@ -111,7 +112,7 @@ def score_items(
     max_length: int = 500,
     batch_size: int = 64,
 ) -> dict[str, ItemFigures]:
-    """:class:`ItemFigures` of several QA sets, with one batched generation and one NLL pass over all items.
+    """:class:`ItemFigures` of several QA sets: one prompt pass per question, its answer NLL and greedy answer.
 
     Runs under any active smoothing context (the figures are then those of the smoothed model).
     """
@@ -120,13 +121,8 @@ def score_items(
     empty = [name for name, group in sets.items() if not group]
     if empty:
         raise ValueError(f"score_sets needs at least one QA item per set; empty: {empty}")
-    answers = generate_answers(
-        model, tokenizer, [it["question"] for it in items], prompt_format=prompt_format,
-        max_new_tokens=max_new_tokens, batch_size=batch_size,
-    )
-    nlls = answer_nll(
-        model, tokenizer, items, prompt_format=prompt_format, max_length=max_length, batch_size=batch_size
-    )
+    answers, nlls = answers_and_nlls(model, tokenizer, items, prompt_format=prompt_format,
+                                     max_new_tokens=max_new_tokens, max_length=max_length, batch_size=batch_size)
     out = {}
     for name in sets:
         rows = [i for i, n in enumerate(names) if n == name]

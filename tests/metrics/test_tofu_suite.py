@@ -284,3 +284,13 @@ def test_standard_split_sizes():
 def test_auc_convention_forget_zero_holdout_one():
     assert auc([0.1, 0.2], [0.8, 0.9]) == 1.0  # forget scores lower (more member-like) -> AUC 1
     assert auc([0.5, 0.5], [0.5, 0.5]) == 0.5
+
+
+def test_answers_and_nlls_equal_the_two_separate_passes(tiny):
+    from asu.evaluation import answer_nll, answers_and_nlls, generate_answers
+
+    model, tok = tiny
+    items = embedded_sets([1], "tiny").forget[:6]
+    answers, nlls = answers_and_nlls(model, tok, items, max_new_tokens=30)
+    assert answers == generate_answers(model, tok, [it["question"] for it in items], max_new_tokens=30)
+    np.testing.assert_allclose(nlls, answer_nll(model, tok, items), atol=1e-5)
