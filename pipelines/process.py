@@ -72,12 +72,10 @@ def load_request(ledger: Ledger, request_id: str) -> RequestData:
 
 
 def resolve_base_model(settings: PipelineSettings) -> Path:
-    """``embedded:<variant>`` -> the embedded model's folder (built on first use); otherwise the folder itself."""
-    if settings.base_model.startswith("embedded:"):
-        from asu.embedded import ensure_embedded_model
+    """``embedded:<variant>``, a named model (``smollm2-135m``, prepared on first use) or a model folder."""
+    from asu.models import resolve_model
 
-        return ensure_embedded_model(settings.base_model.removeprefix("embedded:"), progress=True)
-    path = Path(settings.base_model)
+    path = resolve_model(settings.base_model, progress=True)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"base_model={settings.base_model!r}: no model folder (config.json) there")
     return path

@@ -26,7 +26,8 @@ PromotionMode = Literal["auto", "manual"]
 class PipelineSettings:
     """Everything a pipeline run reads besides the requests themselves.
 
-    base_model: ``embedded:<variant>`` (built on first use) or a local model folder; registered as version 1
+    base_model: ``embedded:<variant>`` (built on first use), a named model (``smollm2-135m``, prepared on
+        first use) or a local model folder; registered as version 1
         and made champion when the registry has no champion yet.
     retain_file: QA items the model must keep (JSON/JSONL {question, answer}); the round's retain loss, the
         search's retain validation sample and the report's retain figures all come from it (disjoint parts).
