@@ -31,7 +31,8 @@ class ASUConfig:
     """
 
     method: str = field(
-        default="asu_gd", metadata=_help("objective name from asu.objectives (asu_gd, asu_kl, ga, gd, npo, idk)")
+        default="asu_gd",
+        metadata=_help("objective name from asu.objectives (asu_gd, asu_kl, ga, gd, npo, idk, simnpo, rmu)"),
     )
     tau: float = field(
         default=2.3, metadata=_help("attention temperature of the forget teacher; >= 1 (1 = no smoothing)")
@@ -62,6 +63,22 @@ class ASUConfig:
         metadata=_help("asu_kl: retain KL on answer tokens + EOS, or on every non-padding token (question too)"),
     )
     npo_beta: float = field(default=0.1, metadata=_help("npo: inverse temperature beta of the preference loss"))
+    simnpo_beta: float = field(
+        default=4.5, metadata=_help("simnpo: inverse temperature beta of the length-normalised preference loss; > 0")
+    )
+    simnpo_gamma: float = field(
+        default=0.0, metadata=_help("simnpo: reward margin gamma subtracted inside the log-sigmoid; finite, >= 0")
+    )
+    rmu_layer: int = field(
+        default=7,
+        metadata=_help(
+            "rmu: 0-based decoder layer whose output hidden state is steered (forget) and kept (retain); "
+            "must exist in the model (checked at round start)"
+        ),
+    )
+    rmu_steering_coeff: float = field(
+        default=2.0, metadata=_help("rmu: norm c of the random target vector of the forget activations; > 0")
+    )
     learning_rate: float = field(default=1e-5, metadata=_help("AdamW peak learning rate"))
     weight_decay: float = field(default=0.01, metadata=_help("AdamW weight decay"))
     epochs: int = field(default=5, metadata=_help("passes over the forget set"))
@@ -125,6 +142,14 @@ class ASUConfig:
             raise ValueError(f"learning_rate={self.learning_rate} must be > 0")
         if self.npo_beta <= 0:
             raise ValueError(f"npo_beta={self.npo_beta} must be > 0")
+        if not (math.isfinite(self.simnpo_beta) and self.simnpo_beta > 0):
+            raise ValueError(f"simnpo_beta={self.simnpo_beta} must be a finite number > 0")
+        if not (math.isfinite(self.simnpo_gamma) and self.simnpo_gamma >= 0):
+            raise ValueError(f"simnpo_gamma={self.simnpo_gamma} must be a finite number >= 0")
+        if isinstance(self.rmu_layer, bool) or not isinstance(self.rmu_layer, int) or self.rmu_layer < 0:
+            raise ValueError(f"rmu_layer={self.rmu_layer!r} must be a non-negative 0-based decoder layer index")
+        if not (math.isfinite(self.rmu_steering_coeff) and self.rmu_steering_coeff > 0):
+            raise ValueError(f"rmu_steering_coeff={self.rmu_steering_coeff} must be a finite number > 0")
         if self.teacher_memory_budget_mb < 0:
             raise ValueError(f"teacher_memory_budget_mb={self.teacher_memory_budget_mb} must be >= 0")
         every = self.checkpoint_every

@@ -2,7 +2,8 @@
 
 Conventions (shapes: B sequences, T tokens, V vocabulary, N selected positions):
 - ``labels`` [B, T] hold the token ids the loss looks at and ``IGNORE_INDEX`` (-100) elsewhere (prompt, padding).
-  Logits at position t predict the label at t + 1, so every function shifts by one first.
+  Logits at position t predict the label at t + 1, so every logit function shifts by one first. The activation
+  loss of RMU (``activation_mse``) reads hidden states at the labelled positions themselves, without a shift.
 - Selected positions are flattened row-major: sequence 0's positions in order, then sequence 1's, ... This is the
   order in which precomputed teacher targets are stored, so the two line up without padding.
 - Reduction: mean over the selected tokens of each sequence, then mean over the sequences that have at least one
@@ -145,3 +146,52 @@ def npo_loss(student_loglik: torch.Tensor, reference_loglik: torch.Tensor, beta:
         student_loglik, reference_loglik: [B] sequence log-likelihoods of the forget answers (nats).
     """
     return (-2.0 / beta) * F.logsigmoid(-beta * (student_loglik - reference_loglik)).mean()
+
+
+def simnpo_loss(logits: torch.Tensor, labels: torch.Tensor, beta: float, gamma: float) -> torch.Tensor:
+    """SimNPO (Fan et al. 2024): batch mean of -(2/beta) * logsigmoid(-(beta/|y|) * log pi(y|x) - gamma).
+
+    Reference-free and length-normalised: ``log pi(y|x)`` is the summed answer log-likelihood (nats) and ``|y|`` the
+    number of labelled tokens (answer + EOS) of each sequence. The margin ``gamma`` enters as in the paper's
+    formula (open-unlearning writes ``beta * (nll/|y| - delta)``, i.e. ``gamma = beta * delta``; equal at 0).
+    Sequences without a labelled token are left out of the mean.
+
+    Args:
+        logits: [B, T, V]; labels: [B, T] with IGNORE_INDEX where no loss is taken. Returns a scalar.
+    """
+    logp, seq_index = token_log_likelihood(logits, labels)
+    num_seqs = logits.shape[0]
+    counts = torch.bincount(seq_index, minlength=num_seqs)
+    present = counts > 0
+    if not present.any():
+        return logp.sum()  # zero that keeps the autograd graph
+    per_token = logp.new_zeros(num_seqs).index_add(0, seq_index, logp)[present] / counts[present]
+    return (-2.0 / beta) * F.logsigmoid(-beta * per_token - gamma).mean()
+
+
+def rmu_steering_vector(hidden_size: int, coeff: float, seed: int) -> torch.Tensor:
+    """RMU's fixed target ``coeff * u``: u uniform in [0, 1)^H from a generator seeded by ``seed``, unit L2 norm.
+
+    Returns [H] fp32 on the CPU; the same (hidden_size, coeff, seed) always gives the same vector (resumable).
+    """
+    u = torch.rand(hidden_size, generator=torch.Generator().manual_seed(seed))
+    return coeff * u / u.norm()
+
+
+def activation_mse(hidden: torch.Tensor, labels: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """RMU's activation loss: ||h_t - target_t||^2 / H per answer token, mean per sequence, then batch mean.
+
+    Positions are the answer tokens themselves (``labels != IGNORE_INDEX``, no shift, as open-unlearning and the
+    WMDP code mask them): the hidden state *of* each labelled token (answer + EOS), in row-major order.
+
+    Args:
+        hidden: [B, T, H] a decoder layer's output; labels: [B, T];
+        target: [H] (one vector for every position, the forget term) or [N, H] (per selected position,
+            row-major, the retain term). Returns a scalar (squared activation units).
+    """
+    keep = labels != IGNORE_INDEX
+    flat = hidden[keep].float()
+    if target.dim() == 2 and target.shape[0] != flat.shape[0]:
+        raise ValueError(f"target activations cover {target.shape[0]} tokens but the batch selects {flat.shape[0]}")
+    per_token = (flat - target.to(device=flat.device, dtype=flat.dtype)).pow(2).mean(-1)
+    return mean_per_sequence(per_token, keep.nonzero()[:, 0], hidden.shape[0])

@@ -3,14 +3,18 @@
 An objective names a forget term and a retain term; the total loss of a step is
 ``forget_weight * forget_term + retain_weight * retain_term`` (the paper's ``lambda * L_F + L_R``).
 
-| name     | forget term                                  | retain term                      |
-|----------|----------------------------------------------|----------------------------------|
-| asu_gd   | KL(smoothed teacher || student) on answers   | NLL on retain answers            |
-| asu_kl   | KL(smoothed teacher || student) on answers   | KL(original at tau=1 || student) |
-| ga       | gradient ascent: -NLL on forget answers      | none                             |
-| gd       | -NLL on forget answers                       | NLL on retain answers            |
-| npo      | NPO against the original model (beta)        | NLL on retain answers            |
-| idk      | NLL of a TOFU refusal string as the answer   | NLL on retain answers            |
+| name     | forget term                                  | retain term                       |
+|----------|----------------------------------------------|-----------------------------------|
+| asu_gd   | KL(smoothed teacher || student) on answers   | NLL on retain answers             |
+| asu_kl   | KL(smoothed teacher || student) on answers   | KL(original at tau=1 || student)  |
+| ga       | gradient ascent: -NLL on forget answers      | none                              |
+| gd       | -NLL on forget answers                       | NLL on retain answers             |
+| npo      | NPO against the original model (beta)        | NLL on retain answers             |
+| idk      | NLL of a TOFU refusal string as the answer   | NLL on retain answers             |
+| simnpo   | reference-free length-normalised NPO (beta)  | NLL on retain answers             |
+| rmu      | RMU: layer activations -> c * random vector  | MSE to original layer activations |
+
+``simnpo`` and ``rmu`` follow open-unlearning's definitions (``asu.losses.simnpo_loss``, ``asu.losses.activation_mse``).
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ import difflib
 from dataclasses import dataclass
 from typing import Literal
 
-ForgetTerm = Literal["asu", "ga", "npo", "idk"]
-RetainTerm = Literal["nll", "kl", "none"]
+ForgetTerm = Literal["asu", "ga", "npo", "idk", "simnpo", "rmu"]
+RetainTerm = Literal["nll", "kl", "activation", "none"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,16 @@ class Objective:
     def needs_retain_reference(self) -> bool:
         """True when the retain term is a KL to the original model at tau = 1."""
         return self.retain == "kl"
+
+    @property
+    def needs_retain_activations(self) -> bool:
+        """True when the retain term matches the original model's layer activations (RMU)."""
+        return self.retain == "activation"
+
+    @property
+    def uses_layer_activations(self) -> bool:
+        """True when a term reads a decoder layer's hidden states (``ASUConfig.rmu_layer``)."""
+        return self.forget == "rmu" or self.retain == "activation"
 
 
 _REGISTRY: dict[str, Objective] = {}
@@ -90,5 +104,7 @@ for _objective in (
     Objective("gd", "ga", "nll", "gradient ascent on forget + NLL on retain (gradient difference)"),
     Objective("npo", "npo", "nll", "negative preference optimisation against the original model + retain NLL"),
     Objective("idk", "idk", "nll", "fine-tune toward TOFU refusal strings on forget questions + retain NLL"),
+    Objective("simnpo", "simnpo", "nll", "SimNPO: reference-free, length-normalised NPO + retain NLL"),
+    Objective("rmu", "rmu", "activation", "RMU: steer forget activations to a random vector; keep retain activations"),
 ):
     register_objective(_objective)

@@ -5,14 +5,15 @@ Three kinds (``ASUConfig.teacher``):
   distributions are computed once, from the model itself before its first update. No second copy of the
   weights and no teacher forward during training. Exact full-vocabulary distributions are kept when they fit
   ``teacher_memory_budget_mb``; otherwise the top-k tokens plus a tail bucket (see ``asu.losses.TokenDistributions``).
-  The retain-KL reference (tau = 1) and NPO's reference log-likelihoods are precomputed the same way, for the
-  retain items the round's fixed pairing schedule will use.
+  The retain-KL reference (tau = 1), NPO's reference log-likelihoods and RMU's retain activations are precomputed
+  the same way, for the retain items the round's fixed pairing schedule will use.
 - ``frozen_copy``: a frozen deep copy of the model evaluated at every step (the official implementation).
 - ``adapter_disabled``: with LoRA, the base model is the model with its adapter disabled.
 
-Every teacher answers three questions about a batch (same batch layout as ``asu.data.collate``):
-``forget_targets`` (smoothed, at the labelled positions), ``retain_targets`` (tau = 1, at the retain-KL positions)
-and ``forget_reference_loglik`` (tau = 1, [B] sequence log-likelihoods).
+Every teacher answers four questions about a batch (same batch layout as ``asu.data.collate``):
+``forget_targets`` (smoothed, at the labelled positions), ``retain_targets`` (tau = 1, at the retain-KL positions),
+``forget_reference_loglik`` (tau = 1, [B] sequence log-likelihoods) and ``retain_activations`` (RMU: the original
+model's ``rmu_layer`` output at the labelled positions, [N, H] fp32).
 """
 
 from __future__ import annotations
@@ -29,7 +30,13 @@ import torch.nn.functional as F
 from asu.attention import smoothed_attention
 from asu.config import ASUConfig
 from asu.data import Encoded, collate, sequence_labels
-from asu.losses import TokenDistributions, compress_topk, select_positions, sequence_log_likelihood
+from asu.losses import (
+    IGNORE_INDEX,
+    TokenDistributions,
+    compress_topk,
+    select_positions,
+    sequence_log_likelihood,
+)
 
 logger = logging.getLogger(__name__)
 Batch = dict[str, torch.Tensor]
@@ -39,12 +46,35 @@ class Teacher(Protocol):
     def forget_targets(self, batch: Batch) -> TokenDistributions: ...
     def retain_targets(self, batch: Batch) -> TokenDistributions: ...
     def forget_reference_loglik(self, batch: Batch) -> torch.Tensor: ...
+    def retain_activations(self, batch: Batch) -> torch.Tensor: ...
     def extra_bytes(self) -> int: ...
 
 
 def retain_positions(batch: Batch, config: ASUConfig) -> torch.Tensor:
     """Labels selecting the retain-KL positions: answer tokens (+EOS) or every non-padding token."""
     return batch["labels"] if config.retain_kl_positions == "answer" else sequence_labels(batch)
+
+
+def check_rmu_layer(model: torch.nn.Module, config: ASUConfig) -> None:
+    """Raise ``ValueError`` when ``config.rmu_layer`` is not a decoder layer of ``model``."""
+    n = getattr(model.config.get_text_config(), "num_hidden_layers", None)
+    if isinstance(n, int) and config.rmu_layer >= n:
+        raise ValueError(
+            f"rmu_layer={config.rmu_layer} is out of range: the model has {n} decoder layers "
+            f"(valid 0..{n - 1}); set rmu_layer to one of them"
+        )
+
+
+def layer_hidden_states(forward: Callable[..., object], batch: Batch, layer: int) -> torch.Tensor:
+    """Output of 0-based decoder ``layer``: [B, T, H] (``hidden_states[layer + 1]``; [0] is the embeddings).
+
+    For the last layer transformers returns the output after the final norm.
+    """
+    out = forward(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
+    num_layers = len(out.hidden_states) - 1
+    if layer >= num_layers:
+        raise ValueError(f"rmu_layer={layer} is out of range: the model has {num_layers} decoder layers")
+    return out.hidden_states[layer + 1]
 
 
 class LiveTeacher:
@@ -71,6 +101,12 @@ class LiveTeacher:
 
     def forget_reference_loglik(self, batch: Batch) -> torch.Tensor:
         return sequence_log_likelihood(self._logits(batch, 1.0).float(), batch["labels"])
+
+    @torch.no_grad()
+    def retain_activations(self, batch: Batch) -> torch.Tensor:
+        """``rmu_layer`` output at the labelled positions (row-major, no shift): [N, H] fp32."""
+        hidden = layer_hidden_states(self.forward, batch, self.config.rmu_layer)
+        return hidden[batch["labels"] != IGNORE_INDEX].float()
 
     def extra_bytes(self) -> int:
         return self.held_bytes
@@ -103,8 +139,10 @@ class PrecomputedTeacher:
         forget: list[TokenDistributions],
         retain: dict[int, TokenDistributions],
         forget_loglik: torch.Tensor | None,
+        retain_acts: dict[int, torch.Tensor] | None = None,
     ):
         self.forget, self.retain, self.forget_loglik = forget, retain, forget_loglik
+        self.retain_acts = retain_acts or {}
 
     def forget_targets(self, batch: Batch) -> TokenDistributions:
         return TokenDistributions.cat([self.forget[i] for i in batch["item_ids"].tolist()])
@@ -115,10 +153,14 @@ class PrecomputedTeacher:
     def forget_reference_loglik(self, batch: Batch) -> torch.Tensor:
         return self.forget_loglik[batch["item_ids"].to(self.forget_loglik.device)]
 
+    def retain_activations(self, batch: Batch) -> torch.Tensor:
+        return torch.cat([self.retain_acts[i] for i in batch["item_ids"].tolist()])
+
     def extra_bytes(self) -> int:
         stored = [*self.forget, *self.retain.values()]
         loglik = 0 if self.forget_loglik is None else self.forget_loglik.numel() * 4
-        return sum(d.nbytes() for d in stored) + loglik
+        acts = sum(a.numel() * a.element_size() for a in self.retain_acts.values())
+        return sum(d.nbytes() for d in stored) + loglik + acts
 
     @classmethod
     @torch.no_grad()
@@ -134,13 +176,13 @@ class PrecomputedTeacher:
         """Run ``model`` (before any update, in eval mode) over the forget items and the used retain items, once.
 
         Only what the objective needs is computed: smoothed forget targets (ASU), tau = 1 retain targets
-        (retain KL) and tau = 1 forget log-likelihoods (NPO).
+        (retain KL), tau = 1 forget log-likelihoods (NPO) and ``rmu_layer`` retain activations (RMU).
         """
         live, objective = LiveTeacher(model, config), config.objective
         was_training = model.training
         model.eval()
         try:
-            forget_store, retain_store, loglik = [], {}, None
+            forget_store, retain_store, loglik, acts = [], {}, None, {}
             if objective.needs_teacher:
                 forget_store = _per_item(model, live.forget_targets, forget, pad_id, batch_size, config, False)
             if objective.needs_retain_reference:
@@ -151,9 +193,11 @@ class PrecomputedTeacher:
             if objective.needs_forget_reference:
                 batches = (_batch(forget[s : s + batch_size], pad_id, model) for s in range(0, len(forget), batch_size))
                 loglik = torch.cat([live.forget_reference_loglik(b) for b in batches])
+            if objective.needs_retain_activations:
+                acts = _per_item_activations(model, live, retain, pad_id, batch_size)
         finally:
             model.train(was_training)
-        teacher = cls(forget_store, retain_store, loglik)
+        teacher = cls(forget_store, retain_store, loglik, acts)
         logger.info("precomputed teacher targets: %.1f MB", teacher.extra_bytes() / 2**20)
         return teacher
 
@@ -203,4 +247,19 @@ def _per_item(
             out.append(
                 TokenDistributions(logprobs=chunk.clone()) if exact else compress_topk(chunk, config.teacher_top_k)
             )
+    return out
+
+
+def _per_item_activations(
+    model, live: LiveTeacher, items: dict[int, Encoded], pad_id: int, batch_size: int
+) -> dict[int, torch.Tensor]:
+    """Retain index -> [n_i, H] fp32 ``rmu_layer`` activations at the item's n_i labelled tokens."""
+    ids = sorted(items)
+    counts = [sum(t != IGNORE_INDEX for t in items[i].labels) for i in ids]
+    out: dict[int, torch.Tensor] = {}
+    for start in range(0, len(ids), batch_size):
+        chunk_ids = ids[start : start + batch_size]
+        acts = live.retain_activations(_batch([items[i] for i in chunk_ids], pad_id, model))
+        parts = torch.split(acts, counts[start : start + batch_size])
+        out |= {i: part.clone() for i, part in zip(chunk_ids, parts, strict=True)}
     return out

@@ -33,7 +33,13 @@ from asu.config import ASUConfig
 from asu.data import Encoded, QAItem, collate, encode_qa, pairing_schedule
 from asu.modeling import load_model_and_tokenizer
 from asu.step import objective_loss
-from asu.teacher import PrecomputedTeacher, Teacher, adapter_disabled_teacher, frozen_copy_teacher
+from asu.teacher import (
+    PrecomputedTeacher,
+    Teacher,
+    adapter_disabled_teacher,
+    check_rmu_layer,
+    frozen_copy_teacher,
+)
 from asu.tracking import MetricLogger, NullLogger
 
 logger = logging.getLogger(__name__)
@@ -163,11 +169,16 @@ def run_round(
     The result's ``metrics["resumed_from_step"]`` is the optimizer step the call resumed after (0: fresh start).
     """
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
     metric_logger = metric_logger or NullLogger()
+    # RMU's loss reads a decoder layer's output: the layers above it and the LM head get no gradient, which DDP
+    # only tolerates when told to look for unused parameters.
+    find_unused = config.objective.uses_layer_activations
     accelerator = Accelerator(
-        mixed_precision=_mixed_precision(config), gradient_accumulation_steps=config.grad_accum_steps
+        mixed_precision=_mixed_precision(config),
+        gradient_accumulation_steps=config.grad_accum_steps,
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused)],
     )
     set_seed(config.seed)
     started, output_dir = time.perf_counter(), Path(output_dir)
@@ -186,6 +197,8 @@ def run_round(
     if config.objective.needs_teacher:
         enable_smoothing(model)
         validate_layers(model, config.layers)
+    if config.objective.uses_layer_activations:
+        check_rmu_layer(model, config)
     model.to(accelerator.device)
     # Built from the round's original weights on every call: a resumed student's weights are loaded only in _train.
     with accelerator.autocast():

@@ -43,7 +43,7 @@ def test_from_dict_round_trip_and_unknown_keys():
 
 
 def test_registry_is_loud():
-    assert available_objectives() == ["asu_gd", "asu_kl", "ga", "gd", "idk", "npo"]
+    assert available_objectives() == ["asu_gd", "asu_kl", "ga", "gd", "idk", "npo", "rmu", "simnpo"]
     assert get_objective("asu_kl").needs_retain_reference and get_objective("npo").needs_forget_reference
     with pytest.raises(ValueError, match="already registered"):
         register_objective(Objective("gd", "ga", "nll", "duplicate"))
