@@ -91,9 +91,26 @@ def rouge_l_recall(predictions: Sequence[str], references: Sequence[str]) -> lis
     return [scorer.score(ref, pred)["rougeL"].recall for pred, ref in zip(predictions, references, strict=True)]
 
 
-def is_fluent(text: str, max_repetition: float = 0.5) -> bool:
-    """A non-empty answer without a repetition loop."""
-    return bool(text.strip()) and repetition_rate(text) <= max_repetition
+def fluency_verdicts(answers: Sequence[str], questions: Sequence[str] | None = None, judge=None) -> list:
+    """``asu.fluency`` verdicts of ``answers``: the full measure with a ``FluencyJudge`` of the original model (and
+    the ``questions``), else the surface checks alone (no likelihood; ``score`` None)."""
+    from asu.fluency import FluencyVerdict, is_refusal, surface_failures
+
+    if judge is not None:
+        if questions is None:
+            raise ValueError("a FluencyJudge scores answers given their questions: pass questions=")
+        return judge.judge(list(questions), list(answers))
+    prompts = list(questions) if questions is not None else [""] * len(answers)
+    out = []
+    for prompt, answer in zip(prompts, answers, strict=True):
+        failed = tuple(surface_failures(answer, prompt))
+        out.append(FluencyVerdict(not failed, None, is_refusal(answer), failed))
+    return out
+
+
+def is_fluent(text: str) -> bool:
+    """The surface checks of ``asu.fluency`` alone (no model): non-empty, no loop, no runs, mostly letters."""
+    return fluency_verdicts([text])[0].fluent
 
 
 @dataclass(frozen=True)
@@ -105,12 +122,14 @@ class QAScores:
     fluent_share: float
     answers: list[str]
     per_item_rouge: list[float]
+    refusal_share: float = 0.0
 
     def summary(self) -> dict[str, float]:
         return {
             "rouge_l_recall": self.rouge_l_recall,
             "probability": self.probability,
             "fluent_share": self.fluent_share,
+            "refusal_share": self.refusal_share,
         }
 
 
@@ -122,17 +141,23 @@ def score_qa(
     prompt_format: str = "chat_template",
     max_new_tokens: int = 200,
     batch_size: int = 32,
+    judge=None,
 ) -> QAScores:
-    """Greedy-answer ROUGE-L recall, mean answer probability exp(-NLL) and fluent share over ``items``."""
+    """Greedy-answer ROUGE-L recall, mean answer probability exp(-NLL), fluent and refusal shares over ``items``.
+
+    ``judge``: a ``asu.fluency.FluencyJudge`` of the original model (without it: surface checks only).
+    """
     answers, nlls = answers_and_nlls(model, tokenizer, items, prompt_format=prompt_format,
                                      max_new_tokens=max_new_tokens, batch_size=batch_size)
     rouge = rouge_l_recall(answers, [it["answer"] for it in items])
+    verdicts = fluency_verdicts(answers, [it["question"] for it in items], judge)
     return QAScores(
         rouge_l_recall=sum(rouge) / len(rouge),
         probability=sum(math.exp(-v) for v in nlls) / len(nlls),
-        fluent_share=sum(map(is_fluent, answers)) / len(answers),
+        fluent_share=sum(v.fluent for v in verdicts) / len(verdicts),
         answers=answers,
         per_item_rouge=rouge,
+        refusal_share=sum(v.refusal for v in verdicts) / len(verdicts),
     )
 
 
@@ -140,6 +165,7 @@ __all__ = [
     "QAScores",
     "answer_nll",
     "answers_and_nlls",
+    "fluency_verdicts",
     "generate_answers",
     "is_fluent",
     "repetition_rate",

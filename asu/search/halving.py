@@ -115,8 +115,12 @@ def run_trial(
     *,
     max_new_tokens: int = 200,
     keep_model: bool = False,
+    judge=None,
 ) -> TrialResult:
-    """Train ``config`` at ``tau`` for ``epochs`` on ``forget`` from ``model_dir``, score it, drop the model."""
+    """Train ``config`` at ``tau`` for ``epochs`` on ``forget`` from ``model_dir``, score it, drop the model.
+
+    ``judge``: the ``asu.fluency.FluencyJudge`` of the model the trial starts from (fluency of its answers).
+    """
     started = time.perf_counter()
     out = Path(work_dir) / f"trial-r{rung}-tau{tau:g}"
     shutil.rmtree(out, ignore_errors=True)  # a trial never resumes an old folder's checkpoint
@@ -125,7 +129,7 @@ def run_trial(
     run_round(model_dir, forget, retain_train, trial_config, out, progress=False)
     model, tokenizer = load_model_and_tokenizer(out)
     figures = score_sets(model, tokenizer, {"forget": forget, "retain": retain_val}, prompt_format=config.prompt_format,
-                         max_new_tokens=max_new_tokens, max_length=config.max_length)
+                         max_new_tokens=max_new_tokens, max_length=config.max_length, judge=judge)
     forget_figures, retain_figures = figures["forget"], figures["retain"]
     if not keep_model:
         shutil.rmtree(out, ignore_errors=True)
@@ -155,6 +159,7 @@ def successive_halving(
     epochs: Sequence[int],
     eta: int = 2,
     max_new_tokens: int = 200,
+    judge=None,
 ) -> list[TrialResult]:
     """Every trial run, rung after rung. ``epochs`` lists the epochs of each rung (see :func:`rung_epochs`).
 
@@ -165,7 +170,7 @@ def successive_halving(
     """
     def trial(tau: float, rung: int) -> TrialResult:
         return run_trial(model_dir, tau, epochs[rung], rung, forget, retain_train, retain_val, config, floors,
-                         work_dir, max_new_tokens=max_new_tokens)
+                         work_dir, max_new_tokens=max_new_tokens, judge=judge)
 
     alive, trials, previous = sorted(candidates), [], []
     for rung in range(len(epochs)):
@@ -198,6 +203,7 @@ def bisect_boundary(
     *,
     epochs: int,
     max_new_tokens: int = 200,
+    judge=None,
 ) -> list[TrialResult]:
     """Full-length trials that halve the sorted candidates around the feasibility boundary (all at rung 0).
 
@@ -212,7 +218,7 @@ def bisect_boundary(
     while low <= high:
         mid = (low + high + 1) // 2
         trials.append(run_trial(model_dir, taus[mid], epochs, 0, forget, retain_train, retain_val, config, floors,
-                                work_dir, max_new_tokens=max_new_tokens))
+                                work_dir, max_new_tokens=max_new_tokens, judge=judge))
         low, high = (mid + 1, high) if trials[-1].feasible else (low, mid - 1)
     return trials
 

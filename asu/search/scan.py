@@ -86,8 +86,13 @@ def scan_tau(
     max_new_tokens: int = 200,
     max_length: int = 500,
     batch_size: int = 32,
+    judge=None,
 ) -> ScanRow:
-    """One scan row: the teacher at ``tau`` on ``forget`` and ``retain`` (``model`` must have smoothing enabled)."""
+    """One scan row: the teacher at ``tau`` on ``forget`` and ``retain`` (``model`` must have smoothing enabled).
+
+    ``judge``: the ``asu.fluency.FluencyJudge`` of the model at tau = 1 (its answers are judged after the smoothing
+    context ends, so the judge scores at tau = 1).
+    """
     kw = {"prompt_format": prompt_format, "max_length": max_length, "batch_size": batch_size}
     with smoothed_attention(tau, layers):
         per_item = token_nlls(model, tokenizer, forget, **kw)
@@ -99,7 +104,8 @@ def scan_tau(
         items=len(forget),
         probability=sum(math.exp(-v) for v in item_nll) / len(item_nll),
         nll=sum(item_nll) / len(item_nll),
-        **generation_figures(tokenizer, answers, [it["answer"] for it in forget]),
+        **generation_figures(tokenizer, answers, [it["answer"] for it in forget],
+                             questions=[it["question"] for it in forget], judge=judge),
     )
     retain_nll = sum(sum(n) / len(n) for n, _ in retain_items) / len(retain_items)
     return ScanRow(tau, figures, _pooled(per_item, False), _pooled(per_item, True), retain_nll)

@@ -2,8 +2,9 @@
 
 Per item, from one prompt pass (``asu.evaluation.answers_and_nlls``): the greedy answer, its ROUGE-L recall
 against the reference, its normalised token entropy (``asu.metrics.formulas.token_entropy`` on the re-tokenised
-answer), its share of repeated word 3-grams and whether it is fluent (non-empty, no loop:
-``asu.evaluation.is_fluent``), and the teacher-forced answer probability exp(-mean answer NLL). The set figures
+answer), its share of repeated word 3-grams and whether it is fluent (``asu.fluency``: the surface checks, and the
+likelihood under the original model when a ``FluencyJudge`` is given), and the teacher-forced answer probability
+exp(-mean answer NLL). The set figures
 are means over items (0-1 scale).
 
 Objectives, in the spirit of the closer-look metrics the ASU paper reports (method.md §8), restricted to what
@@ -19,10 +20,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from asu.data import QAItem
-from asu.evaluation import answers_and_nlls, is_fluent, repetition_rate, rouge_l_recall
+from asu.evaluation import answers_and_nlls, fluency_verdicts, repetition_rate, rouge_l_recall
 from asu.metrics.formulas import harmonic_mean, token_entropy
 
 
@@ -37,6 +38,7 @@ class SetFigures:
     token_entropy: float
     repetition: float
     fluent_share: float
+    refusal_share: float = 0.0
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -68,6 +70,7 @@ class ItemFigures:
     token_entropy: list[float]
     repetition: list[float]
     fluent: list[bool]
+    refusal: list[bool] = field(default_factory=list)  # empty: not judged (counted as no refusal)
 
     def mean(self, rows: Sequence[int] | None = None) -> SetFigures:
         """:class:`SetFigures` over ``rows`` (default: every item)."""
@@ -80,25 +83,33 @@ class ItemFigures:
         return SetFigures(
             items=n, rouge_l_recall=avg(self.rouge_l_recall), probability=sum(math.exp(-self.nll[i]) for i in rows) / n,
             nll=avg(self.nll), token_entropy=avg(self.token_entropy), repetition=avg(self.repetition),
-            fluent_share=avg(self.fluent),
+            fluent_share=avg(self.fluent), refusal_share=avg(self.refusal) if self.refusal else 0.0,
         )
 
 
-def generation_item_figures(tokenizer, answers: Sequence[str], references: Sequence[str]) -> dict[str, list]:
-    """Per greedy answer: ROUGE-L recall, token entropy, 3-gram repetition and fluency."""
+def generation_item_figures(tokenizer, answers: Sequence[str], references: Sequence[str], *,
+                            questions: Sequence[str] | None = None, judge=None) -> dict[str, list]:
+    """Per greedy answer: ROUGE-L recall, token entropy, 3-gram repetition and fluency (``asu.fluency``).
+
+    ``judge``: a ``FluencyJudge`` built on the original model (with ``questions``, the prompts); without it the
+    fluency verdict rests on the surface checks alone.
+    """
+    verdicts = fluency_verdicts(answers, questions, judge)
     return {
         "rouge_l_recall": rouge_l_recall(answers, references),
         "token_entropy": answer_entropies(tokenizer, answers),
         "repetition": [repetition_rate(a) for a in answers],
-        "fluent": [is_fluent(a) for a in answers],
+        "fluent": [v.fluent for v in verdicts],
+        "refusal": [v.refusal for v in verdicts],
     }
 
 
-def generation_figures(tokenizer, answers: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """Means over greedy answers: ROUGE-L recall, token entropy, 3-gram repetition and fluent share."""
-    per_item = generation_item_figures(tokenizer, answers, references)
+def generation_figures(tokenizer, answers: Sequence[str], references: Sequence[str], **kwargs) -> dict[str, float]:
+    """Means over greedy answers: ROUGE-L recall, token entropy, 3-gram repetition, fluent and refusal shares."""
+    per_item = generation_item_figures(tokenizer, answers, references, **kwargs)
     means = {k: sum(v) / len(answers) for k, v in per_item.items()}
     means["fluent_share"] = means.pop("fluent")
+    means["refusal_share"] = means.pop("refusal")
     return means
 
 
@@ -111,10 +122,12 @@ def score_items(
     max_new_tokens: int = 200,
     max_length: int = 500,
     batch_size: int = 64,
+    judge=None,
 ) -> dict[str, ItemFigures]:
     """:class:`ItemFigures` of several QA sets: one prompt pass per question, its answer NLL and greedy answer.
 
-    Runs under any active smoothing context (the figures are then those of the smoothed model).
+    Runs under any active smoothing context (the figures are then those of the smoothed model). ``judge``: the
+    ``FluencyJudge`` of the original model (see :func:`generation_item_figures`).
     """
     names = [name for name, items in sets.items() for _ in items]
     items = [item for group in sets.values() for item in group]
@@ -126,7 +139,8 @@ def score_items(
     out = {}
     for name in sets:
         rows = [i for i, n in enumerate(names) if n == name]
-        per_item = generation_item_figures(tokenizer, [answers[i] for i in rows], [items[i]["answer"] for i in rows])
+        per_item = generation_item_figures(tokenizer, [answers[i] for i in rows], [items[i]["answer"] for i in rows],
+                                           questions=[items[i]["question"] for i in rows], judge=judge)
         out[name] = ItemFigures(nll=[nlls[i] for i in rows], **per_item)
     return out
 

@@ -23,6 +23,7 @@ from typing import Any
 from asu.attention import enable_smoothing, validate_layers
 from asu.config import ASUConfig
 from asu.data import QAItem, load_qa_file
+from asu.fluency import FluencyJudge
 from asu.modeling import load_model_and_tokenizer
 from asu.recipes import get_recipe
 from asu.search.halving import Floors, TrialResult, bisect_boundary, rung_epochs, successive_halving, winner
@@ -117,17 +118,20 @@ class _Stage1:
     verdicts: dict[float, str | None]
     candidates: list[float]
     cap: int
+    judge: FluencyJudge
 
 
 def _stage1(model_dir, split: ValidationSplit, round_config: ASUConfig, config: SearchConfig) -> _Stage1:
     """Measure the current model (floors fail here, before the scan), then scan the grid and bracket it."""
     model, tokenizer = load_model_and_tokenizer(model_dir, trust_remote_code=round_config.trust_remote_code)
+    # Fluency of every answer in the search (teacher scan and trials) is judged by the current model at tau = 1.
+    judge = FluencyJudge(model, tokenizer, prompt_format=round_config.prompt_format)
     enable_smoothing(model)
     validate_layers(model, round_config.layers)
     cap = generation_cap(tokenizer, split, config)
     eval_kw = {"prompt_format": round_config.prompt_format, "max_new_tokens": cap,
                "max_length": round_config.max_length}
-    scan_kw = {**eval_kw, "layers": round_config.layers, "batch_size": 32}
+    scan_kw = {**eval_kw, "layers": round_config.layers, "batch_size": 32, "judge": judge}
     base = scan_tau(model, tokenizer, split.forget_val, split.retain_val, 1.0, **scan_kw)
     base_retain = score_set(model, tokenizer, split.retain_val, **eval_kw)
     floors = absolute_floors(config, base.forget, retain_utility(base_retain), len(split.retain_val))
@@ -137,7 +141,7 @@ def _stage1(model_dir, split: ValidationSplit, round_config: ASUConfig, config: 
                      for tau in config.tau_grid if tau != 1.0]
     verdicts = bracket(rows[1:], base, config.criteria)
     candidates = spread([t for t, why in verdicts.items() if why is None], config.stage2_candidates)
-    return _Stage1(base, base_retain, floors, rows, verdicts, candidates, cap)
+    return _Stage1(base, base_retain, floors, rows, verdicts, candidates, cap, judge)
 
 
 def _stage2(model_dir, split: ValidationSplit, round_config: ASUConfig, config: SearchConfig, stage1: _Stage1,
@@ -150,8 +154,9 @@ def _stage2(model_dir, split: ValidationSplit, round_config: ASUConfig, config: 
     args = (model_dir, stage1.candidates, split.forget_val, split.retain_rest, split.retain_val, round_config,
             stage1.floors, work_dir / "trials")
     if halving:
-        return successive_halving(*args, epochs=epochs, eta=config.eta, max_new_tokens=stage1.cap), epochs
-    return bisect_boundary(*args, epochs=round_config.epochs, max_new_tokens=stage1.cap), epochs
+        return successive_halving(*args, epochs=epochs, eta=config.eta, max_new_tokens=stage1.cap,
+                                  judge=stage1.judge), epochs
+    return bisect_boundary(*args, epochs=round_config.epochs, max_new_tokens=stage1.cap, judge=stage1.judge), epochs
 
 
 def run_search(

@@ -1,0 +1,262 @@
+"""Is a generated answer language? A measured fluency verdict that loops, runs of dots and broken words cannot fool.
+
+An unlearned model can "forget" by no longer producing language: empty answers, ``The\\n\\nThe\\n\\nThe``,
+``The author of the book was......``, word salad. A verdict of *fluent* needs both:
+
+1. **Surface checks** (model-free, catch degenerate text that a language model finds *likely*, such as loops):
+   no letter or digit at all (``empty``); a run of one punctuation mark (``punctuation_run``, 5+, e.g. ``......``) or of
+   one letter (``letter_run``, 4+, ``aaaa``); a loop (``loop``: over half of the word 3-grams repeated, or one
+   line/word making up at least half of the text once it has 3+ of them); mostly symbols (``symbols``: under half
+   of the visible characters are letters or digits); a copy of the prompt or system prompt (``echo``: 6+ words and
+   at least 60% of its word 4-grams occur in the prompt).
+2. **Likelihood under the original model** (catch broken words and word salad): the mean per-token NLL of the
+   answer given its prompt, under the model *before* unlearning, compared with that model's NLL on a fixed
+   calibration set of reference answers (fluent answers about facts it does not know, TOFU). ``score`` =
+   exp(-(answer NLL - reference NLL)), capped at 1: the per-token likelihood of the answer relative to fluent text.
+   Fluent needs ``score >= min_score``.
+
+Refusals ("I don't know ...", the TOFU refusal strings) are language: they are fluent, and flagged ``refusal`` so
+that a report can tell a model that answers wrongly from one that refuses.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from asu.data import Encoded, PromptFormat, prompt_ids
+from asu.losses import IGNORE_INDEX
+from asu.metrics.formulas import repetition_rate
+
+#: Surface checks, in the order they are reported.
+SURFACE_CHECKS = ("empty", "punctuation_run", "letter_run", "loop", "symbols", "echo")
+
+_PUNCT_RUN = re.compile(r"([^\w\s])\1{4,}")
+_LETTER_RUN = re.compile(r"([^\W\d_])\1{3,}")
+_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
+# A refusal is a sentence that declines through a lack of knowledge: a speaker ("I", "my", "that's") + a negation or
+# lack + what is lacking (knowledge, information, an answer). Checked on the first two sentences only: a long
+# answer that hedges late still answers.
+_SPEAKER = re.compile(r"\b(i|i['’]m|i['’]ve|i['’]d|me|my|that['’]s|that\s+is|that\s+topic|that\s+information)\b", re.I)
+_LACK = re.compile(
+    r"(\bnot\b|n['’]t\b|\bno\b|\bnever\b|\black|\bbeyond\b|\boutside\b|\bout\s+of\b|\byet\s+to\b|\bunable\b"
+    r"|\bunaware\b|\bunknown\b|\bmissing\b|\bdecline|\blimited\b|\bshort\b|\buncharted\b|\bdisadvantage\b"
+    r"|\bfaintest\b|\bsorry\b|\bafraid\b|\bapologi[sz]e|\bneed\s+to\s+look\s+up\b|\bwish\s+i\s+could\b)", re.I)
+# Idioms that decline on their own once a speaker is present ("a mystery to me", "I'm stumped").
+_IDIOM = re.compile(r"\b(mystery|clueless|stumped|drawing\s+a\s+blank|blank\s+on|in\s+the\s+dark|at\s+a\s+loss"
+                    r"|blind\s+spot|no\s+idea|no\s+clue)\b", re.I)
+_KNOWN = re.compile(
+    r"(know|inform|aware|familiar|expert|insight|data|train|learn|brief|scope|source|equip|answer|sure|certain"
+    r"|recall|remember|idea|clue|specific|detail|topic|subject|question|access|program|educat|acquaint|versed"
+    r"|field|area|capabilit|look\s+up|\bsay\b|\btell\b|help|provide|one\b|reach|understand|resource)", re.I)
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+
+
+@dataclass(frozen=True)
+class FluencySettings:
+    """Thresholds of the verdict (see the module docstring); the defaults are the measured ones (README).
+
+    Attributes:
+        min_score: relative per-token likelihood exp(-(NLL - reference NLL)) below which an answer is not fluent;
+            0.05 = about 3 nats/token less likely than fluent calibration text.
+        max_repetition: largest share of repeated word 3-grams of a fluent answer.
+        max_dominant_share: largest share of the single most frequent line or word (texts of 3+ lines / words).
+        min_alnum_share: smallest share of letters and digits among visible characters.
+        echo_share: share of word 4-grams found in the prompt from which an answer of 6+ words is an echo.
+    """
+
+    min_score: float = 0.05
+    max_repetition: float = 0.5
+    max_dominant_share: float = 0.5
+    min_alnum_share: float = 0.5
+    echo_share: float = 0.6
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+                raise ValueError(f"FluencySettings.{name}={value} must be a number in [0, 1]")
+
+
+@dataclass(frozen=True)
+class FluencyVerdict:
+    """The verdict on one answer: ``fluent``, ``score`` (in [0, 1], 1 = as likely as fluent text, None when the
+    text failed a surface check before scoring), ``refusal`` and the failed checks (``reasons``)."""
+
+    fluent: bool
+    score: float | None
+    refusal: bool
+    reasons: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict:
+        return {"fluent": self.fluent, "score": self.score, "refusal": self.refusal, "reasons": list(self.reasons)}
+
+
+def is_refusal(text: str) -> bool:
+    """True when ``text`` declines to answer ("I don't know", "That's beyond my knowledge", ...)."""
+    return any(_SPEAKER.search(sentence) and (_IDIOM.search(sentence) or _LACK.search(sentence)
+                                              and _KNOWN.search(sentence))
+               for sentence in _SENTENCE.split(text.strip())[:2])
+
+
+def _dominant_share(parts: Sequence[str]) -> float:
+    parts = [p.lower() for p in parts if p]
+    return Counter(parts).most_common(1)[0][1] / len(parts) if len(parts) >= 3 else 0.0
+
+
+def surface_failures(text: str, prompt: str = "", settings: FluencySettings = FluencySettings()) -> list[str]:
+    """Names of the surface checks ``text`` fails (empty list: passes). ``prompt``: the text it answers."""
+    words = _WORD.findall(text)
+    if not any(ch.isalnum() for ch in text):
+        return ["empty"]
+    failed = []
+    if _PUNCT_RUN.search(text):
+        failed.append("punctuation_run")
+    if _LETTER_RUN.search(text):
+        failed.append("letter_run")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if (repetition_rate(text) > settings.max_repetition
+            or _dominant_share(lines) >= settings.max_dominant_share
+            or _dominant_share(words) >= settings.max_dominant_share and len(words) < 12):
+        failed.append("loop")
+    visible = [ch for ch in text if not ch.isspace()]
+    if sum(ch.isalnum() for ch in visible) < settings.min_alnum_share * len(visible):
+        failed.append("symbols")
+    if prompt and len(words) >= 6:
+        grams = {tuple(words[i:i + 4]) for i in range(len(words) - 3)}
+        lower = [w.lower() for w in _WORD.findall(prompt)]
+        seen = {tuple(lower[i:i + 4]) for i in range(len(lower) - 3)}
+        if sum(tuple(w.lower() for w in g) in seen for g in grams) >= settings.echo_share * len(grams):
+            failed.append("echo")
+    return failed
+
+
+def relative_likelihood(answer_nll: float, reference_nll: float) -> float:
+    """exp(-(answer NLL - reference NLL)) capped at 1 (NLLs in nats/token)."""
+    return min(1.0, math.exp(-(answer_nll - reference_nll)))
+
+
+def calibration_items(count: int = 40) -> tuple[tuple[str, str], ...]:
+    """(question, answer) reference pairs: the first QA of every fifth TOFU author (fluent answers about facts a
+    model has not seen, unless it was fine-tuned on those authors)."""
+    from asu.embedded import tofu_items
+
+    step = 4000 // count
+    items = tofu_items(range(0, 200, step // 20))
+    return tuple((it["question"], it["answer"]) for it in items[::20])
+
+
+def encode_continuations(tokenizer, prompts: Sequence[str], texts: Sequence[str], prompt_format: PromptFormat,
+                         max_length: int = 512) -> list[Encoded]:
+    """Prompt + text (no EOS: a generation may have been cut) with labels on the text's tokens."""
+    encoded = []
+    for prompt, text in zip(prompts, texts, strict=True):
+        head = prompt_ids(tokenizer, prompt, prompt_format)
+        body = tokenizer(text, add_special_tokens=False)["input_ids"][: max(1, max_length - len(head))]
+        encoded.append(Encoded(head + body, [IGNORE_INDEX] * len(head) + body))
+    return encoded
+
+
+def verdict(text: str, prompt: str, nll: float | None, reference_nll: float,
+            settings: FluencySettings = FluencySettings()) -> FluencyVerdict:
+    """The verdict on ``text`` from its surface checks and its NLL given ``prompt`` (None: not scored, only allowed
+    for an empty text) against the original model's ``reference_nll`` (both in nats/token)."""
+    failed = surface_failures(text, prompt, settings)
+    if nll is None:
+        if "empty" not in failed:
+            raise ValueError("only an empty answer may go unscored; pass its NLL under the original model")
+        return FluencyVerdict(False, None, False, tuple(failed))
+    score = relative_likelihood(nll, reference_nll)
+    reasons = failed + (["unlikely"] if score < settings.min_score else [])
+    return FluencyVerdict(not reasons, score, is_refusal(text), tuple(reasons))
+
+
+class FluencyJudge:
+    """Judges answers with the surface checks and the likelihood under ``model`` (the model before unlearning).
+
+    Build it once per original model: it scores the calibration set on construction (one batched pass).
+    """
+
+    def __init__(self, model, tokenizer, *, settings: FluencySettings = FluencySettings(),
+                 prompt_format: PromptFormat = "chat_template", batch_size: int = 32) -> None:
+        self.model, self.tokenizer, self.settings = model, tokenizer, settings
+        self.prompt_format, self.batch_size = prompt_format, batch_size
+        questions, answers = zip(*calibration_items(), strict=True)
+        nlls = self.nlls(questions, answers)
+        self.reference_nll = sorted(nlls)[len(nlls) // 2]  # median: robust to one odd calibration answer
+
+    def nlls(self, prompts: Sequence[str], texts: Sequence[str]) -> list[float]:
+        """Mean per-token NLL (nats) of each text given its prompt, under the judge's model."""
+        from asu.metrics.passes import token_stats
+
+        encoded = encode_continuations(self.tokenizer, prompts, texts, self.prompt_format)
+        stats = token_stats(self.model, encoded, pad_id=self.tokenizer.pad_token_id, batch_size=self.batch_size)
+        return [s.avg_loss for s in stats]
+
+    def judge(self, prompts: Sequence[str], texts: Sequence[str]) -> list[FluencyVerdict]:
+        """One verdict per (prompt, text), in order."""
+        scored = [i for i, text in enumerate(texts) if any(ch.isalnum() for ch in text)]
+        nlls = dict(zip(scored, self.nlls([prompts[i] for i in scored], [texts[i] for i in scored]), strict=True)
+                    if scored else {})
+        return [verdict(text, prompt, nlls.get(i), self.reference_nll, self.settings)
+                for i, (prompt, text) in enumerate(zip(prompts, texts, strict=True))]
+
+
+@dataclass(frozen=True)
+class FluencySummary:
+    """Shares over a set of verdicts (in [0, 1]); ``fluent_share`` counts refusals as fluent."""
+
+    items: int
+    fluent_share: float
+    refusal_share: float
+    empty_share: float
+
+    @staticmethod
+    def of(verdicts: Sequence[FluencyVerdict]) -> FluencySummary:
+        n = len(verdicts)
+        if n == 0:
+            raise ValueError("no answers to summarise; a fluency share needs at least one answer")
+        return FluencySummary(n, sum(v.fluent for v in verdicts) / n, sum(v.refusal for v in verdicts) / n,
+                              sum("empty" in v.reasons for v in verdicts) / n)
+
+
+def read_fluency_file(path: str | Path) -> list[dict[str, str]]:
+    """``{"prompt": ..., "text": ...}`` per line of a JSON Lines file; errors name the file, line and field."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file; pass a JSON Lines file of {{'prompt': ..., 'text': ...}}")
+    rows = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg}); fix or remove that line") from None
+        for key in ("prompt", "text"):
+            if not isinstance(row, dict) or not isinstance(row.get(key), str):
+                raise ValueError(f"{path}:{lineno}: field {key!r} must be a string (the text may be empty)")
+        rows.append({"prompt": row["prompt"], "text": row["text"]})
+    if not rows:
+        raise ValueError(f"{path} holds no lines to judge")
+    return rows
+
+
+__all__ = [
+    "SURFACE_CHECKS",
+    "FluencyJudge",
+    "FluencySettings",
+    "FluencySummary",
+    "FluencyVerdict",
+    "calibration_items",
+    "encode_continuations",
+    "is_refusal",
+    "read_fluency_file",
+    "relative_likelihood",
+    "surface_failures",
+    "verdict",
+]
