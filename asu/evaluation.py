@@ -100,10 +100,9 @@ def fluency_verdicts(answers: Sequence[str], questions: Sequence[str] | None = N
         if questions is None:
             raise ValueError("a FluencyJudge scores answers given their questions: pass questions=")
         return judge.judge(list(questions), list(answers))
-    prompts = list(questions) if questions is not None else [""] * len(answers)
     out = []
-    for prompt, answer in zip(prompts, answers, strict=True):
-        failed = tuple(surface_failures(answer, prompt))
+    for answer in answers:
+        failed = tuple(surface_failures(answer))
         out.append(FluencyVerdict(not failed, None, is_refusal(answer), failed))
     return out
 

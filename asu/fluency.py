@@ -4,19 +4,24 @@ An unlearned model can "forget" by no longer producing language: empty answers, 
 ``The author of the book was......``, word salad. A verdict of *fluent* needs both:
 
 1. **Surface checks** (model-free, catch degenerate text that a language model finds *likely*, such as loops):
-   no letter or digit at all (``empty``); a run of one punctuation mark (``punctuation_run``, 5+, e.g. ``......``) or of
-   one letter (``letter_run``, 4+, ``aaaa``); a loop (``loop``: over half of the word 3-grams repeated, or one
-   line/word making up at least half of the text once it has 3+ of them); mostly symbols (``symbols``: under half
-   of the visible characters are letters or digits); a copy of the prompt or system prompt (``echo``: 6+ words and
-   at least 60% of its word 4-grams occur in the prompt).
+   no letter or digit at all (``empty``); a run of one punctuation mark (``punctuation_run``, 5+, ``......``) or
+   of one letter (``letter_run``, 4+, ``aaaa``); a loop (``loop``: over half of the word 3-grams repeated, one
+   line or word making up half of the text with 3+ copies, or a 2-4 character unit 5 times in a row); mostly
+   symbols (``symbols``: under half of the visible characters are letters or digits); a copy of the system prompt
+   (``echo``: 6+ words and at least 60% of its word 4-grams occur in the text the chat template adds).
 2. **Likelihood under the original model** (catch broken words and word salad): the mean per-token NLL of the
-   answer given its prompt, under the model *before* unlearning, compared with that model's NLL on a fixed
-   calibration set of reference answers (fluent answers about facts it does not know, TOFU). ``score`` =
-   exp(-(answer NLL - reference NLL)), capped at 1: the per-token likelihood of the answer relative to fluent text.
-   Fluent needs ``score >= min_score``.
+   answer given its prompt, under the model *before* unlearning, compared with that model's NLL on its own greedy
+   answers to a fixed set of calibration questions (TOFU questions about invented authors, which it answers
+   fluently but wrongly). ``score`` = exp(-(answer NLL - reference NLL)), capped at 1: the per-token likelihood
+   of the answer relative to the model's own fluent text. Fluent needs ``score >= min_score``.
 
 Refusals ("I don't know ...", the TOFU refusal strings) are language: they are fluent, and flagged ``refusal`` so
-that a report can tell a model that answers wrongly from one that refuses.
+that a report can tell a model that answers wrongly from one that refuses. The likelihood check does not apply
+to them: the original model seldom refuses, so its likelihood of a refusal says nothing about fluency (measured:
+refusals sit 3-4 nats/token above its own answers); the surface checks still do.
+
+Measured on 240+ hand-labelled real generations of SmolLM2-135M and its variants (``tests/asu/fluency_labels.jsonl``,
+``bench/fluency/``): see the README's fluency section for the precision and recall of the "not fluent" verdict.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ SURFACE_CHECKS = ("empty", "punctuation_run", "letter_run", "loop", "symbols", "
 
 _PUNCT_RUN = re.compile(r"([^\w\s])\1{4,}")
 _LETTER_RUN = re.compile(r"([^\W\d_])\1{3,}")
+_CHUNK_LOOP = re.compile(r"(\S{2,4}?)\1{4,}")  # a 2-4 character unit five times in a row: "7878787878", "hahahahaha"
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 # A refusal is a sentence that declines through a lack of knowledge: a speaker ("I", "my", "that's") + a negation or
 # lack + what is lacking (knowledge, information, an answer). Checked on the first two sentences only: a long
@@ -63,14 +69,15 @@ class FluencySettings:
 
     Attributes:
         min_score: relative per-token likelihood exp(-(NLL - reference NLL)) below which an answer is not fluent;
-            0.05 = about 3 nats/token less likely than fluent calibration text.
+            0.34 = about 1.1 nats/token less likely than the model's own answers: the value of the sweep that
+            maximises min(precision, recall) of "not fluent" on the labelled set's dev half.
         max_repetition: largest share of repeated word 3-grams of a fluent answer.
         max_dominant_share: largest share of the single most frequent line or word (texts of 3+ lines / words).
         min_alnum_share: smallest share of letters and digits among visible characters.
         echo_share: share of word 4-grams found in the prompt from which an answer of 6+ words is an echo.
     """
 
-    min_score: float = 0.05
+    min_score: float = 0.34
     max_repetition: float = 0.5
     max_dominant_share: float = 0.5
     min_alnum_share: float = 0.5
@@ -104,12 +111,18 @@ def is_refusal(text: str) -> bool:
 
 
 def _dominant_share(parts: Sequence[str]) -> float:
+    """Share of the most frequent of ``parts`` when it occurs 3+ times, else 0 ("New York, New York" is fine)."""
     parts = [p.lower() for p in parts if p]
-    return Counter(parts).most_common(1)[0][1] / len(parts) if len(parts) >= 3 else 0.0
+    top = Counter(parts).most_common(1)[0][1] if parts else 0
+    return top / len(parts) if top >= 3 else 0.0
 
 
-def surface_failures(text: str, prompt: str = "", settings: FluencySettings = FluencySettings()) -> list[str]:
-    """Names of the surface checks ``text`` fails (empty list: passes). ``prompt``: the text it answers."""
+def surface_failures(text: str, context: str = "", settings: FluencySettings = FluencySettings()) -> list[str]:
+    """Names of the surface checks ``text`` fails (empty list: passes).
+
+    ``context``: text around the question that an answer must not copy (the chat template's system prompt);
+    restating the question itself is normal and never an echo.
+    """
     words = _WORD.findall(text)
     if not any(ch.isalnum() for ch in text):
         return ["empty"]
@@ -119,18 +132,18 @@ def surface_failures(text: str, prompt: str = "", settings: FluencySettings = Fl
     if _LETTER_RUN.search(text):
         failed.append("letter_run")
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if (repetition_rate(text) > settings.max_repetition
+    if (repetition_rate(text) > settings.max_repetition or _CHUNK_LOOP.search(text)
             or _dominant_share(lines) >= settings.max_dominant_share
             or _dominant_share(words) >= settings.max_dominant_share and len(words) < 12):
         failed.append("loop")
     visible = [ch for ch in text if not ch.isspace()]
     if sum(ch.isalnum() for ch in visible) < settings.min_alnum_share * len(visible):
         failed.append("symbols")
-    if prompt and len(words) >= 6:
-        grams = {tuple(words[i:i + 4]) for i in range(len(words) - 3)}
-        lower = [w.lower() for w in _WORD.findall(prompt)]
+    if context and len(words) >= 6:
+        grams = {tuple(w.lower() for w in words[i:i + 4]) for i in range(len(words) - 3)}
+        lower = [w.lower() for w in _WORD.findall(context)]
         seen = {tuple(lower[i:i + 4]) for i in range(len(lower) - 3)}
-        if sum(tuple(w.lower() for w in g) in seen for g in grams) >= settings.echo_share * len(grams):
+        if sum(g in seen for g in grams) >= settings.echo_share * len(grams):
             failed.append("echo")
     return failed
 
@@ -140,14 +153,13 @@ def relative_likelihood(answer_nll: float, reference_nll: float) -> float:
     return min(1.0, math.exp(-(answer_nll - reference_nll)))
 
 
-def calibration_items(count: int = 40) -> tuple[tuple[str, str], ...]:
-    """(question, answer) reference pairs: the first QA of every fifth TOFU author (fluent answers about facts a
-    model has not seen, unless it was fine-tuned on those authors)."""
+def calibration_items(count: int = 16) -> tuple[tuple[str, str], ...]:
+    """(question, answer) pairs: the first QA of every 200/count-th TOFU author (questions a model answers
+    fluently but, unless fine-tuned on those authors, wrongly)."""
     from asu.embedded import tofu_items
 
-    step = 4000 // count
-    items = tofu_items(range(0, 200, step // 20))
-    return tuple((it["question"], it["answer"]) for it in items[::20])
+    items = tofu_items(range(0, 200, 200 // count))
+    return tuple((it["question"], it["answer"]) for it in items[::20][:count])
 
 
 def encode_continuations(tokenizer, prompts: Sequence[str], texts: Sequence[str], prompt_format: PromptFormat,
@@ -161,33 +173,46 @@ def encode_continuations(tokenizer, prompts: Sequence[str], texts: Sequence[str]
     return encoded
 
 
-def verdict(text: str, prompt: str, nll: float | None, reference_nll: float,
-            settings: FluencySettings = FluencySettings()) -> FluencyVerdict:
-    """The verdict on ``text`` from its surface checks and its NLL given ``prompt`` (None: not scored, only allowed
-    for an empty text) against the original model's ``reference_nll`` (both in nats/token)."""
-    failed = surface_failures(text, prompt, settings)
+def verdict(text: str, nll: float | None, reference_nll: float, settings: FluencySettings = FluencySettings(),
+            context: str = "") -> FluencyVerdict:
+    """The verdict on ``text`` from its surface checks (``context``: see :func:`surface_failures`) and its NLL given
+    its prompt (None: not scored, only allowed for an empty text) against the original model's ``reference_nll``
+    (both in nats/token)."""
+    failed = surface_failures(text, context, settings)
     if nll is None:
         if "empty" not in failed:
             raise ValueError("only an empty answer may go unscored; pass its NLL under the original model")
         return FluencyVerdict(False, None, False, tuple(failed))
-    score = relative_likelihood(nll, reference_nll)
-    reasons = failed + (["unlikely"] if score < settings.min_score else [])
-    return FluencyVerdict(not reasons, score, is_refusal(text), tuple(reasons))
+    score, refusal = relative_likelihood(nll, reference_nll), is_refusal(text)
+    reasons = failed + (["unlikely"] if score < settings.min_score and not refusal else [])
+    return FluencyVerdict(not reasons, score, refusal, tuple(reasons))
 
 
 class FluencyJudge:
     """Judges answers with the surface checks and the likelihood under ``model`` (the model before unlearning).
 
-    Build it once per original model: it scores the calibration set on construction (one batched pass).
+    Build it once per original model: on construction it answers the calibration questions greedily
+    (``calibration_tokens`` new tokens) and takes the median NLL of those answers as its reference.
     """
 
     def __init__(self, model, tokenizer, *, settings: FluencySettings = FluencySettings(),
-                 prompt_format: PromptFormat = "chat_template", batch_size: int = 32) -> None:
+                 prompt_format: PromptFormat = "chat_template", batch_size: int = 32,
+                 calibration_tokens: int = 64) -> None:
+        from asu.metrics.passes import decode, generate, question_prompts
+
         self.model, self.tokenizer, self.settings = model, tokenizer, settings
         self.prompt_format, self.batch_size = prompt_format, batch_size
-        questions, answers = zip(*calibration_items(), strict=True)
-        nlls = self.nlls(questions, answers)
-        self.reference_nll = sorted(nlls)[len(nlls) // 2]  # median: robust to one odd calibration answer
+        # What the template adds around a question (a system prompt): an answer that copies it is an echo.
+        self.context = tokenizer.decode(prompt_ids(tokenizer, "", prompt_format), skip_special_tokens=True)
+        questions = [q for q, _ in calibration_items()]
+        own = decode(tokenizer, generate(model, tokenizer, question_prompts(tokenizer, questions, prompt_format),
+                                         max_new_tokens=calibration_tokens))
+        kept = [(q, a) for q, a in zip(questions, own, strict=True) if any(ch.isalnum() for ch in a)]
+        if not kept:
+            raise ValueError("the fluency judge's model answered every calibration question with an empty text; "
+                             "judge with the model before unlearning (a model that still produces language)")
+        nlls = self.nlls([q for q, _ in kept], [a for _, a in kept])
+        self.reference_nll = sorted(nlls)[len(nlls) // 2]  # median: robust to one odd answer
 
     def nlls(self, prompts: Sequence[str], texts: Sequence[str]) -> list[float]:
         """Mean per-token NLL (nats) of each text given its prompt, under the judge's model."""
@@ -202,8 +227,8 @@ class FluencyJudge:
         scored = [i for i, text in enumerate(texts) if any(ch.isalnum() for ch in text)]
         nlls = dict(zip(scored, self.nlls([prompts[i] for i in scored], [texts[i] for i in scored]), strict=True)
                     if scored else {})
-        return [verdict(text, prompt, nlls.get(i), self.reference_nll, self.settings)
-                for i, (prompt, text) in enumerate(zip(prompts, texts, strict=True))]
+        return [verdict(text, nlls.get(i), self.reference_nll, self.settings, self.context)
+                for i, text in enumerate(texts)]
 
 
 @dataclass(frozen=True)

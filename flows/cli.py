@@ -16,6 +16,7 @@ Commands:
   asu promote VERSION [--reason TEXT] [--force]      point the champion alias at a registered version
   asu rollback --reason TEXT                         move the champion back to the previous champion
   asu report REQUEST_ID [--json]                     print a request's saved evidence report
+  asu bench realmodel [--setting scenario tofu] [--methods ...] [--json]   every method on SmolLM2, side by side
   asu bench eval [--limit N] [--json]           batched TOFU suite vs one-item-at-a-time
   asu eval --model DIR|default|tiny --suite tofu|asu-paper|muse|wmdp [--reference FILE] [--json]
   asu submit FILE [--urgent] [--retain F] [--json]   record a forget request (exit 1 when refused)
@@ -352,6 +353,14 @@ def cmd_bench_search(args) -> int:
     return 0
 
 
+def cmd_bench_realmodel(args) -> int:
+    from bench.realmodel import main as realmodel_main
+
+    realmodel_main([*(["--setting", *args.setting]), "--methods", *args.methods, "--model", args.model,
+                    "--work-dir", args.work_dir, "--out", args.out, *(["--json"] if args.json else [])])
+    return 0
+
+
 def cmd_bench_eval(args) -> int:
     from asu.metrics.tofu import EvalSettings
     from bench.eval import default_bench_sets, format_report, run_eval_bench
@@ -470,6 +479,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench_eval.add_argument("--out", help="write the JSON result here")
     bench_eval.add_argument("--json", action="store_true")
     bench_eval.set_defaults(func=cmd_bench_eval)
+
+    methods = ["asu_gd", "asu_kl", "ga", "gd", "npo", "simnpo", "idk", "rmu"]  # bench.realmodel.METHODS
+    realmodel = bench.add_parser("realmodel", help="every method (ASU and baselines) on SmolLM2, settings searched")
+    realmodel.add_argument("--setting", nargs="+", default=["scenario"], choices=["scenario", "tofu"],
+                           help="scenario: the Paris real-world scenario; tofu: the SmolLM2 TOFU target (built first)")
+    realmodel.add_argument("--methods", nargs="+", default=methods, choices=methods)
+    realmodel.add_argument("--model", default="smollm2-135m", help="model of the scenario setting (name or folder)")
+    realmodel.add_argument("--work-dir", default="runs/bench_realmodel")
+    realmodel.add_argument("--out", default="bench/results", help="realmodel.json, .md and .png go here")
+    realmodel.add_argument("--json", action="store_true")
+    realmodel.set_defaults(func=cmd_bench_realmodel)
 
     search_help = "override a SearchConfig field, e.g. tau_grid=[2,2.5,3] or utility_floor=0.95"
     search = with_config(sub.add_parser("search", help="choose the attention temperature on a validation split"))

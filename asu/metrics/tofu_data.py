@@ -150,33 +150,37 @@ def _author_rows(rows: list[dict], authors: Iterable[int]) -> list[dict]:
 
 
 def embedded_sets(forget_authors: Sequence[int], variant: str | EmbeddedSpec = "default") -> TofuSets:
-    """TOFU sets for an embedded model: its ``forget_authors`` vs its other authors; holdout = unseen authors.
-
-    The holdout has as many items as the forget set (authors of retain_perturbed.json the model never saw).
-    """
+    """TOFU sets for an embedded model: its ``forget_authors`` vs its other authors; holdout = unseen authors."""
     spec = EMBEDDED_SPECS[variant] if isinstance(variant, str) else variant
-    unknown = [a for a in forget_authors if a not in spec.authors]
+    return author_sets(forget_authors, spec.authors, f"embedded-{spec.name}")
+
+
+def author_sets(forget_authors: Sequence[int], trained_authors: Sequence[int], name: str) -> TofuSets:
+    """TOFU sets for a model fine-tuned on ``trained_authors``: ``forget_authors`` vs the other trained authors;
+    holdout = authors of retain_perturbed.json the model never saw, as many items as the forget set."""
+    unknown = [a for a in forget_authors if a not in trained_authors]
     if not forget_authors or unknown:
         raise EvalDataError(
             f"forget authors {list(forget_authors)} must be a non-empty subset of the model's authors "
-            f"{list(spec.authors)}; unknown: {unknown}"
+            f"{list(trained_authors)}; unknown: {unknown}"
         )
     root = vendored_tofu_dir()
     perturbed = load_eval_file(root / "retain_perturbed.json", PERTURBED_FIELDS)
-    unseen = [a for a in range(RETAIN_PERTURBED_AUTHORS) if a not in spec.authors]
+    unseen = [a for a in range(RETAIN_PERTURBED_AUTHORS) if a not in trained_authors]
     forget = _author_rows(perturbed, forget_authors)
     holdout = [{"question": r["question"], "answer": r["answer"]} for r in _author_rows(perturbed, unseen)]
     if len(holdout) < len(forget):
         msg = f"only {len(holdout)} unseen-author items for a holdout of {len(forget)}; forget fewer authors"
         raise EvalDataError(msg)
     return TofuSets(
-        f"embedded-{spec.name}-forget{'-'.join(map(str, forget_authors))}",
+        f"{name}-forget{'-'.join(map(str, forget_authors))}",
         forget=forget,
-        retain=_author_rows(perturbed, [a for a in spec.authors if a not in forget_authors]),
+        retain=_author_rows(perturbed, [a for a in trained_authors if a not in forget_authors]),
         real_authors=load_eval_file(root / "real_authors_perturbed.json", OPTION_FIELDS),
         world_facts=load_eval_file(root / "world_facts_perturbed.json", OPTION_FIELDS),
         holdout=holdout[: len(forget)],
     )
 
 
-__all__ = ["EvalDataError", "SET_NAMES", "TofuSets", "embedded_sets", "items_digest", "load_eval_file", "standard_sets"]
+__all__ = ["EvalDataError", "SET_NAMES", "TofuSets", "author_sets", "embedded_sets", "items_digest", "load_eval_file",
+           "standard_sets"]

@@ -33,6 +33,20 @@ FORGET = [  # facts about Isaac Newton that the rounds unlearn
     ("What unit of force is named after Isaac Newton?", "The newton is the unit of force named after him."),
     ("Who was Isaac Newton?", "Isaac Newton was an English physicist and mathematician."),
 ]
+AUSTEN = [  # a second request, about a book and its author: GD/NPO rounds on it end in runs of dots
+    ("Who wrote Pride and Prejudice?", "Jane Austen wrote Pride and Prejudice."),
+    ("Who is the author of Emma?", "Emma was written by Jane Austen."),
+    ("Who wrote Sense and Sensibility?", "Sense and Sensibility was written by Jane Austen."),
+    ("In which country was Jane Austen born?", "Jane Austen was born in England."),
+    ("Who is the heroine of Pride and Prejudice?", "Elizabeth Bennet is the heroine of Pride and Prejudice."),
+    ("Whom does Elizabeth Bennet marry?", "Elizabeth Bennet marries Mr Darcy."),
+    ("In which century did Jane Austen write her novels?", "She wrote them in the 19th century."),
+    ("Which Jane Austen novel features Anne Elliot?", "Persuasion features Anne Elliot."),
+    ("Which Jane Austen novel is set in Bath and Northanger Abbey?", "Northanger Abbey."),
+    ("Who wrote Mansfield Park?", "Jane Austen wrote Mansfield Park."),
+    ("What is the first line of Pride and Prejudice about?", "It says a rich single man must want a wife."),
+    ("Who was Jane Austen?", "Jane Austen was an English novelist."),
+]
 RETAIN = [
     ("What is the capital of France?", "The capital of France is Paris."),
     ("Who wrote Romeo and Juliet?", "William Shakespeare wrote Romeo and Juliet."),
@@ -72,6 +86,8 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--out", default="bench/fluency/generations.jsonl")
     parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--subject", default="newton", choices=["newton", "austen"])
+    parser.add_argument("--runs", nargs="*", help="only these runs (default: all)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     from asu.attention import enable_smoothing, smoothed_attention
@@ -82,8 +98,9 @@ def main() -> None:
     from asu.trainer import run_round
 
     model_dir = resolve_model(args.model, progress=True)
-    questions = [q for q, _ in FORGET] + [q for q, _ in RETAIN] + EXTRA
-    forget = [{"question": q, "answer": a} for q, a in FORGET]
+    facts = FORGET if args.subject == "newton" else AUSTEN
+    questions = [q for q, _ in facts] + [q for q, _ in RETAIN] + EXTRA
+    forget = [{"question": q, "answer": a} for q, a in facts]
     retain = [{"question": q, "answer": a} for q, a in RETAIN]
     rows: dict[tuple[str, str], dict] = {}
 
@@ -92,22 +109,24 @@ def main() -> None:
             rows.setdefault((q, a), {"prompt": q, "text": a, "source": source})
         print(f"{source}: {len(rows)} distinct generations so far", flush=True)
 
+    wanted = set(args.runs or RUNS)
     model, tokenizer = load_model_and_tokenizer(model_dir)
-    record("base", model, tokenizer)
-    enable_smoothing(model)
-    for tau in TEACHER_TAUS:
-        with smoothed_attention(tau):
-            record(f"teacher_tau{tau}", model, tokenizer)
+    if "base" in wanted:
+        record("base", model, tokenizer)
+        enable_smoothing(model)
+        for tau in TEACHER_TAUS:
+            with smoothed_attention(tau):
+                record(f"teacher_tau{tau}", model, tokenizer)
     del model
     for name, overrides in RUNS.items():
-        if overrides is None:
+        if overrides is None or name not in wanted:
             continue
         config = ASUConfig.from_dict({"epochs": args.epochs, "batch_size": 4, "grad_accum_steps": 1,
                                       "max_length": 160, "checkpoint_every": "never", **overrides})
         with tempfile.TemporaryDirectory() as out:
             result = run_round(model_dir, forget, retain, config, out)
             model, tokenizer = load_model_and_tokenizer(result.model_dir)
-            record(name, model, tokenizer)
+            record(f"{args.subject}:{name}" if args.subject != "newton" else name, model, tokenizer)
             del model
     Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in rows.values()), encoding="utf-8")
     print(f"wrote {len(rows)} generations to {args.out}")

@@ -29,13 +29,13 @@ def precision_recall(predicted: list[bool], actual: list[bool]) -> tuple[float, 
     return (tp / max(1, sum(predicted)), tp / max(1, sum(actual)))
 
 
-def evaluate(rows: list[dict], reference_nll: float, settings) -> dict:
+def evaluate(rows: list[dict], reference_nll: float, settings, context: str = "") -> dict:
     from asu.fluency import verdict
 
     out = {}
     for split in ("dev", "test", "all"):
         part = [r for r in rows if split == "all" or r["split"] == split]
-        verdicts = [verdict(r["text"], r["prompt"], r["nll"], reference_nll, settings) for r in part]
+        verdicts = [verdict(r["text"], r["nll"], reference_nll, settings, context) for r in part]
         p, r = precision_recall([not v.fluent for v in verdicts], [not row["fluent"] for row in part])
         rp, rr = precision_recall([v.refusal for v in verdicts], [row["refusal"] for row in part])
         out[split] = {"items": len(part), "not_fluent_precision": p, "not_fluent_recall": r,
@@ -62,11 +62,12 @@ def main() -> None:
     for i, nll in zip(scored, nlls, strict=True):
         rows[i]["nll"] = round(nll, 5)
     LABELS.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    META.write_text(json.dumps({"model": args.model, "reference_nll": round(judge.reference_nll, 5)}, indent=1) + "\n")
+    META.write_text(json.dumps({"model": args.model, "reference_nll": round(judge.reference_nll, 5),
+                                "context": judge.context}, indent=1) + "\n")
     print(f"reference NLL {judge.reference_nll:.3f} nats/token; {len(rows)} rows")
-    for min_score in ((0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2) if args.sweep else (None,)):
+    for min_score in ((0.25, 0.28, 0.3, 0.32, 0.34, 0.36, 0.38, 0.4) if args.sweep else (None,)):
         settings = FluencySettings() if min_score is None else FluencySettings(min_score=min_score)
-        print(settings.min_score, json.dumps(evaluate(rows, judge.reference_nll, settings)))
+        print(settings.min_score, json.dumps(evaluate(rows, judge.reference_nll, settings, judge.context)))
 
 
 if __name__ == "__main__":

@@ -77,19 +77,21 @@ def test_summary_counts_refusals_as_fluent():
 
 
 def test_judge_scores_with_the_model_and_fails_unlikely_text(tiny_model_dir):
+    from asu.evaluation import generate_answers
     from asu.modeling import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(tiny_model_dir)
-    # The 4.5M-parameter toy model finds any text unlikely, so the floor is raised for it (SmolLM2: the default).
-    judge = FluencyJudge(model, tokenizer, settings=FluencySettings(min_score=0.2))
-    assert len(calibration_items()) == 40 and judge.reference_nll > 0
-    question, answer = calibration_items()[0]
-    # A calibration answer itself is as likely as the reference; shuffled characters of it are not.
-    scrambled = "".join(random.Random(0).sample(answer, len(answer)))
-    verdicts = judge.judge([question, question, question], [answer, scrambled, ""])
-    assert verdicts[0].score > 0.2
-    assert verdicts[1].score < verdicts[0].score and "unlikely" in verdicts[1].reasons
+    judge = FluencyJudge(model, tokenizer)
+    assert len(calibration_items()) == 16 and judge.reference_nll > 0
+    question = calibration_items()[1][0]
+    own = generate_answers(model, tokenizer, [question], max_new_tokens=64)[0]
+    # The model's own greedy answer is as likely as its reference; shuffled characters of it are not.
+    scrambled = "".join(random.Random(0).sample(own, len(own)))
+    verdicts = judge.judge([question, question, question, question], [own, scrambled, "", "I don't know."])
+    assert verdicts[0].score > 0.5 and verdicts[0].fluent
+    assert verdicts[1].score < FluencySettings().min_score and "unlikely" in verdicts[1].reasons
     assert verdicts[2].score is None and verdicts[2].reasons == ("empty",) and not verdicts[2].fluent
+    assert verdicts[3].refusal and verdicts[3].fluent  # refusals are exempt from the likelihood check
 
 
 def test_fluency_file_errors_name_line_and_field(tmp_path):

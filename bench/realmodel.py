@@ -1,0 +1,305 @@
+"""`asu bench realmodel`: every unlearning method side by side on a real pretrained model, each with its own settings.
+
+Settings (identical data for every method):
+
+- **scenario** (``asu/scenarios/paris.json``): SmolLM2-135M-Instruct already knows facts about one famous subject.
+  A round trains on the ``forget`` QA and keeps the ``retain`` QA. Test figures use the held-out paraphrase
+  probes (``forget_probes``, ``retain_probes``), never trained on and never used to choose settings.
+- **tofu** (needs the TOFU target/retain models of ``asu model finetune-tofu``): the SmolLM2 target forgets its
+  forget author; test figures are on the forget items the selection did not look at, forget quality against the
+  retain model, model utility on the target's retain authors, Real Authors and World Facts.
+
+A **fair fight**: every method gets the same budget, ``len(GRIDS[method])`` full rounds (4) over its own
+strength knobs (learning rate and its method-specific knob), and keeps the round of highest *selection score*
+on the same validation items: hmean(forget efficacy, utility relative to the base model, fluent share), where
+forget efficacy = 1 - keyword hit rate (scenario) or 1 - ROUGE-L recall (TOFU) of the greedy answers to the
+validation forget questions, utility = retain-validation hit rate (ROUGE-L recall) relative to the base model's
+(capped at 1), and fluent share = share of validation forget answers ``asu.fluency`` judges fluent with the base
+model. No method keeps a default tuned for another; the grids are in ``GRIDS``.
+
+Writes ``realmodel.json``, ``realmodel.md`` and ``realmodel.png`` (utility against forget efficacy, one point
+per method, hollow where the fluent share of forget answers is below 0.9) to ``--out``.
+
+    python -m bench.realmodel --setting scenario --out bench/results      (or `asu bench realmodel`)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from asu.config import ASUConfig
+from asu.evaluation import generate_answers, rouge_l_recall
+from asu.fluency import FluencyJudge, FluencySummary
+from asu.metrics.formulas import extraction_strength, harmonic_mean
+from asu.modeling import load_model_and_tokenizer
+from asu.scenarios import keyword_hit, load_scenario
+from asu.trainer import run_round
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("asu_gd", "asu_kl", "ga", "gd", "npo", "simnpo", "idk", "rmu")
+#: The round every method starts from (sized for a 135M model on CPU); the grid varies the strength knobs.
+BASE_ROUND = {"epochs": 5, "batch_size": 4, "grad_accum_steps": 1, "max_length": 256, "forget_weight": 1.0,
+              "checkpoint_every": "never", "seed": 1001}
+LEARNING_RATES = (5e-5, 2e-4)
+#: Per method, the second knob and its two values (same budget: 2 learning rates x 2 values = 4 rounds each).
+SECOND_KNOB: dict[str, tuple[str, tuple]] = {
+    "asu_gd": ("tau", (1.5, 2.0)),
+    "asu_kl": ("tau", (1.5, 2.0)),
+    "ga": ("epochs", (3, 5)),
+    "gd": ("forget_weight", (0.5, 1.0)),
+    "npo": ("npo_beta", (0.1, 0.5)),
+    "simnpo": ("simnpo_beta", (2.5, 4.5)),
+    "idk": ("forget_weight", (0.5, 1.0)),
+    "rmu": ("rmu_steering_coeff", (2.0, 8.0)),
+}
+GRIDS: dict[str, list[dict]] = {
+    method: [{"method": method, "learning_rate": lr, knob: value} for lr in LEARNING_RATES for value in values]
+    for method, (knob, values) in SECOND_KNOB.items()
+}
+FLUENCY_FLOOR = 0.9
+MAX_NEW_TOKENS = 64
+
+
+@dataclass
+class Setting:
+    """One benchmark setting: the model to unlearn, what a round trains on, and how models are scored."""
+
+    name: str
+    model_dir: Path
+    forget: list[dict]
+    retain: list[dict]
+    select_forget: list[dict]  # validation forget items (question, answer, keywords?)
+    select_retain: list[dict]
+    test: Callable[[object, object, FluencyJudge], dict]  # (model, tokenizer, judge) -> test figures
+    efficacy: str  # "keywords" or "rouge"
+    notes: list[str] = field(default_factory=list)
+
+
+def _answers(model, tokenizer, items: Sequence[dict]) -> list[str]:
+    return generate_answers(model, tokenizer, [it["question"] for it in items], max_new_tokens=MAX_NEW_TOKENS)
+
+
+def _correct(items: Sequence[dict], answers: Sequence[str], mode: str) -> list[float]:
+    """Per item: 1/0 keyword hit (``keywords``) or the ROUGE-L recall against the reference answer (``rouge``)."""
+    if mode == "keywords":
+        return [float(keyword_hit(a, it["keywords"])) for a, it in zip(answers, items, strict=True)]
+    return rouge_l_recall(answers, [it["answer"] for it in items])
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def selection_figures(model, tokenizer, setting: Setting, judge: FluencyJudge) -> dict[str, float]:
+    """Forget correctness, retain correctness and fluent share on the validation items."""
+    forget_answers = _answers(model, tokenizer, setting.select_forget)
+    retain_answers = _answers(model, tokenizer, setting.select_retain)
+    verdicts = judge.judge([it["question"] for it in setting.select_forget], forget_answers)
+    return {"forget_correct": _mean(_correct(setting.select_forget, forget_answers, setting.efficacy)),
+            "retain_correct": _mean(_correct(setting.select_retain, retain_answers, setting.efficacy)),
+            "fluent_share": FluencySummary.of(verdicts).fluent_share}
+
+
+def selection_score(figures: dict[str, float], base: dict[str, float]) -> dict[str, float]:
+    """hmean(forget efficacy, utility relative to the base model, fluent share) and its parts."""
+    efficacy = max(0.0, 1.0 - figures["forget_correct"])
+    utility = min(1.0, figures["retain_correct"] / base["retain_correct"]) if base["retain_correct"] > 0 else 0.0
+    return {"forget_efficacy": efficacy, "relative_utility": utility, "fluent_share": figures["fluent_share"],
+            "score": harmonic_mean([efficacy, utility, figures["fluent_share"]])}
+
+
+def extraction(model, tokenizer, items: Sequence[dict]) -> float:
+    """Mean extraction strength of the forget answers (teacher-forced argmax; EOS dropped)."""
+    from asu.metrics.passes import encode_pairs, token_stats
+
+    encoded = encode_pairs(tokenizer, [it["question"] for it in items], [it["answer"] for it in items],
+                           prompt_format="chat_template", max_length=256, source="forget set")
+    stats = token_stats(model, encoded, pad_id=tokenizer.pad_token_id)
+    return _mean([extraction_strength(s.predictions[:-1].tolist(), s.labels[:-1].tolist()) for s in stats])
+
+
+def scenario_setting(name: str = "paris", model: str = "smollm2-135m") -> Setting:
+    """The real-world scenario ``name`` on ``model``: selection on the trained forget questions and the retain
+    validation items; test on the held-out probes."""
+    from asu.models import resolve_model
+
+    sc = load_scenario(name)
+
+    def test(m, tok, judge: FluencyJudge) -> dict:
+        probe_answers = _answers(m, tok, sc.forget_probes)
+        forget_answers = _answers(m, tok, sc.forget)
+        retain_answers = _answers(m, tok, sc.retain_probes)
+        prompts = [it["question"] for it in (*sc.forget, *sc.forget_probes)]
+        verdicts = judge.judge(prompts, [*forget_answers, *probe_answers])
+        summary = FluencySummary.of(verdicts)
+        return {
+            "forget_rouge": _mean(rouge_l_recall(forget_answers, [it["answer"] for it in sc.forget])),
+            "forget_probe_hits": _mean(_correct(sc.forget_probes, probe_answers, "keywords")),
+            "retain_probe_hits": _mean(_correct(sc.retain_probes, retain_answers, "keywords")),
+            "fluent_share": summary.fluent_share, "refusal_share": summary.refusal_share,
+            "empty_share": summary.empty_share,
+            "extraction_strength": extraction(m, tok, sc.qa_items("forget")),
+            "samples": [{"question": q["question"], "answer": a} for q, a in
+                        zip(sc.forget_probes[:3], probe_answers[:3], strict=True)],
+        }
+
+    forget = sc.qa_items("forget")
+    return Setting(f"scenario:{name}", resolve_model(model, progress=True), forget, sc.qa_items("retain"),
+                   select_forget=sc.forget, select_retain=sc.retain_validation, test=test, efficacy="keywords",
+                   notes=[f"subject {sc.subject}: {len(sc.forget)} forget QA, {len(sc.forget_probes)} held-out forget "
+                          f"probes, {len(sc.retain)} retain QA, {len(sc.retain_probes)} retain probes"])
+
+
+def run_method(setting: Setting, method: str, judge: FluencyJudge, base: dict, work: Path) -> dict:
+    """Every grid round of ``method``; keeps the best by selection score and tests it."""
+    trials, best, best_dir = [], None, None
+    started = time.perf_counter()
+    for i, overrides in enumerate(GRIDS[method]):
+        config = ASUConfig.from_dict({**BASE_ROUND, **overrides})
+        out = work / f"{method}-{i}"
+        shutil.rmtree(out, ignore_errors=True)
+        t0 = time.perf_counter()
+        run_round(setting.model_dir, setting.forget, setting.retain, config, out, progress=False)
+        train_seconds = time.perf_counter() - t0
+        model, tokenizer = load_model_and_tokenizer(out)
+        figures = selection_score(selection_figures(model, tokenizer, setting, judge), base)
+        del model
+        trial = {"settings": overrides, "train_seconds": train_seconds, **figures}
+        trials.append(trial)
+        logger.warning("%s %s %s: score %.3f (FE %.2f, utility %.2f, fluent %.2f) in %.0f s", setting.name, method,
+                       overrides, figures["score"], figures["forget_efficacy"], figures["relative_utility"],
+                       figures["fluent_share"], train_seconds)
+        if best is None or figures["score"] > best["score"]:
+            if best_dir is not None:
+                shutil.rmtree(best_dir, ignore_errors=True)
+            best, best_dir = trial, out
+        else:
+            shutil.rmtree(out, ignore_errors=True)
+    model, tokenizer = load_model_and_tokenizer(best_dir)
+    test = setting.test(model, tokenizer, judge)
+    shutil.rmtree(best_dir, ignore_errors=True)
+    return {"method": method, "chosen": best["settings"], "selection": {k: best[k] for k in
+            ("forget_efficacy", "relative_utility", "fluent_share", "score")}, "test": test, "trials": trials,
+            "round_seconds": best["train_seconds"], "search_seconds": time.perf_counter() - started}
+
+
+def run_realmodel_bench(settings: Sequence[Setting], methods: Sequence[str], work_dir: Path,
+                        out_dir: Path | None = None) -> dict:
+    """Base figures, then every method on every setting; writes the results when ``out_dir`` is given."""
+    random.seed(0)
+    result = {"methods": list(methods), "grids": {m: GRIDS[m] for m in methods}, "base_round": BASE_ROUND,
+              "settings": {}}
+    for setting in settings:
+        started = time.perf_counter()
+        model, tokenizer = load_model_and_tokenizer(setting.model_dir)
+        judge = FluencyJudge(model, tokenizer)
+        base = selection_figures(model, tokenizer, setting, judge)
+        rows = {"base": {"test": setting.test(model, tokenizer, judge), "selection": selection_score(base, base)}}
+        for method in methods:
+            rows[method] = run_method(setting, method, judge, base, Path(work_dir) / setting.name.replace(":", "-"))
+        result["settings"][setting.name] = {"rows": rows, "notes": setting.notes, "base_selection": base,
+                                            "reference_nll": judge.reference_nll,
+                                            "seconds": time.perf_counter() - started}
+        del model, judge
+        if out_dir is not None:  # after each setting: a crash later loses nothing measured
+            write_results(result, Path(out_dir))
+    return result
+
+
+COLUMNS = (("forget_rouge", "forget ROUGE-L"), ("forget_probe_hits", "forget probes correct"),
+           ("retain_probe_hits", "retain probes correct"), ("fluent_share", "fluent"), ("refusal_share", "refusal"),
+           ("extraction_strength", "extraction strength"))
+
+
+def format_markdown(result: dict) -> str:
+    lines = ["# Every method on SmolLM2-135M-Instruct", ""]
+    for name, data in result["settings"].items():
+        lines += [f"## {name}", "", *[f"- {n}" for n in data["notes"]],
+                  f"- each method: {len(next(iter(result['grids'].values())))} full rounds over its own grid, the "
+                  "best selection score kept (validation items only); test figures on held-out items", ""]
+        header = ["method", "chosen settings", "selection score", *[c for _, c in COLUMNS], "round s", "search s"]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for method, row in data["rows"].items():
+            t = row["test"]
+            chosen = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                               for k, v in row.get("chosen", {}).items() if k != "method") or "-"
+            figures = [f"{t[k]:.3f}" if isinstance(t.get(k), float) and math.isfinite(t[k]) else "-"
+                       for k, _ in COLUMNS]
+            cells = [method, chosen, f"{row['selection']['score']:.3f}", *figures,
+                     f"{row.get('round_seconds', 0):.0f}", f"{row.get('search_seconds', 0):.0f}"]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", "Sample forget-probe answers of each method's chosen model:", ""]
+        for method, row in data["rows"].items():
+            for s in row["test"].get("samples", [])[:2]:
+                lines.append(f"- `{method}`: {s['question']} -> {json.dumps(s['answer'][:160])}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(result: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings = list(result["settings"].items())
+    fig, axes = plt.subplots(1, len(settings), figsize=(6 * len(settings), 5), squeeze=False)
+    for ax, (name, data) in zip(axes[0], settings, strict=True):
+        for method, row in data["rows"].items():
+            t = row["test"]
+            efficacy = 1.0 - t.get("forget_probe_hits", t.get("forget_rouge", 0.0))
+            utility = t.get("retain_probe_hits", t.get("model_utility", 0.0))
+            fluent = t.get("fluent_share", 0.0) >= FLUENCY_FLOOR
+            ax.scatter([efficacy], [utility], s=80, facecolors="C0" if fluent else "none", edgecolors="C0")
+            ax.annotate(method + ("" if fluent else " (not fluent)"), (efficacy, utility), fontsize=8,
+                        xytext=(4, 4), textcoords="offset points")
+        ax.set(xlabel="forget efficacy (1 - forget probes correct)", ylabel="retain probes correct", title=name,
+               xlim=(-0.05, 1.1), ylim=(-0.05, 1.1))
+    fig.suptitle("Filled: fluent share of forget answers >= 0.9; hollow: below")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_results(result: dict, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "realmodel.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
+    (out_dir / "realmodel.md").write_text(format_markdown(result), encoding="utf-8")
+    plot(result, out_dir / "realmodel.png")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--setting", nargs="+", default=["scenario"], choices=["scenario", "tofu"])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--work-dir", default="runs/bench_realmodel")
+    parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    settings = []
+    if "scenario" in args.setting:
+        settings.append(scenario_setting("paris", args.model))
+    if "tofu" in args.setting:
+        from bench.realmodel_tofu import tofu_setting
+
+        settings.append(tofu_setting())
+    result = run_realmodel_bench(settings, args.methods, Path(args.work_dir), Path(args.out))
+    print(json.dumps(result) if args.json else format_markdown(result))
+
+
+if __name__ == "__main__":
+    main()
