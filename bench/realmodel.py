@@ -66,7 +66,7 @@ GRIDS: dict[str, list[dict]] = {
     for method, (knob, values) in SECOND_KNOB.items()
 }
 FLUENCY_FLOOR = 0.9
-MAX_NEW_TOKENS = 64
+MAX_NEW_TOKENS = 48  # the scenario's answers are one sentence; a degenerate answer shows within 48 tokens
 
 
 @dataclass

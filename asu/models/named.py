@@ -114,6 +114,9 @@ def resolve_model(model: str | Path, *, progress: bool = False, cache_dir: str |
     folder = Path(text)
     if folder.is_dir():
         return folder
+    if "/" in text or "\\" in text or text.startswith("."):
+        raise ModelLoadError(f"model folder {text} does not exist; pass a local Hugging Face folder or a named model "
+                             f"({', '.join(model_names())}; `asu model list` shows them)")
     raise ModelLoadError(
         f"model {text!r} is neither a named model ({', '.join(model_names())}) nor an existing folder; "
         "pass one of those names or a local Hugging Face folder (`asu model list` shows the names)"
