@@ -9,8 +9,8 @@ Settings (identical data for every method):
   forget author; test figures are on the forget items the selection did not look at, forget quality against the
   retain model, model utility on the target's retain authors, Real Authors and World Facts.
 
-A **fair fight**: every method gets the same budget, ``len(GRIDS[method])`` full rounds (4) over its own
-strength knobs (learning rate and its method-specific knob), and keeps the round of highest *selection score*
+A **fair fight**: every method gets the same budget, ``len(GRIDS[method])`` full rounds (2: two learning rates,
+its own second knob held at one value, see ``SECOND_KNOB``), and keeps the round of highest *selection score*
 on the same validation items: hmean(forget efficacy, utility relative to the base model, fluent share), where
 forget efficacy = 1 - keyword hit rate (scenario) or 1 - ROUGE-L recall (TOFU) of the greedy answers to the
 validation forget questions, utility = retain-validation hit rate (ROUGE-L recall) relative to the base model's
@@ -50,20 +50,23 @@ METHODS = ("asu_gd", "asu_kl", "ga", "gd", "npo", "simnpo", "idk", "rmu")
 BASE_ROUND = {"epochs": 5, "batch_size": 4, "grad_accum_steps": 1, "max_length": 256, "forget_weight": 1.0,
               "checkpoint_every": "never", "seed": 1001}
 LEARNING_RATES = (5e-5, 2e-4)
-#: Per method, the second knob and its two values (same budget: 2 learning rates x 2 values = 4 rounds each).
-SECOND_KNOB: dict[str, tuple[str, tuple]] = {
-    "asu_gd": ("tau", (1.5, 2.0)),
-    "asu_kl": ("tau", (1.5, 2.0)),
-    "ga": ("epochs", (3, 5)),
-    "gd": ("forget_weight", (0.5, 1.0)),
-    "npo": ("npo_beta", (0.1, 0.5)),
-    "simnpo": ("simnpo_beta", (2.5, 4.5)),
-    "idk": ("forget_weight", (0.5, 1.0)),
-    "rmu": ("rmu_steering_coeff", (2.0, 8.0)),
+#: Each method's own second knob, held at one value: its published default, except ASU's tau, held at 1.5 because
+#: on SmolLM2 the teacher at tau >= 2 already answers with empty strings (realmodel.md §3). Budget: 2 learning
+#: rates = 2 full rounds per method (4 per method, over two values of this knob, cost more CPU time than one
+#: session had: about 3 minutes a round on 2 cores).
+SECOND_KNOB: dict[str, tuple[str, object]] = {
+    "asu_gd": ("tau", 1.5),
+    "asu_kl": ("tau", 1.5),
+    "ga": ("epochs", 5),
+    "gd": ("forget_weight", 1.0),
+    "npo": ("npo_beta", 0.1),
+    "simnpo": ("simnpo_beta", 4.5),
+    "idk": ("forget_weight", 1.0),
+    "rmu": ("rmu_steering_coeff", 2.0),
 }
 GRIDS: dict[str, list[dict]] = {
-    method: [{"method": method, "learning_rate": lr, knob: value} for lr in LEARNING_RATES for value in values]
-    for method, (knob, values) in SECOND_KNOB.items()
+    method: [{"method": method, "learning_rate": lr, knob: value} for lr in LEARNING_RATES]
+    for method, (knob, value) in SECOND_KNOB.items()
 }
 FLUENCY_FLOOR = 0.9
 MAX_NEW_TOKENS = 48  # the scenario's answers are one sentence; a degenerate answer shows within 48 tokens
