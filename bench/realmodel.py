@@ -197,10 +197,13 @@ def run_method(setting: Setting, method: str, judge: FluencyJudge, base: dict, w
 
 def run_realmodel_bench(settings: Sequence[Setting], methods: Sequence[str], work_dir: Path,
                         out_dir: Path | None = None) -> dict:
-    """Base figures, then every method on every setting; writes the results when ``out_dir`` is given."""
+    """Base figures, then every method on every setting; writes the results when ``out_dir`` is given (settings
+    already in ``out_dir/realmodel.json`` and not run again are kept)."""
     random.seed(0)
+    previous = Path(out_dir or ".") / "realmodel.json"
+    kept = json.loads(previous.read_text())["settings"] if out_dir is not None and previous.is_file() else {}
     result = {"methods": list(methods), "grids": {m: GRIDS[m] for m in methods}, "base_round": BASE_ROUND,
-              "settings": {}}
+              "settings": {k: v for k, v in kept.items() if k not in {s.name for s in settings}}}
     for setting in settings:
         started = time.perf_counter()
         model, tokenizer = load_model_and_tokenizer(setting.model_dir)
@@ -219,7 +222,8 @@ def run_realmodel_bench(settings: Sequence[Setting], methods: Sequence[str], wor
 
 
 COLUMNS = (("forget_rouge", "forget ROUGE-L"), ("forget_probe_hits", "forget probes correct"),
-           ("retain_probe_hits", "retain probes correct"), ("fluent_share", "fluent"), ("refusal_share", "refusal"),
+           ("retain_probe_hits", "retain probes correct"), ("forget_quality", "forget quality"),
+           ("model_utility", "model utility"), ("fluent_share", "fluent"), ("refusal_share", "refusal"),
            ("extraction_strength", "extraction strength"))
 
 

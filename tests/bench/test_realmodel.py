@@ -35,5 +35,5 @@ def test_report_and_plot_render(tmp_path):
                        "round_seconds": 60.0, "search_seconds": 300.0}}
     result = {"grids": GRIDS, "settings": {"scenario:x": {"rows": rows, "notes": ["n"]}}}
     md = format_markdown(result)
-    assert "| asu_gd | tau=1.5 | 0.800 | 0.200 | 0.100 | 0.900 | 0.950 | 0.000 | 0.100 | 60 | 300 |" in md
+    assert "| asu_gd | tau=1.5 | 0.800 | 0.200 | 0.100 | 0.900 | - | - | 0.950 | 0.000 | 0.100 | 60 | 300 |" in md
     assert plot(result, tmp_path / "p.png").stat().st_size > 0
