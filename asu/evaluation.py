@@ -107,11 +107,6 @@ def fluency_verdicts(answers: Sequence[str], questions: Sequence[str] | None = N
     return out
 
 
-def is_fluent(text: str) -> bool:
-    """The surface checks of ``asu.fluency`` alone (no model): non-empty, no loop, no runs, mostly letters."""
-    return fluency_verdicts([text])[0].fluent
-
-
 @dataclass(frozen=True)
 class QAScores:
     """Mean figures over a QA set plus the per-item generations (for samples and audits)."""
@@ -166,7 +161,6 @@ __all__ = [
     "answers_and_nlls",
     "fluency_verdicts",
     "generate_answers",
-    "is_fluent",
     "repetition_rate",
     "rouge_l_recall",
     "score_qa",

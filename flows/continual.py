@@ -154,8 +154,10 @@ class _Job:
             for note in notes:
                 self.log.info("request %s: %s", self.request_id, note)
             kw = {"holdout": self.holdout, "earlier": earlier, "benchmarks": True}
-            before = measure(Path(champion.path), split, self.config, **kw)
-            after = measure(result.model_dir, split, self.config, judge_dir=Path(champion.path), **kw)
+            judge = steps.fluency_judge(Path(champion.path), self.config)  # one judge for both sides
+            before = measure(Path(champion.path), split, self.config, judge=judge, **kw)
+            after = measure(result.model_dir, split, self.config, judge=judge, **kw)
+            del judge
             run.log_metrics({"before": before.to_dict(), "after": after.to_dict()})
             self.ledger.transition(self.request_id, "evaluated", actor=self.actor, detail={"tau": tau})
             gate, rechecks = steps.decide(before, after, recorded, self.thresholds)

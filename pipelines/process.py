@@ -157,21 +157,27 @@ class Measurement:
         }  # fmt: skip
 
 
+def fluency_judge(model_dir: Path, settings: PipelineSettings):
+    """The ``asu.fluency.FluencyJudge`` of ``model_dir`` (the model a round starts from), built once per request."""
+    from asu.fluency import FluencyJudge
+
+    model, tokenizer = load_model_and_tokenizer(model_dir)
+    return FluencyJudge(model, tokenizer, prompt_format=settings.round_config().prompt_format)
+
+
 def measure(model_dir: Path, split: DataSplit, settings: PipelineSettings, *, holdout: list[QAItem] | None,
-            earlier: dict[str, list[QAItem]], benchmarks: bool, judge_dir: Path | None = None) -> Measurement:
+            earlier: dict[str, list[QAItem]], benchmarks: bool, judge=None) -> Measurement:
     """Score ``model_dir`` on the report items, the holdout (MIA), earlier requests and the benchmark suites.
 
-    Fluency of the forget answers is ``asu.fluency``'s verdict with the likelihood under ``judge_dir`` (the model
-    the round started from; default ``model_dir`` itself).
+    Fluency of the forget answers is ``asu.fluency``'s verdict by ``judge`` (see :func:`fluency_judge`: the model
+    the round started from; default: a judge built from ``model_dir`` itself).
     """
     from asu.fluency import FluencyJudge
 
     model, tokenizer = load_model_and_tokenizer(model_dir)
     fmt, cap = settings.round_config().prompt_format, settings.max_new_tokens
-    judge_model = model if judge_dir in (None, model_dir) else load_model_and_tokenizer(judge_dir)[0]
-    judge = FluencyJudge(judge_model, tokenizer, prompt_format=fmt)
+    judge = judge or FluencyJudge(model, tokenizer, prompt_format=fmt)
     forget = score_qa(model, tokenizer, split.forget_report, prompt_format=fmt, max_new_tokens=cap, judge=judge)
-    del judge, judge_model
     retain = score_qa(model, tokenizer, split.retain_report, prompt_format=fmt, max_new_tokens=cap)
     auc = None
     if holdout:
@@ -270,6 +276,7 @@ __all__ = [
     "decide",
     "earlier_requests",
     "ensure_champion",
+    "fluency_judge",
     "load_request",
     "measure",
     "resolve_base_model",
