@@ -46,6 +46,8 @@ from asu.trainer import run_round
 logger = logging.getLogger(__name__)
 
 METHODS = ("asu_gd", "asu_kl", "ga", "gd", "npo", "simnpo", "idk", "rmu")
+#: ASU as the product runs it: settings chosen by the product's own search (``asu unlearn --auto``).
+AUTO = "asu_auto"
 #: The round every method starts from (sized for a 135M model on CPU); the grid varies the strength knobs.
 BASE_ROUND = {"epochs": 5, "batch_size": 4, "grad_accum_steps": 1, "max_length": 256, "forget_weight": 1.0,
               "checkpoint_every": "never", "seed": 1001}
@@ -85,6 +87,12 @@ class Setting:
     test: Callable[[object, object, FluencyJudge], dict]  # (model, tokenizer, judge) -> test figures
     efficacy: str  # "keywords" or "rouge"
     notes: list[str] = field(default_factory=list)
+    # The model whose language judges fluency: the model before unlearning, or for a fine-tuned target the
+    # pretrained model it came from (a target that memorised its answers finds any other answer unlikely).
+    judge_model: Path | None = None
+    search_validation: list[dict] | None = None  # forget validation items the product's search may use
+    search_retain: list[dict] | None = None  # retain items of the product's search (default: ``retain``)
+    search_overrides: dict = field(default_factory=dict)  # SearchConfig fields the setting's sizes need
 
 
 def _answers(model, tokenizer, items: Sequence[dict]) -> list[str]:
@@ -159,7 +167,13 @@ def scenario_setting(name: str = "paris", model: str = "smollm2-135m") -> Settin
     return Setting(f"scenario:{name}", resolve_model(model, progress=True), forget, sc.qa_items("retain"),
                    select_forget=sc.forget, select_retain=sc.retain_validation, test=test, efficacy="keywords",
                    notes=[f"subject {sc.subject}: {len(sc.forget)} forget QA, {len(sc.forget_probes)} held-out forget "
-                          f"probes, {len(sc.retain)} retain QA, {len(sc.retain_probes)} retain probes"])
+                          f"probes, {len(sc.retain)} retain QA, {len(sc.retain_probes)} retain probes",
+                          f"{AUTO}: the search validates on the {len(sc.validation)} extra forget-subject QA and 10 of "
+                          f"the {len(sc.retain) + len(sc.retain_validation)} retain + retain-validation QA; the "
+                          "final round trains on the forget QA, the validation QA and the other retain QA"],
+                   search_validation=sc.qa_items("validation"),
+                   search_retain=[*sc.qa_items("retain"), *sc.qa_items("retain_validation")],
+                   search_overrides={"retain_validation_size": 10})
 
 
 def run_method(setting: Setting, method: str, judge: FluencyJudge, base: dict, work: Path) -> dict:
@@ -195,29 +209,69 @@ def run_method(setting: Setting, method: str, judge: FluencyJudge, base: dict, w
             "round_seconds": best["train_seconds"], "search_seconds": time.perf_counter() - started}
 
 
+def run_auto(setting: Setting, judge: FluencyJudge, base: dict, work: Path) -> dict:
+    """ASU with every setting chosen by the product's search (``pipelines.unlearn.auto_unlearn``), then tested.
+
+    The search sees the setting's training items only (its validation split comes out of them, or the setting's
+    ``search_validation`` items); the selection figures are computed as for every other method, for the table.
+    """
+    from asu.recipes import get_recipe
+    from pipelines.temperature_search import SearchConfig
+    from pipelines.unlearn import auto_unlearn
+
+    out = work / AUTO
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(work / f"{AUTO}.search", ignore_errors=True)
+    started = time.perf_counter()
+    result = auto_unlearn(setting.model_dir, setting.forget, setting.search_retain or setting.retain, out,
+                          get_recipe("pretrained"), SearchConfig.from_dict(setting.search_overrides),
+                          work / f"{AUTO}.search", forget_validation=setting.search_validation)
+    row = {"method": AUTO, "status": result["status"], "chosen": result["setting"] or {},
+           "reasons": result["reasons"][:6], "search_seconds": result["seconds"]["search"],
+           "round_seconds": result["seconds"].get("round", 0.0), "search_over_round":
+           result["seconds"].get("search_over_round"), "before": result.get("before"), "after": result.get("after")}
+    if result["model_dir"] is None:
+        model, tokenizer = load_model_and_tokenizer(setting.model_dir)  # nothing chosen: the model is unchanged
+    else:
+        model, tokenizer = load_model_and_tokenizer(out)
+    row["selection"] = selection_score(selection_figures(model, tokenizer, setting, judge), base)
+    row["test"] = setting.test(model, tokenizer, judge)
+    row["total_seconds"] = time.perf_counter() - started
+    shutil.rmtree(out, ignore_errors=True)
+    return row
+
+
 def run_realmodel_bench(settings: Sequence[Setting], methods: Sequence[str], work_dir: Path,
                         out_dir: Path | None = None) -> dict:
-    """Base figures, then every method on every setting; writes the results when ``out_dir`` is given (settings
-    already in ``out_dir/realmodel.json`` and not run again are kept)."""
+    """Base figures, then every method on every setting; writes the results when ``out_dir`` is given (the rows
+    of methods not run again, and settings not run again, are kept from ``out_dir/realmodel.json``)."""
     random.seed(0)
     previous = Path(out_dir or ".") / "realmodel.json"
-    kept = json.loads(previous.read_text())["settings"] if out_dir is not None and previous.is_file() else {}
-    result = {"methods": list(methods), "grids": {m: GRIDS[m] for m in methods}, "base_round": BASE_ROUND,
-              "settings": {k: v for k, v in kept.items() if k not in {s.name for s in settings}}}
+    kept = json.loads(previous.read_text()) if out_dir is not None and previous.is_file() else {}
+    grids = {**kept.get("grids", {}), **{m: GRIDS[m] for m in methods if m in GRIDS}}
+    result = {"methods": [*dict.fromkeys([*kept.get("methods", []), *methods])], "grids": grids,
+              "base_round": BASE_ROUND, "settings": dict(kept.get("settings", {}))}
     for setting in settings:
         started = time.perf_counter()
+        judge_model, judge_tok = load_model_and_tokenizer(setting.judge_model or setting.model_dir)
+        judge = FluencyJudge(judge_model, judge_tok)
         model, tokenizer = load_model_and_tokenizer(setting.model_dir)
-        judge = FluencyJudge(model, tokenizer)
         base = selection_figures(model, tokenizer, setting, judge)
         rows = {"base": {"test": setting.test(model, tokenizer, judge), "selection": selection_score(base, base)}}
+        del model
+        old = result["settings"].get(setting.name, {}).get("rows", {})
+        rows |= {m: r for m, r in old.items() if m not in methods and m != "base"}
         for method in methods:
-            rows[method] = run_method(setting, method, judge, base, Path(work_dir) / setting.name.replace(":", "-"))
-        result["settings"][setting.name] = {"rows": rows, "notes": setting.notes, "base_selection": base,
-                                            "reference_nll": judge.reference_nll,
-                                            "seconds": time.perf_counter() - started}
-        del model, judge
-        if out_dir is not None:  # after each setting: a crash later loses nothing measured
-            write_results(result, Path(out_dir))
+            work = Path(work_dir) / setting.name.replace(":", "-")
+            rows[method] = (run_auto(setting, judge, base, work) if method == AUTO
+                            else run_method(setting, method, judge, base, work))
+            result["settings"][setting.name] = {"rows": rows, "notes": setting.notes, "base_selection": base,
+                                                "reference_nll": judge.reference_nll,
+                                                "judge_model": str(setting.judge_model or setting.model_dir),
+                                                "seconds": time.perf_counter() - started}
+            if out_dir is not None:  # after each method: a crash later loses nothing measured
+                write_results(result, Path(out_dir))
+        del judge_model, judge
     return result
 
 
@@ -290,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--setting", nargs="+", default=["scenario"], choices=["scenario", "tofu"])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--methods", nargs="+", default=[AUTO, *METHODS], choices=[AUTO, *METHODS])
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--work-dir", default="runs/bench_realmodel")
     parser.add_argument("--out", default="bench/results")

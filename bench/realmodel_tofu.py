@@ -5,7 +5,8 @@ authors 0-5, forget author 1). A round trains on the forget author's 20 QA and k
 Selection looks at a seeded 5 of the 20 forget items and 10 retain items only; the test figures use the other 15
 forget items: forget ROUGE-L, forget quality (KS test of truth ratios against the retain model on the same 15
 items), model utility (retain authors, Real Authors, World Facts; 20 items each), extraction strength, and the
-fluency and refusal shares of the forget answers judged with the target model.
+fluency and refusal shares of the forget answers judged with the pretrained SmolLM2 the target was fine-tuned from
+(the target memorised its forget answers and finds any other answer unlikely, so it cannot judge language).
 """
 
 from __future__ import annotations
@@ -64,4 +65,5 @@ def tofu_setting(seed: int = 0) -> Setting:
                    select_retain=random.Random(seed + 1).sample(retain, SELECT_RETAIN), test=test, efficacy="rouge",
                    notes=[f"target fine-tuned on TOFU authors {list(spec.authors)}; forget author "
                           f"{list(spec.forget_authors)} (20 QA: 5 for selection, 15 for test); retain model "
-                          "fine-tuned without it"])
+                          "fine-tuned without it", "fluency judged with the pretrained SmolLM2 the target came from"],
+                   judge_model=resolve_model(spec.base, progress=True))

@@ -10,9 +10,11 @@ Commands:
   asu model finetune-tofu [--base NAME|DIR] [--authors 0,1,2,3,4,5] [--forget-authors 1] [--role target|retain|both]
                           [--set key=value ...] [--json]   TOFU target / retain fine-tunes (cached by digest)
   asu unlearn --model DIR --forget F --retain F --out DIR [--recipe NAME] [--set key=value ...]
+              [--auto [--search key=value ...] [--json]]   --auto: search the settings first (exit 3: none found)
   asu bench step [--model default|tiny|DIR] [--steps N] [--json]
-  asu search --model DIR --forget F --retain F [--json] [--search key=value ...]   choose tau (exit 3: no safe tau)
-  asu bench search [--subsets 1,4 7 2,9] [--cost-only] [--json]   search cost and quality on the embedded model
+  asu search --model DIR --forget F --retain F [--json] [--search key=value ...]   choose tau, strength, lambda
+                                                                          (exit 3: no_effect / no_safe_setting)
+  asu bench search [--subsets 1,4 tofu:1 scenario:paris] [--cost-only] [--json]   search cost, quality vs a grid
   asu promote VERSION [--reason TEXT] [--force]      point the champion alias at a registered version
   asu rollback --reason TEXT                         move the champion back to the previous champion
   asu report REQUEST_ID [--json]                     print a request's saved evidence report
@@ -59,11 +61,17 @@ def _parse_overrides(pairs: list[str]) -> dict:
     return out
 
 
+def _recipe(args) -> str:
+    from asu.recipes import recipe_for_model
+
+    return recipe_for_model(getattr(args, "model", "default")) if args.recipe == "auto" else args.recipe
+
+
 def _config(args):
     from asu.config import ASUConfig
     from asu.recipes import get_recipe
 
-    base = get_recipe(args.recipe).to_dict()
+    base = get_recipe(_recipe(args)).to_dict()
     return ASUConfig.from_dict({**base, **_parse_overrides(args.set or [])})
 
 
@@ -119,11 +127,30 @@ def cmd_unlearn(args) -> int:
     from asu.trainer import run_round
 
     config = _config(args)
+    if args.auto:
+        return _unlearn_auto(args, config)
     model_dir = _model_arg(args.model, progress=True)
     result = run_round(model_dir, load_qa_file(args.forget), load_qa_file(args.retain), config, args.out)
     if os.environ.get("RANK", "0") == "0":  # under `accelerate launch`, report once
         print(json.dumps({"model_dir": str(result.model_dir), "metrics": result.metrics}, indent=2))
     return 0
+
+
+def _unlearn_auto(args, config) -> int:
+    """``asu unlearn --auto``: search, then the final round at the chosen settings; exit 3 when none was chosen."""
+    from pipelines.temperature_search import SearchConfig
+    from pipelines.unlearn import auto_unlearn_from_files, format_auto
+
+    search = SearchConfig.from_dict(_parse_overrides(args.search or []))
+    model_dir = _model_arg(args.model, progress=not args.json)
+    if not args.json:  # progress: one line per scanned tau and per trial (the search logs them at INFO)
+        for name in ("asu.search", "pipelines.temperature_search", "pipelines.unlearn"):
+            logging.getLogger(name).setLevel(logging.INFO)
+    work_dir = Path(args.work_dir) if args.work_dir else Path(args.out).with_name(Path(args.out).name + ".search")
+    result = auto_unlearn_from_files(model_dir, args.forget, args.retain, args.out, config, search, work_dir,
+                                     args.forget_validation)
+    print(json.dumps(result) if args.json else format_auto(result))
+    return 0 if result["status"] == "chosen" else 3
 
 
 def cmd_bench_step(args) -> int:
@@ -333,7 +360,7 @@ def cmd_search(args) -> int:
 
     model_dir = _model_arg(args.model, progress=not args.json)
     outcome = search_from_files(
-        model_dir, args.forget, args.retain, args.work_dir, args.recipe, _parse_overrides(args.set or []),
+        model_dir, args.forget, args.retain, args.work_dir, _recipe(args), _parse_overrides(args.set or []),
         _parse_overrides(args.search or []), args.forget_validation,
     )
     print(json.dumps(outcome.to_dict()) if args.json else outcome.format_table())
@@ -344,10 +371,11 @@ def cmd_bench_search(args) -> int:
     from bench.search import format_markdown, run_search_bench
     from pipelines.temperature_search import SearchConfig
 
-    subsets = [tuple(int(a) for a in s.split(",")) for s in args.subsets]
     result = run_search_bench(
-        args.model, subsets, config=_config(args), search=SearchConfig.from_dict(_parse_overrides(args.search or [])),
-        work_dir=Path(args.work_dir), out_dir=Path(args.out) if args.out else None, cost_only=args.cost_only,
+        args.subsets, variant=args.model, search=SearchConfig.from_dict(_parse_overrides(args.search or [])),
+        overrides=_parse_overrides(args.set or []), work_dir=Path(args.work_dir),
+        out_dir=Path(args.out) if args.out else None, cost_only=args.cost_only,
+        grid_taus=[float(t) for t in args.grid_taus] if args.grid_taus else None,
     )
     print(json.dumps(result) if args.json else format_markdown(result))
     return 0
@@ -381,7 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_config(p):
-        p.add_argument("--recipe", default="embedded", help="named config from asu.recipes (embedded, tofu_paper)")
+        p.add_argument("--recipe", default="auto", help="named config from asu.recipes (embedded, pretrained, "
+                       "tofu_paper); auto: embedded for the embedded models, pretrained for any other model")
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. tau=2.0")
         return p
 
@@ -416,6 +445,14 @@ def build_parser() -> argparse.ArgumentParser:
     unlearn.add_argument("--forget", required=True, help="JSON/JSONL file of {question, answer} to forget")
     unlearn.add_argument("--retain", required=True, help="JSON/JSONL file of {question, answer} to keep")
     unlearn.add_argument("--out", required=True, help="output folder of the unlearned model")
+    unlearn.add_argument("--auto", action="store_true", help="choose tau, learning rate (and lambda) on a validation "
+                         "split first, then run the round at the chosen settings; exit 3 and save nothing when the "
+                         "search finds no setting (no_effect / no_safe_setting)")
+    unlearn.add_argument("--search", action="append", metavar="KEY=VALUE", help="--auto: a SearchConfig field")
+    unlearn.add_argument("--forget-validation", help="--auto: the request's validation items (default: split off)")
+    unlearn.add_argument("--work-dir", help="--auto: where search.json, search.png and trials go "
+                         "(default: <out>.search next to --out)")
+    unlearn.add_argument("--json", action="store_true", help="--auto: print the result as one JSON object (last line)")
     unlearn.set_defaults(func=cmd_unlearn)
 
     evaluate = sub.add_parser("eval", help="evaluate a model on a suite (tofu, asu-paper, muse, wmdp)")
@@ -502,10 +539,16 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--json", action="store_true", help="print the outcome as one JSON line")
     search.set_defaults(func=cmd_search)
 
-    bench_search = with_config(bench.add_parser("search", help="temperature search: cost ratio and quality"))
-    bench_search.add_argument("--model", default="default", choices=["default", "tiny"], help="embedded model")
-    bench_search.add_argument("--subsets", nargs="+", default=["1,4", "7", "2,9"], help="forget author subsets")
+    bench_search = bench.add_parser("search", help="settings search: cost ratio and quality against a full grid")
+    bench_search.add_argument("--model", default="default", choices=["default", "tiny"],
+                              help="embedded model of the plain author subsets")
+    bench_search.add_argument("--subsets", nargs="+", default=["1,4", "7", "2,9", "0,5"],
+                              help="forget subsets: embedded authors '1,4', SmolLM2 TOFU target authors 'tofu:1' "
+                              "(needs asu model finetune-tofu), or a scenario 'scenario:paris'")
+    bench_search.add_argument("--set", action="append", metavar="KEY=VALUE",
+                              help="override a field of each subset's recipe (embedded or pretrained)")
     bench_search.add_argument("--search", action="append", metavar="KEY=VALUE", help=search_help)
+    bench_search.add_argument("--grid-taus", nargs="+", help="taus of the exhaustive grid (default: tau_grid)")
     bench_search.add_argument("--cost-only", action="store_true", help="skip the exhaustive grid of full rounds")
     bench_search.add_argument("--work-dir", default="runs/bench_search")
     bench_search.add_argument("--out", help="write search.json and search.md here (e.g. bench/results)")
@@ -554,7 +597,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return args.func(args)
-    except (ValueError, KeyError, FileNotFoundError, ImportError) as err:
+    except (ValueError, KeyError, FileNotFoundError, FileExistsError, ImportError) as err:
         # Bad input: one clear line, no traceback (run with -v for the log).
         print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
         return 2

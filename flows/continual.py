@@ -142,12 +142,12 @@ class _Job:
             outcome = choose_temperature(Path(champion.path), self.data, self.retain, self.config, self.round_dir)
             self._log_search(run, outcome)
             if outcome.status != "chosen":
-                return self._no_safe_temperature(outcome, champion)
-            tau = float(outcome.tau)
-            round_config = self.config.round_config()
+                return self._nothing_chosen(outcome, champion)
+            round_config = outcome.round_config(self.config.round_config())
+            tau = round_config.tau
             run.log_params({"tau": tau, "lambda": round_config.forget_weight, "lr": round_config.learning_rate,
                             "seeds": round_config.seed})
-            result = unlearn(Path(champion.path), self.data, self.retain, self.config, tau, self.round_dir / "model",
+            result = unlearn(Path(champion.path), self.data, self.retain, round_config, self.round_dir / "model",
                              run.metric_logger())
             split = steps.split_for_report(self.data, self.retain, self.config)
             earlier, recorded, notes = earlier_requests(self.ledger, self.request_id)
@@ -178,19 +178,22 @@ class _Job:
 
     def _log_search(self, run, outcome) -> None:
         for trial in outcome.trials:
-            with self.tracker.child_run(run, f"tau-{trial.tau}-rung-{trial.rung}") as child:
-                child.log_params({"tau": trial.tau, "steps": trial.epochs})
-                child.log_metrics({"forget_efficacy": trial.forget_efficacy, "retain_utility": trial.retain_utility})
+            name = f"tau-{trial.tau}-lr-{trial.learning_rate:.3g}-lambda-{trial.forget_weight:g}-rung-{trial.rung}"
+            with self.tracker.child_run(run, name) as child:
+                child.log_params({**trial.setting, "epochs": trial.epochs})
+                child.log_metrics({"forget_efficacy": trial.forget_efficacy, "retain_utility": trial.retain_utility,
+                                   "fluent_share": trial.forget.fluent_share, "score": trial.score})
         run.log_file(self.round_dir / "search" / "search.json", "search")
         if outcome.plot:
             run.log_file(outcome.plot, "search")
 
-    def _no_safe_temperature(self, outcome, champion) -> dict[str, Any]:
+    def _nothing_chosen(self, outcome, champion) -> dict[str, Any]:
+        """The search found no setting (``no_effect`` or ``no_safe_setting``): nothing trained, champion kept."""
         self.ledger.transition(self.request_id, "evaluated", actor=self.actor, detail={"search": outcome.status})
         self.ledger.transition(self.request_id, "gate_failed", actor=self.actor,
-                               detail={"reason": "no_safe_temperature", "reasons": outcome.reasons[:5]})
-        self.log.warning("request %s: no safe temperature; champion unchanged", self.request_id)
-        return {"request_id": self.request_id, "status": "gate_failed", "tau": None, "reason": "no_safe_temperature",
+                               detail={"reason": outcome.status, "reasons": outcome.reasons[:5]})
+        self.log.warning("request %s: search outcome %s; champion unchanged", self.request_id, outcome.status)
+        return {"request_id": self.request_id, "status": "gate_failed", "tau": None, "reason": outcome.status,
                 "parent_version": str(champion.version), "failed_checks": ["temperature_search"]}
 
     def _register(self, model_dir, champion, gate, tau, run) -> tuple[str, list[str]]:

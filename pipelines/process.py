@@ -7,7 +7,6 @@ memory, and what they log, tag or report is ids, hashes and numbers.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from asu.config import ASUConfig
 from asu.data import QAItem, load_qa_file
 from asu.evaluation import score_qa
 from asu.metrics.mia import PRIVLEAK_ATTACK, mia_aucs
@@ -115,15 +115,14 @@ def split_for_report(data: RequestData, retain: list[QAItem], settings: Pipeline
 
 def choose_temperature(model_dir: Path, data: RequestData, retain: list[QAItem], settings: PipelineSettings,
                        work_dir: Path):
-    """Run the temperature search (``pipelines.temperature_search``) for this request; returns its outcome."""
+    """Run the settings search (``pipelines.temperature_search``: tau, strength, lambda) for this request."""
     return run_search(model_dir, data.forget, retain, settings.round_config(), settings.search_config(),
                       work_dir / "search", forget_validation=data.validation)
 
 
-def unlearn(model_dir: Path, data: RequestData, retain: list[QAItem], settings: PipelineSettings, tau: float,
-            out_dir: Path, metric_logger=None) -> RoundResult:
-    """The ASU round at ``tau`` from ``model_dir``; resumes from ``out_dir``'s checkpoint after a crash."""
-    config = dataclasses.replace(settings.round_config(), tau=tau)
+def unlearn(model_dir: Path, data: RequestData, retain: list[QAItem], config: ASUConfig, out_dir: Path,
+            metric_logger=None) -> RoundResult:
+    """The round ``config`` (the search's chosen settings) from ``model_dir``; resumes from ``out_dir``'s checkpoint."""
     return run_round(model_dir, data.forget, retain, config, out_dir, metric_logger=metric_logger, progress=False)
 
 
@@ -237,7 +236,7 @@ def search_candidates(outcome) -> list[SearchCandidate]:
     for trial in outcome.trials:
         d = trial.to_dict() if hasattr(trial, "to_dict") else dict(vars(trial))
         metrics = {k: v for k, v in d.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-        rows.append(SearchCandidate(float(d["tau"]), metrics, chosen=outcome.tau == d["tau"]))
+        rows.append(SearchCandidate(float(d["tau"]), metrics, chosen=trial is outcome.chosen_trial))
     return rows
 
 

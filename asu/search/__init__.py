@@ -3,14 +3,16 @@
 - ``tokens``: content vs function tokens of an answer (a documented stop-word rule);
 - ``scores``: validation figures of a model on a QA set, forget efficacy and retain utility;
 - ``scan``: stage 1, the teacher-only scan over a tau grid and its bracket;
-- ``halving``: stage 2, short real rounds with successive halving and hard floors.
+- ``halving``: stage 2 trials (real rounds scored under floors), bisection over tau and successive halving;
+- ``ladder``: stage 2, the default strategy: the round's strength, then every bracketed tau at it.
 
 The pipeline step that wires them (split, floors, outcome, plot) is ``pipelines.temperature_search``.
 """
 
 from asu.search.halving import Floors, TrialResult, rank, run_trial, rung_epochs, successive_halving, winner
+from asu.search.ladder import ladder_search, outcome_status, strongest_safe
 from asu.search.scan import BracketCriteria, ScanRow, bracket, scan_tau, scan_temperatures, spread, token_nlls
-from asu.search.scores import SetFigures, forget_efficacy, retain_utility, score_set
+from asu.search.scores import SetFigures, combined_score, forget_efficacy, retain_utility, score_set
 from asu.search.tokens import FUNCTION_WORDS, function_token_mask, is_function_word
 
 __all__ = [
@@ -21,9 +23,12 @@ __all__ = [
     "SetFigures",
     "TrialResult",
     "bracket",
+    "combined_score",
     "forget_efficacy",
     "function_token_mask",
     "is_function_word",
+    "ladder_search",
+    "outcome_status",
     "rank",
     "retain_utility",
     "rung_epochs",
@@ -32,6 +37,7 @@ __all__ = [
     "scan_temperatures",
     "score_set",
     "spread",
+    "strongest_safe",
     "successive_halving",
     "token_nlls",
     "winner",

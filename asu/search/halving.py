@@ -33,7 +33,7 @@ from pathlib import Path
 from asu.config import ASUConfig
 from asu.data import QAItem
 from asu.modeling import load_model_and_tokenizer
-from asu.search.scores import SetFigures, forget_efficacy, retain_utility, score_sets
+from asu.search.scores import SetFigures, combined_score, forget_efficacy, retain_utility, score_sets
 from asu.trainer import run_round
 
 logger = logging.getLogger(__name__)
@@ -41,18 +41,23 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Floors:
-    """Absolute floors a trial must meet (all on a 0-1 scale).
+    """What a trial must reach (all on a 0-1 scale).
 
-    ``retain_utility``: on the retain validation items; ``fluent_share`` and ``token_entropy``: of the greedy
-    answers to the forget validation questions (an empty or looping answer is not fluent).
+    Safety floors: ``retain_utility`` on the retain validation items; ``fluent_share`` (``asu.fluency``) and
+    ``token_entropy`` of the greedy answers to the forget validation questions. Effect: ``forget_efficacy`` is
+    the least forget efficacy that counts as forgetting (the current model's own plus the configured minimum
+    gain); a trial below it is *ineffective*, which is not a safety failure. ``reference_utility`` is the current
+    model's retain utility, the denominator of the relative utility in the combined score.
     """
 
     retain_utility: float
     fluent_share: float
-    token_entropy: float
+    token_entropy: float = 0.0
+    forget_efficacy: float = 0.0
+    reference_utility: float = 1.0
 
     def failures(self, forget: SetFigures, utility: float) -> list[str]:
-        """The floors that the figures miss, each with the measured value (empty = feasible)."""
+        """The safety floors that the figures miss, each with the measured value (empty = feasible)."""
         out = []
         if utility < self.retain_utility:
             out.append(f"retain utility {utility:.3f} < floor {self.retain_utility:.3f}")
@@ -62,10 +67,19 @@ class Floors:
             out.append(f"token entropy of forget answers {forget.token_entropy:.3f} < floor {self.token_entropy:.3f}")
         return out
 
+    def score(self, efficacy: float, utility: float, forget: SetFigures) -> float:
+        """Combined score: hmean(forget efficacy, utility relative to the current model (capped at 1), fluent share)."""
+        return combined_score(efficacy, utility / self.reference_utility if self.reference_utility > 0 else 1.0,
+                              forget.fluent_share)
+
 
 @dataclass(frozen=True)
 class TrialResult:
-    """One short round at ``tau`` for ``epochs`` epochs (rung ``rung``) and its validation figures."""
+    """One real round at ``tau``, ``learning_rate`` and ``forget_weight`` for ``epochs`` epochs (rung ``rung``).
+
+    ``effective``: forget efficacy reached the floor's minimum (it forgot measurably); ``feasible``: no safety
+    floor broken; ``score``: the combined score (:meth:`Floors.score`) the search ranks by.
+    """
 
     tau: float
     rung: int
@@ -76,16 +90,29 @@ class TrialResult:
     retain_utility: float
     failures: tuple[str, ...]
     seconds: float
+    learning_rate: float
+    forget_weight: float
+    effective: bool
+    score: float
 
     @property
     def feasible(self) -> bool:
         return not self.failures
 
+    @property
+    def setting(self) -> dict[str, float]:
+        """The round settings this trial tried (ASUConfig field names)."""
+        return {"tau": self.tau, "learning_rate": self.learning_rate, "forget_weight": self.forget_weight}
+
+    def label(self) -> str:
+        return f"tau={self.tau:g} lr={self.learning_rate:.3g} lambda={self.forget_weight:g}"
+
     def to_dict(self) -> dict:
         return {
-            "tau": self.tau, "rung": self.rung, "epochs": self.epochs, "forget_efficacy": self.forget_efficacy,
-            "retain_utility": self.retain_utility, "feasible": self.feasible, "failures": list(self.failures),
-            "seconds": self.seconds, **{f"forget_{k}": v for k, v in self.forget.to_dict().items()},
+            **self.setting, "rung": self.rung, "epochs": self.epochs, "forget_efficacy": self.forget_efficacy,
+            "retain_utility": self.retain_utility, "score": self.score, "effective": self.effective,
+            "feasible": self.feasible, "failures": list(self.failures), "seconds": self.seconds,
+            **{f"forget_{k}": v for k, v in self.forget.to_dict().items()},
             **{f"retain_{k}": v for k, v in self.retain.to_dict().items()},
         }
 
@@ -122,7 +149,7 @@ def run_trial(
     ``judge``: the ``asu.fluency.FluencyJudge`` of the model the trial starts from (fluency of its answers).
     """
     started = time.perf_counter()
-    out = Path(work_dir) / f"trial-r{rung}-tau{tau:g}"
+    out = Path(work_dir) / f"trial-r{rung}-tau{tau:g}-lr{config.learning_rate:.3g}-w{config.forget_weight:g}"
     shutil.rmtree(out, ignore_errors=True)  # a trial never resumes an old folder's checkpoint
     # A trial is short and thrown away: crash-resume checkpoints would only cost writes.
     trial_config = replace(config, tau=tau, epochs=epochs, checkpoint_every="never")
@@ -135,15 +162,20 @@ def run_trial(
         shutil.rmtree(out, ignore_errors=True)
     fe, ru = forget_efficacy(forget_figures), retain_utility(retain_figures)
     result = TrialResult(tau, rung, epochs, forget_figures, retain_figures, fe, ru,
-                         tuple(floors.failures(forget_figures, ru)), time.perf_counter() - started)
-    logger.info("trial tau=%g rung=%d epochs=%d: FE %.3f RU %.3f fluent %.2f entropy %.3f %s", tau, rung, epochs,
-                fe, ru, forget_figures.fluent_share, forget_figures.token_entropy, list(result.failures) or "ok")
+                         tuple(floors.failures(forget_figures, ru)), time.perf_counter() - started,
+                         config.learning_rate, config.forget_weight, fe >= floors.forget_efficacy,
+                         floors.score(fe, ru, forget_figures))
+    logger.info("trial %s epochs=%d: FE %.3f RU %.3f fluent %.2f score %.3f %s%s", result.label(), epochs, fe, ru,
+                forget_figures.fluent_share, result.score, list(result.failures) or "safe",
+                "" if result.effective else ", ineffective")
     return result
 
 
 def rank(results: Sequence[TrialResult]) -> list[TrialResult]:
-    """Feasible results, best first: highest forget efficacy, ties to the lower (gentler) tau."""
-    return sorted((r for r in results if r.feasible), key=lambda r: (-r.forget_efficacy, r.tau))
+    """Feasible and effective results, best first: highest combined score, then forget efficacy, then the gentler
+    setting (lower tau, then lower learning rate)."""
+    return sorted((r for r in results if r.feasible and r.effective),
+                  key=lambda r: (-r.score, -r.forget_efficacy, r.tau, r.learning_rate))
 
 
 def successive_halving(

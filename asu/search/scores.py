@@ -56,6 +56,15 @@ def retain_utility(figures: SetFigures) -> float:
     return harmonic_mean([figures.rouge_l_recall, figures.probability])
 
 
+def combined_score(efficacy: float, relative_utility: float, fluent_share: float) -> float:
+    """hmean(forget efficacy, relative utility capped at 1, fluent share): one 0-1 figure to rank settings by.
+
+    The harmonic mean is 0 when any part is 0, so no setting buys forgetting with broken language or lost
+    utility. The benchmarks (``bench/realmodel.py``) select every method's settings with the same figure.
+    """
+    return harmonic_mean([max(0.0, efficacy), min(1.0, max(0.0, relative_utility)), max(0.0, fluent_share)])
+
+
 def answer_entropies(tokenizer, answers: Sequence[str]) -> list[float]:
     """Normalised unigram token entropy of each decoded answer, re-tokenised without special tokens."""
     return [token_entropy(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers]
@@ -159,6 +168,7 @@ __all__ = [
     "SetFigures",
     "ItemFigures",
     "answer_entropies",
+    "combined_score",
     "forget_efficacy",
     "generation_figures",
     "generation_item_figures",

@@ -14,7 +14,8 @@ from typing import Any, Literal
 from asu.search.scan import BracketCriteria
 
 FloorMode = Literal["relative", "absolute"]
-Stage2 = Literal["bisection", "successive_halving"]
+Stage2 = Literal["ladder", "bisection", "successive_halving"]
+RecipeWeight = Literal["recipe"]
 
 
 def _help(text: str) -> dict[str, str]:
@@ -31,18 +32,34 @@ class SearchConfig:
     """
 
     tau_grid: tuple[float, ...] = field(
-        default=(1.5, 2.0, 2.3, 2.6, 3.0, 4.0),
+        default=(1.25, 1.5, 2.0, 2.5, 3.0, 4.0),
         metadata=_help("taus scanned in stage 1: strictly increasing, each >= 1 (tau = 1 is always scanned too)"),
     )
     stage2: Stage2 = field(
-        default="bisection",
+        default="ladder",
         metadata=_help(
-            "bisection: full-length trials on the validation items, halving the candidates around the floor "
-            "boundary; successive_halving: short rungs of trial_epochs, x eta per rung, last rung full length"
+            "ladder: the round's strength (lr_multipliers) bisected at the lowest bracketed tau, then every "
+            "candidate tau at that strength (asu.search.ladder); bisection: tau only, at the recipe's strength, "
+            "halving the candidates around the floor boundary; successive_halving: tau only, short rungs of "
+            "trial_epochs, x eta per rung, last rung full length"
         ),
     )
     stage2_candidates: int = field(
-        default=5, metadata=_help("at most this many in-bracket taus (spread over the bracket) enter stage 2")
+        default=3, metadata=_help("at most this many in-bracket taus (spread over the bracket) enter stage 2")
+    )
+    lr_multipliers: tuple[float, ...] = field(
+        default=(1.0, 3.0, 10.0, 30.0),
+        metadata=_help("ladder: strength levels, multiples of the recipe's learning rate; strictly increasing, > 0"),
+    )
+    forget_weights: tuple[float, ...] | RecipeWeight = field(
+        default="recipe",
+        metadata=_help("ladder: 'recipe' keeps the recipe's lambda; a list of lambdas (>= 0) tries each at the "
+                       "best tau and learning rate (the first one is used while searching those)"),
+    )
+    min_forget_gain: float = field(
+        default=0.1,
+        metadata=_help("a setting must raise forget efficacy on the validation items by at least this much over "
+                       "the current model, or it counts as no effect"),
     )
     trial_epochs: int = field(
         default=3, metadata=_help("successive_halving: epochs of the first rung (the last rung uses the round's)")
@@ -52,9 +69,13 @@ class SearchConfig:
         default="relative", metadata=_help("relative: floors are fractions of the current model's figures")
     )
     utility_floor: float = field(default=0.9, metadata=_help("minimum retain utility (hmean of ROUGE-L and prob)"))
-    entropy_floor: float = field(default=0.9, metadata=_help("minimum token entropy of the forget answers"))
+    entropy_floor: float = field(
+        default=0.0,
+        metadata=_help("minimum token entropy of the forget answers; 0 = none (the fluency measure catches loops and "
+                       "empty answers; an entropy floor moved by thousandths decided outcomes by noise)"),
+    )
     fluent_share_floor: float = field(
-        default=0.9, metadata=_help("minimum share of fluent (non-empty, loop-free) forget answers; always absolute")
+        default=0.9, metadata=_help("minimum share of forget answers asu.fluency judges fluent; always absolute")
     )
     min_content_nll_rise: float = field(
         default=0.1, metadata=_help("stage 1: the teacher must raise content-token NLL by this many nats")
@@ -87,8 +108,9 @@ class SearchConfig:
         for name in ("stage2_candidates", "trial_epochs", "retain_validation_size", "max_new_tokens"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
-        if self.stage2 not in ("bisection", "successive_halving"):
-            raise ValueError(f"stage2={self.stage2!r} is unknown; use 'bisection' or 'successive_halving'")
+        if self.stage2 not in ("ladder", "bisection", "successive_halving"):
+            raise ValueError(f"stage2={self.stage2!r} is unknown; use 'ladder', 'bisection' or 'successive_halving'")
+        self._check_strength()
         if self.floor_mode not in ("relative", "absolute"):
             raise ValueError(f"floor_mode={self.floor_mode!r} is unknown; use 'relative' or 'absolute'")
         if self.eta < 2:
@@ -123,6 +145,31 @@ class SearchConfig:
                 f"use {sorted(set(grid))}"
             )
 
+    def _check_strength(self) -> None:
+        rates = tuple(float(m) for m in self.lr_multipliers)
+        object.__setattr__(self, "lr_multipliers", rates)
+        if not rates or any(not (math.isfinite(m) and m > 0) for m in rates) or any(
+                b <= a for a, b in zip(rates, rates[1:], strict=False)):
+            raise ValueError(f"lr_multipliers={list(rates)} must be a non-empty, strictly increasing list of "
+                             "finite numbers > 0, e.g. [1, 3, 10]")
+        weights = self.forget_weights
+        if isinstance(weights, str):
+            if weights != "recipe":
+                raise ValueError(f"forget_weights={weights!r}: use 'recipe' or a list of lambdas, e.g. [1.0, 0.3]")
+        else:
+            weights = tuple(float(w) for w in weights)
+            object.__setattr__(self, "forget_weights", weights)
+            if not weights or any(not (math.isfinite(w) and w >= 0) for w in weights) or len(set(weights)) < len(
+                    weights):
+                raise ValueError(f"forget_weights={list(weights)} must list distinct finite lambdas >= 0; use "
+                                 "'recipe' to keep the recipe's")
+        if not (math.isfinite(self.min_forget_gain) and 0 <= self.min_forget_gain < 1):
+            raise ValueError(f"min_forget_gain={self.min_forget_gain} must be in [0, 1): forget efficacy is 0-1")
+
+    def weights(self, recipe_weight: float) -> tuple[float, ...]:
+        """The lambdas the ladder tries, the first one while it searches tau and strength."""
+        return (recipe_weight,) if self.forget_weights == "recipe" else tuple(self.forget_weights)
+
     def _check_floors(self) -> None:
         for name in ("utility_floor", "entropy_floor", "fluent_share_floor"):
             value = getattr(self, name)
@@ -143,6 +190,9 @@ class SearchConfig:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["tau_grid"] = list(self.tau_grid)
+        out["lr_multipliers"] = list(self.lr_multipliers)
+        if not isinstance(self.forget_weights, str):
+            out["forget_weights"] = list(self.forget_weights)
         return out
 
     @classmethod

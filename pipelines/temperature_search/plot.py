@@ -8,7 +8,7 @@ from pipelines.temperature_search.outcome import SearchOutcome
 
 
 def plot_search(outcome: SearchOutcome, path: Path) -> Path:
-    """Write a two-panel PNG to ``path``: left the teacher scan (NLLs), right the trials (FE, RU, fluency)."""
+    """Two-panel PNG at ``path``: left the teacher scan (NLLs), right the trials (FE, RU, fluency) per strength."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display: files only
@@ -31,30 +31,28 @@ def plot_search(outcome: SearchOutcome, path: Path) -> Path:
     handles = left.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
     left.legend(handles=handles, fontsize=7, loc="upper left")
 
-    last = max((t.rung for t in outcome.trials), default=-1)
-    for rung in range(last + 1):
-        trials = sorted((t for t in outcome.trials if t.rung == rung), key=lambda t: t.tau)
-        x = [t.tau for t in trials]
-        alpha = 0.4 + 0.6 * (rung + 1) / (last + 1)
-        epochs = trials[0].epochs if trials else 0
-        right.plot(x, [t.forget_efficacy for t in trials], "o-", color="tab:red", alpha=alpha,
-                   label=f"forget efficacy ({epochs} ep)")
-        right.plot(x, [t.retain_utility for t in trials], "s-", color="tab:blue", alpha=alpha,
-                   label=f"retain utility ({epochs} ep)")
-        right.plot(x, [t.forget.token_entropy for t in trials], "^:", color="tab:gray", alpha=alpha,
-                   label=f"forget token entropy ({epochs} ep)")
+    groups = sorted({(t.rung, t.learning_rate, t.forget_weight, t.epochs) for t in outcome.trials})
+    for i, (rung, lr, weight, epochs) in enumerate(groups):
+        trials = sorted((t for t in outcome.trials if (t.rung, t.learning_rate, t.forget_weight) == (rung, lr, weight)),
+                        key=lambda t: t.tau)
+        x, alpha = [t.tau for t in trials], 0.4 + 0.6 * (i + 1) / len(groups)
+        tag = f"lr {lr:.2g}, lambda {weight:g}, {epochs} ep"
+        right.plot(x, [t.forget_efficacy for t in trials], "o-", color="tab:red", alpha=alpha, label=f"FE ({tag})")
+        right.plot(x, [t.retain_utility for t in trials], "s-", color="tab:blue", alpha=alpha, label=f"RU ({tag})")
+        right.plot(x, [t.forget.fluent_share for t in trials], "^:", color="tab:green", alpha=alpha,
+                   label=f"fluent share ({tag})")
         broken = [t for t in trials if not t.feasible]
         right.plot([t.tau for t in broken], [t.forget_efficacy for t in broken], "x", color="k", ms=10,
-                   label="breaks a floor" if rung == last else None)
+                   label="breaks a floor" if i == len(groups) - 1 else None)
+    right.axhline(outcome.floors.get("forget_efficacy", 0), color="tab:red", ls="--", lw=0.8, label="effect floor")
     right.axhline(outcome.floors.get("retain_utility", 0), color="tab:blue", ls="--", lw=0.8, label="utility floor")
-    right.axhline(outcome.floors.get("token_entropy", 0), color="tab:gray", ls="--", lw=0.8, label="entropy floor")
     if outcome.tau is not None:
         right.axvline(outcome.tau, color="k", lw=1, label=f"chosen tau {outcome.tau:g}")
     right.set_xlabel("tau")
     right.set_xlim(left.get_xlim())
     right.set_ylim(0, 1.05)
     right.set_title("stage 2: trials on the validation items"
-                    + ("" if outcome.tau is not None else " (no_safe_temperature)"))
+                    + ("" if outcome.tau is not None else f" ({outcome.status})"))
     right.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Pipeline step: choose the attention temperature of an ASU round on a validation split (issue 5).
+"""Pipeline step: choose the settings of an ASU round (tau, strength, lambda) on a validation split.
 
 Order of work (every bad input fails before the first model pass, except floors that need the model's
 own figures, which fail right after measuring it and before the scan):
@@ -6,8 +6,10 @@ own figures, which fail right after measuring it and before the scan):
 1. check the configs, split off the validation items (``split.py``), load the model;
 2. measure the current model on the validation items (tau = 1) and turn the floors into absolute values;
 3. stage 1: teacher-only scan over the tau grid (``asu.search.scan``), bracket, pick the candidates;
-4. stage 2: successive halving over short real rounds (``asu.search.halving``), floors as hard constraints;
-5. outcome: the chosen tau, or ``no_safe_temperature`` with reasons; evidence JSON and PNG in ``work_dir``.
+4. stage 2: real rounds on the validation items, by default the strength ladder (``asu.search.ladder``), with
+   safety floors as hard constraints and a minimum forget-efficacy gain as the test of effect;
+5. outcome: ``chosen`` (tau, learning rate, lambda), or ``no_effect`` / ``no_safe_setting`` with reasons;
+   evidence JSON and PNG in ``work_dir``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,17 @@ from asu.data import QAItem, load_qa_file
 from asu.fluency import FluencyJudge
 from asu.modeling import load_model_and_tokenizer
 from asu.recipes import get_recipe
-from asu.search.halving import Floors, TrialResult, bisect_boundary, rung_epochs, successive_halving, winner
+from asu.search.halving import (
+    Floors,
+    TrialResult,
+    bisect_boundary,
+    rank,
+    run_trial,
+    rung_epochs,
+    successive_halving,
+    winner,
+)
+from asu.search.ladder import ladder_search, outcome_status
 from asu.search.scan import ScanRow, bracket, scan_tau, spread
 from asu.search.scores import SetFigures, forget_efficacy, retain_utility, score_set
 from pipelines.temperature_search.config import SearchConfig
@@ -66,7 +78,10 @@ def generation_cap(tokenizer, split: ValidationSplit, config: SearchConfig) -> i
 
 
 def absolute_floors(config: SearchConfig, base_forget: SetFigures, base_utility: float, retain_items: int) -> Floors:
-    """The floors as 0-1 values; raises ``ValueError`` for a floor above what the current model achieves."""
+    """The floors as 0-1 values; raises ``ValueError`` for a floor above what the current model achieves.
+
+    The effect floor is the current model's own forget efficacy plus ``config.min_forget_gain``.
+    """
     if config.floor_mode == "relative":
         utility, entropy = config.utility_floor * base_utility, config.entropy_floor * base_forget.token_entropy
     else:
@@ -82,19 +97,27 @@ def absolute_floors(config: SearchConfig, base_forget: SetFigures, base_utility:
             f"fluent_share_floor={config.fluent_share_floor} is above the current model's own fluent share "
             f"{base_forget.fluent_share:.2f} on the forget validation answers; lower fluent_share_floor"
         )
-    return Floors(retain_utility=utility, fluent_share=config.fluent_share_floor, token_entropy=entropy)
+    return Floors(retain_utility=utility, fluent_share=config.fluent_share_floor, token_entropy=entropy,
+                  forget_efficacy=forget_efficacy(base_forget) + config.min_forget_gain, reference_utility=base_utility)
 
 
-def _choice_reasons(trials, chosen, candidates: list[float], verdicts: dict[float, str | None]) -> list[str]:
+def _choice_reasons(trials: Sequence[TrialResult], candidates: list[float], verdicts: dict[float, str | None],
+                    floors: Floors) -> list[str]:
+    ranked = rank(trials)
     reasons = []
-    if chosen is not None:
+    if ranked:
+        best = ranked[0]
         reasons.append(
-            f"tau={chosen.tau:g}: highest forget efficacy {chosen.forget_efficacy:.3f} at {chosen.epochs} epochs "
-            f"among the trials meeting every floor (retain utility {chosen.retain_utility:.3f})"
+            f"{best.label()}: highest combined score {best.score:.3f} among the trials that meet every floor and "
+            f"forget measurably (forget efficacy {best.forget_efficacy:.3f} >= {floors.forget_efficacy:.3f}, "
+            f"retain utility {best.retain_utility:.3f}, fluent share {best.forget.fluent_share:.2f})"
         )
     for t in trials:
         if t.failures:
-            reasons.append(f"tau={t.tau:g} ({t.epochs} epochs): " + "; ".join(t.failures))
+            reasons.append(f"{t.label()} ({t.epochs} epochs): " + "; ".join(t.failures))
+        elif not t.effective:
+            reasons.append(f"{t.label()} ({t.epochs} epochs): no effect, forget efficacy {t.forget_efficacy:.3f} "
+                           f"< {floors.forget_efficacy:.3f} (the current model's plus the minimum gain)")
     untried = [tau for tau in candidates if tau not in {t.tau for t in trials}]
     if untried:
         reasons.append(
@@ -146,17 +169,25 @@ def _stage1(model_dir, split: ValidationSplit, round_config: ASUConfig, config: 
 
 def _stage2(model_dir, split: ValidationSplit, round_config: ASUConfig, config: SearchConfig, stage1: _Stage1,
             work_dir: Path) -> tuple[list[TrialResult], list[int]]:
-    """The trials (bisection or successive halving) and the epochs of each rung."""
+    """The trials (ladder, bisection or successive halving) and the epochs of each rung."""
     halving = config.stage2 == "successive_halving"
     epochs = rung_epochs(config.trial_epochs, round_config.epochs, config.eta) if halving else [round_config.epochs]
     if not stage1.candidates:
         return [], epochs
-    args = (model_dir, stage1.candidates, split.forget_val, split.retain_rest, split.retain_val, round_config,
-            stage1.floors, work_dir / "trials")
+    data = (split.forget_val, split.retain_rest, split.retain_val)
+    score_kw = {"max_new_tokens": stage1.cap, "judge": stage1.judge}
+    if config.stage2 == "ladder":
+        def trial(tau: float, learning_rate: float, forget_weight: float) -> TrialResult:
+            trial_config = replace(round_config, learning_rate=learning_rate, forget_weight=forget_weight)
+            return run_trial(model_dir, tau, round_config.epochs, 0, *data, trial_config, stage1.floors,
+                             work_dir / "trials", **score_kw)
+
+        rates = [m * round_config.learning_rate for m in config.lr_multipliers]
+        return ladder_search(trial, stage1.candidates, rates, config.weights(round_config.forget_weight)), epochs
+    args = (model_dir, stage1.candidates, *data, round_config, stage1.floors, work_dir / "trials")
     if halving:
-        return successive_halving(*args, epochs=epochs, eta=config.eta, max_new_tokens=stage1.cap,
-                                  judge=stage1.judge), epochs
-    return bisect_boundary(*args, epochs=round_config.epochs, max_new_tokens=stage1.cap, judge=stage1.judge), epochs
+        return successive_halving(*args, epochs=epochs, eta=config.eta, **score_kw), epochs
+    return bisect_boundary(*args, epochs=round_config.epochs, **score_kw), epochs
 
 
 def run_search(
@@ -181,16 +212,22 @@ def run_search(
     stage1 = _stage1(model_dir, split, round_config, config)
     stage1_seconds = time.perf_counter() - started
     trials, epochs = _stage2(model_dir, split, round_config, config, stage1, work_dir)
+    last = [t for t in trials if t.rung == len(epochs) - 1]
     best = winner(trials, len(epochs) - 1)
-    reasons = _choice_reasons(trials, best, stage1.candidates, stage1.verdicts)
+    status = outcome_status(last, stage1.verdicts)
+    reasons = _choice_reasons(trials, stage1.candidates, stage1.verdicts, stage1.floors)
     if not stage1.candidates:
         reasons.insert(0, "no tau of the grid passed stage 1 (facts move while the teacher stays coherent)")
-    elif best is None:
-        reasons.insert(0, "no candidate met every floor at full length; unlearning at these taus would break "
-                          "retain utility or fluency")
+    elif status == "no_effect":
+        reasons.insert(0, f"no setting raised forget efficacy by the minimum gain {config.min_forget_gain} over the "
+                          "current model; raise lr_multipliers, the recipe's epochs or min_forget_gain's tolerance")
+    elif status == "no_safe_setting":
+        reasons.insert(0, "every setting that forgot measurably broke a floor (retain utility or fluency); "
+                          "unlearning this request at these settings would damage the model")
     base = stage1.base.forget
     outcome = SearchOutcome(
-        status="chosen" if best else "no_safe_temperature", tau=best.tau if best else None, reasons=reasons,
+        status=status, tau=best.tau if best else None, reasons=reasons,
+        setting=best.setting if best else None,
         base={"forget_efficacy": forget_efficacy(base), "retain_utility": retain_utility(stage1.base_retain),
               **{f"forget_{k}": v for k, v in base.to_dict().items()},
               **{f"retain_{k}": v for k, v in stage1.base_retain.to_dict().items()}},
@@ -204,7 +241,7 @@ def run_search(
         outcome.plot = plot_search(outcome, work_dir / "search.png")
     outcome.seconds["total"] = time.perf_counter() - started
     outcome.write_json(work_dir / "search.json")
-    logger.info("temperature search: %s tau=%s in %.1f s", outcome.status, outcome.tau, outcome.seconds["total"])
+    logger.info("search: %s %s in %.1f s", outcome.status, outcome.setting or "", outcome.seconds["total"])
     return outcome
 
 

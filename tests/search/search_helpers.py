@@ -7,7 +7,7 @@ from pipelines.temperature_search import SearchConfig
 
 #: A round on the tiny model that moves facts in a couple of epochs.
 TINY_ROUND = ASUConfig(tau=3.0, learning_rate=1e-3, epochs=2, batch_size=4, grad_accum_steps=1, max_length=256)
-#: Two taus, one short rung then the full-length rung, small validation sets (tiny forget set: 20 items).
+#: Two taus, three strength levels around the round's lr, small validation sets (tiny forget set: 20 items).
 TINY_SEARCH = SearchConfig(
     tau_grid=(2.0, 4.0),
     stage2_candidates=2,
@@ -15,4 +15,5 @@ TINY_SEARCH = SearchConfig(
     retain_validation_size=8,
     min_validation_items=4,
     min_content_nll_rise=0.02,
+    lr_multipliers=(0.3, 1.0, 3.0),
 )

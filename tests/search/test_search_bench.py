@@ -1,34 +1,41 @@
-"""`bench.search.oracle_agreement`: the pass rate of an oracle that picks tau on a few test items."""
+"""`bench.search`: the grid of the search's own space and the quality verdict, on hand-made rows."""
 
 from __future__ import annotations
 
-from asu.search.scores import ItemFigures
-from bench.search import oracle_agreement
+import pytest
+
+from asu.config import ASUConfig
+from bench.search import compare, grid_settings, parse_subset
 from pipelines.temperature_search import SearchConfig
 
 
-def figures(rouge: list[float], entropy: list[float]) -> ItemFigures:
-    n = len(rouge)
-    return ItemFigures(rouge_l_recall=rouge, nll=[1.0] * n, token_entropy=entropy, repetition=[0.0] * n,
-                       fluent=[True] * n)
+def row(tau, score):
+    return {"setting": {"tau": tau, "learning_rate": 1e-4, "forget_weight": 1.0}, "score": score}
 
 
-BASE = figures([1.0] * 10, [1.0] * 10)
+def test_grid_is_every_tau_times_every_learning_rate():
+    config = ASUConfig(learning_rate=2e-5, forget_weight=1.0)
+    grid = grid_settings(config, SearchConfig(tau_grid=(1.5, 2.0), lr_multipliers=(1.0, 10.0)), None)
+    assert grid == [{"tau": t, "learning_rate": lr, "forget_weight": 1.0} for t in (1.5, 2.0) for lr in (2e-5, 2e-4)]
+    weights = SearchConfig(tau_grid=(1.5,), lr_multipliers=(1.0,), forget_weights=(1.0, 0.3))
+    assert [g["forget_weight"] for g in grid_settings(config, weights, None)] == [1.0, 0.3]
+    assert [g["tau"] for g in grid_settings(config, SearchConfig(lr_multipliers=(1.0,)), [3.0])] == [3.0]
 
 
-def test_oracle_always_passes_when_every_item_tells_the_same_story():
-    grid = {2.0: (figures([0.5] * 10, [0.95] * 10), 1.0),  # admissible everywhere
-            3.0: (figures([0.1] * 10, [0.5] * 10), 1.0)}  # breaks the entropy floor on every item
-    result = oracle_agreement(BASE, 1.0, grid, SearchConfig(), validation_items=3, splits=50)
-    assert result == {"validation_items": 3, "splits": 50, "pass_rate": 1.0}
+def test_quality_needs_90_percent_of_the_best_and_at_least_the_paper():
+    grid = [row(1.5, 0.60), row(2.0, 0.50)]
+    verdict = compare(row(1.5, 0.55), grid, row(2.3, 0.3))
+    assert verdict["within_90pct"] and verdict["at_least_paper"]
+    assert verdict["ratio_to_best"] == pytest.approx(0.55 / 0.6)
+    assert verdict["best_setting"]["tau"] == 1.5
+    assert not compare(row(2.0, 0.53), grid, row(2.3, 0.3))["within_90pct"]  # 0.53 < 0.9 x 0.60
+    assert not compare(row(2.0, 0.55), grid, row(2.3, 0.56))["at_least_paper"]
 
 
-def test_oracle_misses_when_the_floor_verdict_depends_on_the_items_drawn():
-    # tau 3 forgets far more; its entropy is 1.0 on half the items and 0.8 on the other half, so its mean sits
-    # exactly at the floor (0.9 x the base's 1.0). Drawing 3 of 10 items without replacement: with >= 2 good ones
-    # the draw admits tau 3, and the 7 left hold <= 3 good ones (mean <= 0.886: tau 3 broken there); with <= 1
-    # good one the draw rejects tau 3, and the 7 left hold >= 4 (mean >= 0.914: tau 3 best there). Every split
-    # misses, by hand.
-    entropy = [1.0, 0.8] * 5
-    grid = {2.0: (figures([0.5] * 10, [0.95] * 10), 1.0), 3.0: (figures([0.1] * 10, entropy), 1.0)}
-    assert oracle_agreement(BASE, 1.0, grid, SearchConfig(), validation_items=3, splits=50)["pass_rate"] == 0.0
+def test_bad_subset_names_are_clear():
+    with pytest.raises(ValueError, match="unknown kind 'muse'"):
+        parse_subset("muse:1", "default")
+    with pytest.raises(ValueError, match="use authors"):
+        parse_subset("tofu:one", "default")
+    with pytest.raises(ValueError, match="not memorised"):
+        parse_subset("99", "tiny")

@@ -15,20 +15,11 @@ def overrides(config, flag: str, keys: list[str]) -> list[str]:
     return [arg for key in keys for arg in (flag, f"{key}={json.dumps(values[key])}")]
 
 
-ROUND_ARGS = overrides(TINY_ROUND, "--set", ["tau", "learning_rate", "epochs", "batch_size", "grad_accum_steps",
-                                             "max_length", "seed"])
+ROUND_ARGS = ["--recipe", "embedded", *overrides(TINY_ROUND, "--set", ["tau", "learning_rate", "epochs", "batch_size",
+                                                                       "grad_accum_steps", "max_length", "seed"])]
 SEARCH_ARGS = overrides(TINY_SEARCH, "--search", ["tau_grid", "stage2_candidates", "trial_epochs",
                                                   "retain_validation_size", "min_validation_items",
-                                                  "min_content_nll_rise"])
-
-
-@pytest.fixture
-def files(tiny_sets, tmp_path):
-    paths = []
-    for name, items in zip(("forget", "retain"), tiny_sets, strict=True):
-        paths.append(tmp_path / f"{name}.jsonl")
-        paths[-1].write_text("\n".join(json.dumps(it) for it in items))
-    return paths
+                                                  "min_content_nll_rise", "lr_multipliers"])
 
 
 def test_search_json_matches_the_library_run(tiny_search, tiny_model_dir, files, tmp_path, capsys):
@@ -44,12 +35,12 @@ def test_search_json_matches_the_library_run(tiny_search, tiny_model_dir, files,
     assert outcome["split"] == library.split and (tmp_path / "run" / "search.png").is_file()
 
 
-def test_search_no_safe_temperature_exits_3_with_reasons(tiny_model_dir, files, tmp_path, capsys):
+def test_search_no_effect_exits_3_with_reasons(tiny_model_dir, files, tmp_path, capsys):
     args = ["search", "--model", str(tiny_model_dir), "--forget", str(files[0]), "--retain", str(files[1]),
             "--work-dir", str(tmp_path), *ROUND_ARGS, *SEARCH_ARGS, "--search", "min_content_nll_rise=50"]
     assert main(args) == 3
     out = capsys.readouterr().out
-    assert "no_safe_temperature" in out and "too weak" in out and "content function" in out
+    assert "no_effect" in out and "too weak" in out and "content function" in out
 
 
 @pytest.mark.parametrize(
@@ -60,6 +51,9 @@ def test_search_no_safe_temperature_exits_3_with_reasons(tiny_model_dir, files, 
         (["--search", "utility_floor=1.5"], "can never be met"),
         (["--search", "min_validation_items=6"], "fewer than the minimum min_validation_items=6"),
         (["--search", "temperature=2"], "unknown SearchConfig field"),
+        (["--search", "lr_multipliers=[3,1]"], "strictly increasing list"),
+        (["--search", "forget_weights=[]"], "distinct finite lambdas"),
+        (["--search", "min_forget_gain=1.5"], "min_forget_gain=1.5 must be in [0, 1)"),
         (["--set", "method=gd"], "has no smoothed teacher"),
     ],
 )
@@ -89,13 +83,15 @@ def test_subjects_in_the_forget_file_stratify_the_split(tiny_model_dir, tiny_set
 @pytest.mark.slow
 def test_bench_search_cost_only_on_tiny(tiny_model_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("ASU_CACHE_DIR", str(tiny_model_dir.parent.parent))
+    search = [a for a in SEARCH_ARGS]
     args = ["bench", "search", "--model", "tiny", "--subsets", "0", "--cost-only", "--json",
-            "--work-dir", str(tmp_path / "work"), "--out", str(tmp_path / "out"), *ROUND_ARGS, *SEARCH_ARGS]
+            "--work-dir", str(tmp_path / "work"), "--out", str(tmp_path / "out"),
+            *[a for a in ROUND_ARGS if a not in ("--recipe", "embedded")], *search]
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out)
-    row = result["subsets"][0]
-    assert row["authors"] == [0] and row["search_seconds"] > 0
-    if row["chosen_tau"] is not None:
-        assert row["cost_ratio"] > 0 and [r["tau"] for r in row["rounds"]] == [row["chosen_tau"]]
+    row = result["rows"][0]
+    assert row["subset"] == "0" and row["search_seconds"] > 0
+    if row["setting"] is not None:
+        assert row["cost_ratio"] > 0 and row["chosen"]["setting"] == row["setting"] and "grid" not in row
     assert (tmp_path / "out" / "search.json").is_file()
-    assert "| forget authors |" in (tmp_path / "out" / "search.md").read_text()
+    assert "| subset |" in (tmp_path / "out" / "search.md").read_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,10 @@ def figures(entropy=0.9, fluent=1.0):
                       repetition=0.0, fluent_share=fluent)
 
 
-def result(tau, rung, fe, failures=()):
-    return TrialResult(tau, rung, 1, figures(), figures(), fe, 0.95, tuple(failures), 0.0)
+def result(tau, rung, fe, failures=(), epochs=1):
+    """A trial whose combined score follows its forget efficacy (utility and fluency held fixed)."""
+    return TrialResult(tau, rung, epochs, figures(), figures(), fe, 0.95, tuple(failures), 0.0, 1e-4, 1.0, True,
+                       FLOORS.score(fe, 0.95, figures()))
 
 
 def test_rung_epochs():
@@ -34,6 +37,19 @@ def test_floors_name_what_fails():
     assert FLOORS.failures(figures(), 0.95) == []
     failures = FLOORS.failures(figures(entropy=0.5, fluent=0.8), 0.5)
     assert len(failures) == 3 and "retain utility 0.500 < floor 0.900" in failures[0]
+
+
+def test_score_is_the_harmonic_mean_of_efficacy_relative_utility_and_fluency():
+    floors = Floors(retain_utility=0.5, fluent_share=0.9, reference_utility=0.8)
+    # hmean(0.6, 0.4 / 0.8, 1.0) = 3 / (1/0.6 + 1/0.5 + 1) = 0.6923; utility above the reference is capped at 1.
+    assert floors.score(0.6, 0.4, figures()) == pytest.approx(3 / (1 / 0.6 + 2 + 1))
+    assert floors.score(0.6, 0.9, figures()) == pytest.approx(3 / (1 / 0.6 + 1 + 1))
+    assert floors.score(0.6, 0.9, figures(fluent=0.0)) == 0.0
+
+
+def test_rank_skips_ineffective_trials():
+    effective, ineffective = result(2.0, 0, 0.6), replace(result(3.0, 0, 0.9), effective=False)
+    assert rank([effective, ineffective]) == [effective]
 
 
 def test_rank_prefers_efficacy_then_gentler_tau():
@@ -50,7 +66,7 @@ def fake_trials(monkeypatch, table):
     def fake(model_dir, tau, epochs, rung, *args, **kwargs):
         calls.append((tau, rung, epochs))
         fe, failures = table[(tau, rung)]
-        return TrialResult(tau, rung, epochs, figures(), figures(), fe, 0.95, tuple(failures), 0.0)
+        return result(tau, rung, fe, failures, epochs)
 
     monkeypatch.setattr(halving, "run_trial", fake)
     return calls

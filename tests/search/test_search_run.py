@@ -1,4 +1,4 @@
-"""A complete search on the tiny model: outcome, evidence, plot, JSON, and the no_safe_temperature outcome."""
+"""A complete search on the tiny model: outcome, evidence, plot, JSON, and the no_effect / no_safe_setting outcomes."""
 
 from __future__ import annotations
 
@@ -15,22 +15,28 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def test_outcome_has_every_figure(tiny_search, tiny_sets):
     outcome, work = tiny_search
-    assert outcome.status in ("chosen", "no_safe_temperature")
-    assert (outcome.tau is None) == (outcome.status == "no_safe_temperature") and outcome.reasons
+    assert outcome.status in ("chosen", "no_effect", "no_safe_setting")
+    assert (outcome.tau is None) == (outcome.status != "chosen") == (outcome.setting is None) and outcome.reasons
     evidence = outcome.evidence()
     assert [row["tau"] for row in evidence] == [1.0, 2.0, 4.0]
     for row in evidence:
         assert {"content_nll", "function_nll", "teacher_forget_token_entropy", "teacher_forget_repetition",
                 "retain_nll", "in_bracket", "candidate"} <= set(row)
     assert outcome.candidates and set(outcome.candidates) <= {2.0, 4.0}
-    assert outcome.trials and all(t.epochs == TINY_ROUND.epochs for t in outcome.trials)  # bisection: full length
+    assert outcome.trials and all(t.epochs == TINY_ROUND.epochs for t in outcome.trials)  # ladder: full length
+    rates = {t.learning_rate for t in outcome.trials}
+    assert rates <= {m * TINY_ROUND.learning_rate for m in TINY_SEARCH.lr_multipliers} and len(rates) >= 2
     for trial in outcome.trials:
-        row = next(r for r in evidence if r["tau"] == trial.tau)
-        assert row["trial_forget_efficacy"] == trial.forget_efficacy and 0 <= trial.forget_efficacy <= 1
-        assert row["trial_feasible"] == (not trial.failures)
+        assert 0 <= trial.forget_efficacy <= 1 and trial.effective == (
+            trial.forget_efficacy >= outcome.base["forget_efficacy"] + TINY_SEARCH.min_forget_gain - 1e-12)
+    for row in evidence[1:]:
+        if "trial_score" in row:
+            assert row["trial_feasible"] == (not row["trial_failures"])
     if outcome.tau is not None:
-        assert outcome.chosen_trial.feasible
-        assert all(t.forget_efficacy <= outcome.chosen_trial.forget_efficacy for t in outcome.trials if t.feasible)
+        chosen = outcome.chosen_trial
+        assert chosen.feasible and chosen.effective and chosen.setting == outcome.setting
+        assert all(t.score <= chosen.score for t in outcome.trials if t.feasible and t.effective)
+        assert outcome.round_config(TINY_ROUND).learning_rate == chosen.learning_rate
     assert outcome.base["forget_efficacy"] < 0.2 and outcome.base["retain_utility"] > 0.8  # the plain model
     assert outcome.floors["retain_utility"] == pytest.approx(TINY_SEARCH.utility_floor * outcome.base["retain_utility"])
     assert set(outcome.seconds) == {"stage1", "stage2", "total"}
@@ -52,7 +58,7 @@ def test_no_candidate_passes_stage_one(tiny_model_dir, tiny_sets, tmp_path):
     forget, retain = tiny_sets
     outcome = run_search(tiny_model_dir, forget, retain, TINY_ROUND, replace(TINY_SEARCH, min_content_nll_rise=50.0),
                          tmp_path)
-    assert outcome.status == "no_safe_temperature" and outcome.tau is None and outcome.trials == []
+    assert outcome.status == "no_effect" and outcome.tau is None and outcome.trials == []
     assert "no tau of the grid passed stage 1" in outcome.reasons[0]
     assert any("tau=4 (stage 1): too weak" in r for r in outcome.reasons)
     assert (tmp_path / "search.png").is_file() and json.loads((tmp_path / "search.json").read_text())["tau"] is None
@@ -60,13 +66,24 @@ def test_no_candidate_passes_stage_one(tiny_model_dir, tiny_sets, tmp_path):
 
 def test_no_candidate_meets_the_floors(tiny_model_dir, tiny_sets, tmp_path):
     forget, retain = tiny_sets
-    config = replace(TINY_SEARCH, tau_grid=(4.0,), utility_floor=1.0)  # keep all of the model's utility: impossible
+    # Keep all of the model's utility (impossible) while any change counts as an effect.
+    config = replace(TINY_SEARCH, tau_grid=(4.0,), utility_floor=1.0, min_forget_gain=0.0, lr_multipliers=(1.0,))
     outcome = run_search(tiny_model_dir, forget, retain, replace(TINY_ROUND, epochs=1), config, tmp_path)
-    assert outcome.status == "no_safe_temperature" and outcome.tau is None
+    assert outcome.status == "no_safe_setting" and outcome.tau is None
     assert len(outcome.trials) == 1 and not outcome.trials[0].feasible
-    assert "no candidate met every floor" in outcome.reasons[0]
-    assert any(r.startswith("tau=4 (1 epochs): retain utility") for r in outcome.reasons)
+    assert "broke a floor" in outcome.reasons[0]
+    assert any(r.startswith("tau=4 lr=0.001 lambda=0.1 (1 epochs): retain utility") for r in outcome.reasons)
     assert outcome.to_dict()["evidence"][1]["trial_failures"]
+    with pytest.raises(ValueError, match="no_safe_setting"):
+        outcome.round_config(TINY_ROUND)
+
+
+def test_a_setting_that_forgets_too_little_is_no_effect(tiny_model_dir, tiny_sets, tmp_path):
+    forget, retain = tiny_sets
+    config = replace(TINY_SEARCH, tau_grid=(4.0,), min_forget_gain=0.95, lr_multipliers=(1.0,))
+    outcome = run_search(tiny_model_dir, forget, retain, replace(TINY_ROUND, epochs=1), config, tmp_path)
+    assert outcome.status == "no_effect" and outcome.setting is None and not outcome.trials[0].effective
+    assert "minimum gain" in outcome.reasons[0] and any("no effect, forget efficacy" in r for r in outcome.reasons)
 
 
 @pytest.mark.slow

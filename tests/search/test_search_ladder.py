@@ -1,0 +1,93 @@
+"""Stage 2 ladder on hand-made figures: a strength dimension, a non-monotone tau, ineffective and unsafe settings."""
+
+from __future__ import annotations
+
+from asu.search.halving import Floors, TrialResult, rank
+from asu.search.ladder import ladder_search, outcome_status, strongest_safe
+from asu.search.scores import SetFigures
+
+FLOORS = Floors(retain_utility=0.8, fluent_share=0.9, forget_efficacy=0.5, reference_utility=1.0)
+RATES = [1e-5, 3e-5, 1e-4, 3e-4]
+
+
+def figures(fluent=1.0):
+    return SetFigures(items=5, rouge_l_recall=0.5, probability=0.5, nll=1.0, token_entropy=0.9, repetition=0.0,
+                      fluent_share=fluent)
+
+
+def landscape(table):
+    """A fake trial: (tau, lr, lambda) -> (forget efficacy, retain utility, fluent share); records the calls."""
+    calls = []
+
+    def trial(tau, lr, weight):
+        calls.append((tau, lr, weight))
+        fe, ru, fluent = table[(tau, lr, weight)]
+        forget = figures(fluent)
+        return TrialResult(tau, 0, 5, forget, figures(), fe, ru, tuple(FLOORS.failures(forget, ru)), 0.0, lr, weight,
+                           fe >= FLOORS.forget_efficacy, FLOORS.score(fe, ru, forget))
+
+    return trial, calls
+
+
+def strength_table(tau, fe, ru, fluent, weight=1.0):
+    return {(tau, lr, weight): (f, r, fl) for lr, f, r, fl in zip(RATES, fe, ru, fluent, strict=True)}
+
+
+def test_strength_bisection_finds_the_strongest_safe_level():
+    # Forgetting and damage grow with the learning rate; the strongest level breaks fluency.
+    table = strength_table(1.5, fe=[0.1, 0.3, 0.7, 0.9], ru=[1.0, 0.95, 0.9, 0.7], fluent=[1.0, 1.0, 0.95, 0.4])
+    trial, calls = landscape(table)
+    level, trials = strongest_safe(trial, 1.5, RATES, 1.0)
+    assert level == 2 and [c[1] for c in calls] == [1e-4, 3e-4]  # mid (1e-4) safe -> 3e-4 unsafe -> stop
+    assert [t.feasible for t in trials] == [True, False]
+
+
+def test_no_safe_level_falls_back_to_the_gentlest():
+    table = strength_table(1.5, fe=[0.6] * 4, ru=[0.5] * 4, fluent=[1.0] * 4)
+    trial, calls = landscape(table)
+    level, _ = strongest_safe(trial, 1.5, RATES, 1.0)
+    assert level is None and [c[1] for c in calls] == [1e-4, 3e-5, 1e-5]
+
+
+def test_every_candidate_tau_is_tried_at_the_chosen_strength_and_non_monotone_tau_wins():
+    # At the chosen strength (1e-4), tau 2.0 breaks fluency but tau 3.0 (higher still) is safe and forgets most:
+    # a search that assumed monotonicity would stop at 2.0 and never see 3.0.
+    table = strength_table(1.5, fe=[0.1, 0.3, 0.6, 0.9], ru=[1.0, 0.95, 0.9, 0.7], fluent=[1.0, 1.0, 0.95, 0.4])
+    table |= {(2.0, 1e-4, 1.0): (0.8, 0.9, 0.3), (3.0, 1e-4, 1.0): (0.75, 0.92, 1.0)}
+    trial, calls = landscape(table)
+    trials = ladder_search(trial, [3.0, 1.5, 2.0], RATES, [1.0])
+    assert calls[-2:] == [(2.0, 1e-4, 1.0), (3.0, 1e-4, 1.0)]
+    assert rank(trials)[0].setting == {"tau": 3.0, "learning_rate": 1e-4, "forget_weight": 1.0}
+    assert outcome_status(trials, {}) == "chosen"
+
+
+def test_lambda_is_tried_at_the_best_tau_and_strength():
+    table = strength_table(1.5, fe=[0.1, 0.3, 0.6, 0.9], ru=[1.0, 0.95, 0.9, 0.7], fluent=[1.0, 1.0, 0.95, 0.4])
+    table |= {(1.5, 1e-4, 0.3): (0.7, 0.95, 1.0)}
+    trial, calls = landscape(table)
+    trials = ladder_search(trial, [1.5], RATES, [1.0, 0.3])
+    assert calls[-1] == (1.5, 1e-4, 0.3) and rank(trials)[0].forget_weight == 0.3
+
+
+def test_an_ineffective_setting_is_never_chosen_and_the_outcome_is_no_effect():
+    # Every level is safe but none raises forget efficacy to the floor (0.5): nothing forgot measurably.
+    table = strength_table(1.5, fe=[0.1, 0.2, 0.3, 0.4], ru=[1.0] * 4, fluent=[1.0] * 4)
+    table |= {(2.0, 3e-4, 1.0): (0.45, 1.0, 1.0)}
+    trial, _ = landscape(table)
+    trials = ladder_search(trial, [1.5, 2.0], RATES, [1.0])
+    assert all(t.feasible and not t.effective for t in trials) and rank(trials) == []
+    assert outcome_status(trials, {}) == "no_effect"
+
+
+def test_forgetting_only_by_breaking_a_floor_is_no_safe_setting():
+    table = strength_table(1.5, fe=[0.1, 0.2, 0.8, 0.9], ru=[1.0, 1.0, 0.6, 0.5], fluent=[1.0, 1.0, 0.5, 0.2])
+    table |= {(2.0, 3e-5, 1.0): (0.3, 1.0, 1.0)}
+    trial, _ = landscape(table)
+    trials = ladder_search(trial, [1.5, 2.0], RATES, [1.0])
+    assert outcome_status(trials, {}) == "no_safe_setting"
+
+
+def test_outcome_without_trials_follows_the_bracket():
+    assert outcome_status([], {2.0: "too weak: content-token NLL rises 0.01", 3.0: "too weak: x"}) == "no_effect"
+    assert outcome_status([], {2.0: "too weak: x", 3.0: "teacher incoherent: fluent share 0.1"}) == "no_safe_setting"
+    assert ladder_search(lambda *a: None, [], RATES, [1.0]) == []
