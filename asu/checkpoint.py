@@ -71,6 +71,7 @@ def round_fingerprint(
     config: ASUConfig,
     num_processes: int,
     mixed_precision: str,
+    teacher_model_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """What must be equal for a checkpoint to continue a round (JSON-normalised; no item content, only hashes)."""
     from asu.metrics.store import model_digest
@@ -84,6 +85,8 @@ def round_fingerprint(
         "num_processes": num_processes,
         "mixed_precision": mixed_precision,
     }
+    if teacher_model_dir is not None:  # absent otherwise: checkpoints of rounds taught by the student still match
+        values["teacher_model_digest"] = model_digest(teacher_model_dir)
     return json.loads(json.dumps(values))
 
 

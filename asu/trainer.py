@@ -142,6 +142,22 @@ def _apply_lora(model, config: ASUConfig):
     return get_peft_model(model, lora)
 
 
+def _teacher_model(teacher_model_dir: str | Path, student, config: ASUConfig):
+    """The separate teacher model (smoothing enabled), checked to share the student's vocabulary."""
+    if config.teacher == "adapter_disabled":
+        raise ValueError("teacher='adapter_disabled' uses the student's own base weights; a separate "
+                         "teacher_model_dir needs teacher='precomputed' or 'frozen_copy'")
+    teacher, _ = load_model_and_tokenizer(teacher_model_dir, trust_remote_code=config.trust_remote_code)
+    if teacher.config.vocab_size != student.config.vocab_size:
+        raise ValueError(f"teacher model {teacher_model_dir} has vocabulary {teacher.config.vocab_size}, the student "
+                         f"{student.config.vocab_size}: the teacher must be the same model family (e.g. the original "
+                         "model of a continual chain)")
+    if config.objective.needs_teacher:
+        enable_smoothing(teacher)
+        validate_layers(teacher, config.layers)
+    return teacher.eval().requires_grad_(False)
+
+
 def run_round(
     model_dir: str | Path,
     forget: Sequence[QAItem],
@@ -152,6 +168,7 @@ def run_round(
     metric_logger: MetricLogger | None = None,
     progress: bool = True,
     refusals: Sequence[str] | None = None,
+    teacher_model_dir: str | Path | None = None,
 ) -> RoundResult:
     """Run one unlearning round and save the result to ``output_dir``.
 
@@ -165,6 +182,9 @@ def run_round(
         metric_logger: receives params once and per-step metrics; defaults to a no-op.
         progress: show a progress bar over optimizer steps (main process only).
         refusals: ``idk`` refusal strings (default: ``asu.embedded.refusal_strings()``).
+        teacher_model_dir: the model whose outputs are the teacher / reference targets (the smoothed forget
+            teacher, retain KL and NPO references); None = ``model_dir`` itself, the paper's setting. In continual
+            unlearning the original model can be the teacher of every round (``teacher_source='original'``).
 
     The result's ``metrics["resumed_from_step"]`` is the optimizer step the call resumed after (0: fresh start).
     """
@@ -187,7 +207,8 @@ def run_round(
     checkpoints = RoundCheckpoints(
         output_dir,
         lambda: round_fingerprint(
-            model_dir, forget, retain, refusals, config, accelerator.num_processes, accelerator.mixed_precision
+            model_dir, forget, retain, refusals, config, accelerator.num_processes, accelerator.mixed_precision,
+            teacher_model_dir,
         ),
         config.checkpoint_every,
     )
@@ -202,7 +223,11 @@ def run_round(
     model.to(accelerator.device)
     # Built from the round's original weights on every call: a resumed student's weights are loaded only in _train.
     with accelerator.autocast():
-        teacher = build_teacher(model, data, config, tokenizer.pad_token_id)
+        if teacher_model_dir is None:
+            teacher = build_teacher(model, data, config, tokenizer.pad_token_id)
+        else:
+            teacher = build_teacher(_teacher_model(teacher_model_dir, model, config).to(accelerator.device), data,
+                                    config, tokenizer.pad_token_id)
     metric_logger.log_params({**config.to_dict(), "num_forget": len(data.forget), "num_retain_used": len(data.retain)})
     curve, resumed = _train(
         accelerator, model, data, teacher, config, tokenizer.pad_token_id, metric_logger, progress, checkpoints

@@ -139,7 +139,9 @@ class _Job:
             for path in (report or {}).values():
                 if path and Path(path).is_file():
                     run.log_file(path, "validation")
-            outcome = choose_temperature(Path(champion.path), self.data, self.retain, self.config, self.round_dir)
+            judge = steps.fluency_judge(Path(champion.path), self.config)  # one judge: search, before and after
+            outcome = choose_temperature(Path(champion.path), self.data, self.retain, self.config, self.round_dir,
+                                         judge)
             self._log_search(run, outcome)
             if outcome.status != "chosen":
                 return self._nothing_chosen(outcome, champion)
@@ -147,14 +149,14 @@ class _Job:
             tau = round_config.tau
             run.log_params({"tau": tau, "lambda": round_config.forget_weight, "lr": round_config.learning_rate,
                             "seeds": round_config.seed})
+            run.log_params({"teacher_source": self.config.teacher_source})
             result = unlearn(Path(champion.path), self.data, self.retain, round_config, self.round_dir / "model",
-                             run.metric_logger())
+                             run.metric_logger(), steps.teacher_model(Path(champion.path), self.config))
             split = steps.split_for_report(self.data, self.retain, self.config)
             earlier, recorded, notes = earlier_requests(self.ledger, self.request_id)
             for note in notes:
                 self.log.info("request %s: %s", self.request_id, note)
             kw = {"holdout": self.holdout, "earlier": earlier, "benchmarks": True}
-            judge = steps.fluency_judge(Path(champion.path), self.config)  # one judge for both sides
             before = measure(Path(champion.path), split, self.config, judge=judge, **kw)
             after = measure(result.model_dir, split, self.config, judge=judge, **kw)
             del judge

@@ -113,17 +113,30 @@ def split_for_report(data: RequestData, retain: list[QAItem], settings: Pipeline
     return DataSplit(split.forget_test, rest[: settings.report_retain_items], split.summary())
 
 
+def teacher_model(model_dir: Path, settings: PipelineSettings) -> Path | None:
+    """The teacher's model folder when it is not ``model_dir`` (``teacher_source='original'``: the base model)."""
+    if settings.teacher_source == "previous":
+        return None
+    base = resolve_base_model(settings)
+    return None if Path(base).resolve() == Path(model_dir).resolve() else Path(base)
+
+
 def choose_temperature(model_dir: Path, data: RequestData, retain: list[QAItem], settings: PipelineSettings,
-                       work_dir: Path):
+                       work_dir: Path, judge=None):
     """Run the settings search (``pipelines.temperature_search``: tau, strength, lambda) for this request."""
     return run_search(model_dir, data.forget, retain, settings.round_config(), settings.search_config(),
-                      work_dir / "search", forget_validation=data.validation)
+                      work_dir / "search", forget_validation=data.validation, judge=judge,
+                      teacher_model_dir=teacher_model(model_dir, settings))
 
 
 def unlearn(model_dir: Path, data: RequestData, retain: list[QAItem], config: ASUConfig, out_dir: Path,
-            metric_logger=None) -> RoundResult:
-    """The round ``config`` (the search's chosen settings) from ``model_dir``; resumes from ``out_dir``'s checkpoint."""
-    return run_round(model_dir, data.forget, retain, config, out_dir, metric_logger=metric_logger, progress=False)
+            metric_logger=None, teacher_model_dir: Path | None = None) -> RoundResult:
+    """The round ``config`` (the search's chosen settings) from ``model_dir``; resumes from ``out_dir``'s checkpoint.
+
+    ``teacher_model_dir``: see :func:`teacher_model`.
+    """
+    return run_round(model_dir, data.forget, retain, config, out_dir, metric_logger=metric_logger, progress=False,
+                     teacher_model_dir=teacher_model_dir)
 
 
 @dataclass
@@ -157,9 +170,13 @@ class Measurement:
 
 
 def fluency_judge(model_dir: Path, settings: PipelineSettings):
-    """The ``asu.fluency.FluencyJudge`` of ``model_dir`` (the model a round starts from), built once per request."""
+    """The ``asu.fluency.FluencyJudge`` of ``model_dir`` (the model a round starts from) or of
+    ``settings.fluency_model`` when that names a model; built once per request."""
     from asu.fluency import FluencyJudge
+    from asu.models import resolve_model
 
+    if settings.fluency_model != "champion":
+        model_dir = resolve_model(settings.fluency_model, progress=False)
     model, tokenizer = load_model_and_tokenizer(model_dir)
     return FluencyJudge(model, tokenizer, prompt_format=settings.round_config().prompt_format)
 
@@ -281,6 +298,7 @@ __all__ = [
     "resolve_base_model",
     "retain_items",
     "split_for_report",
+    "teacher_model",
     "unlearn",
     "write_evidence",
 ]

@@ -20,6 +20,11 @@ from pipelines.evaluate import SUITES, Suite
 from pipelines.temperature_search.config import SearchConfig
 
 PromotionMode = Literal["auto", "manual"]
+#: Whose language judges the fluency of forget answers: the model each round starts from, or a named model/folder.
+ChampionJudge = Literal["champion"]
+#: Whose smoothed attention teaches each round: the model the round starts from (the previous round's) or the
+#: original base model of the chain.
+TeacherSource = Literal["previous", "original"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,12 @@ class PipelineSettings:
         ``candidate`` for ``asu promote``.
     benchmarks: suites evaluated on every candidate (``tofu``, ``asu-paper``, ``muse``, ``wmdp``), first
         ``benchmark_limit`` items each. report_retain_items: retain items scored for utility in the report.
+    fluency_model: ``champion`` judges fluency with the model each round starts from; a model name or folder
+        judges with that model instead (for a base model fine-tuned to memorise its forget answers, such as a
+        TOFU target, name the pretrained model it came from: the target finds any other answer unlikely).
+    teacher_source: ``previous``: each round's teacher is the model it starts from (the champion, i.e. the
+        previous round's model; the paper's single-round setting); ``original``: every round is taught by the
+        chain's base model (``base_model``), so later rounds do not distil earlier rounds' drift.
     """
 
     base_model: str = "embedded:default"
@@ -54,6 +65,8 @@ class PipelineSettings:
     benchmark_limit: int = 20
     report_retain_items: int = 40
     max_new_tokens: int = 200
+    fluency_model: ChampionJudge | str = "champion"
+    teacher_source: TeacherSource = "previous"
 
     def __post_init__(self) -> None:
         if not self.retain_file:
@@ -64,6 +77,10 @@ class PipelineSettings:
         unknown = [b for b in self.benchmarks if b not in SUITES]
         if unknown:
             raise ValueError(f"benchmarks {unknown} unknown; choose from {', '.join(SUITES)}")
+        if self.teacher_source not in get_args(TeacherSource):
+            raise ValueError(f"teacher_source={self.teacher_source!r}: use 'previous' or 'original'")
+        if not isinstance(self.fluency_model, str) or not self.fluency_model.strip():
+            raise ValueError("fluency_model must be 'champion' or a model name / folder (asu model list)")
         if min(self.benchmark_limit, self.report_retain_items, self.max_new_tokens) < 1:
             raise ValueError("benchmark_limit, report_retain_items and max_new_tokens must be >= 1")
         self.round_config()  # fail now on a bad recipe or override, not after the search
@@ -105,4 +122,4 @@ class PipelineSettings:
         return cls.from_dict(data, str(path))
 
 
-__all__ = ["PipelineSettings", "PromotionMode"]
+__all__ = ["PipelineSettings", "PromotionMode", "TeacherSource"]

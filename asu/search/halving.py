@@ -143,17 +143,19 @@ def run_trial(
     max_new_tokens: int = 200,
     keep_model: bool = False,
     judge=None,
+    teacher_model_dir: str | Path | None = None,
 ) -> TrialResult:
     """Train ``config`` at ``tau`` for ``epochs`` on ``forget`` from ``model_dir``, score it, drop the model.
 
-    ``judge``: the ``asu.fluency.FluencyJudge`` of the model the trial starts from (fluency of its answers).
+    ``judge``: the ``asu.fluency.FluencyJudge`` of the model the trial starts from (fluency of its answers);
+    ``teacher_model_dir``: the teacher's model when it is not ``model_dir`` (``asu.trainer.run_round``).
     """
     started = time.perf_counter()
     out = Path(work_dir) / f"trial-r{rung}-tau{tau:g}-lr{config.learning_rate:.3g}-w{config.forget_weight:g}"
     shutil.rmtree(out, ignore_errors=True)  # a trial never resumes an old folder's checkpoint
     # A trial is short and thrown away: crash-resume checkpoints would only cost writes.
     trial_config = replace(config, tau=tau, epochs=epochs, checkpoint_every="never")
-    run_round(model_dir, forget, retain_train, trial_config, out, progress=False)
+    run_round(model_dir, forget, retain_train, trial_config, out, progress=False, teacher_model_dir=teacher_model_dir)
     model, tokenizer = load_model_and_tokenizer(out)
     figures = score_sets(model, tokenizer, {"forget": forget, "retain": retain_val}, prompt_format=config.prompt_format,
                          max_new_tokens=max_new_tokens, max_length=config.max_length, judge=judge)
@@ -192,6 +194,7 @@ def successive_halving(
     eta: int = 2,
     max_new_tokens: int = 200,
     judge=None,
+    teacher_model_dir: str | Path | None = None,
 ) -> list[TrialResult]:
     """Every trial run, rung after rung. ``epochs`` lists the epochs of each rung (see :func:`rung_epochs`).
 
@@ -202,7 +205,7 @@ def successive_halving(
     """
     def trial(tau: float, rung: int) -> TrialResult:
         return run_trial(model_dir, tau, epochs[rung], rung, forget, retain_train, retain_val, config, floors,
-                         work_dir, max_new_tokens=max_new_tokens, judge=judge)
+                         work_dir, max_new_tokens=max_new_tokens, judge=judge, teacher_model_dir=teacher_model_dir)
 
     alive, trials, previous = sorted(candidates), [], []
     for rung in range(len(epochs)):
@@ -236,6 +239,7 @@ def bisect_boundary(
     epochs: int,
     max_new_tokens: int = 200,
     judge=None,
+    teacher_model_dir: str | Path | None = None,
 ) -> list[TrialResult]:
     """Full-length trials that halve the sorted candidates around the feasibility boundary (all at rung 0).
 
@@ -250,7 +254,8 @@ def bisect_boundary(
     while low <= high:
         mid = (low + high + 1) // 2
         trials.append(run_trial(model_dir, taus[mid], epochs, 0, forget, retain_train, retain_val, config, floors,
-                                work_dir, max_new_tokens=max_new_tokens, judge=judge))
+                                work_dir, max_new_tokens=max_new_tokens, judge=judge,
+                                teacher_model_dir=teacher_model_dir))
         low, high = (mid + 1, high) if trials[-1].feasible else (low, mid - 1)
     return trials
 

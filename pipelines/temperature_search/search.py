@@ -144,11 +144,16 @@ class _Stage1:
     judge: FluencyJudge
 
 
-def _stage1(model_dir, split: ValidationSplit, round_config: ASUConfig, config: SearchConfig) -> _Stage1:
-    """Measure the current model (floors fail here, before the scan), then scan the grid and bracket it."""
+def _stage1(model_dir, split: ValidationSplit, round_config: ASUConfig, config: SearchConfig,
+            judge: FluencyJudge | None, teacher_model_dir=None) -> _Stage1:
+    """Measure the current model (floors fail here, before the scan), then scan the grid and bracket it.
+
+    The scan rows above tau = 1 are those of the teacher: ``teacher_model_dir`` when given, else the model itself.
+    """
     model, tokenizer = load_model_and_tokenizer(model_dir, trust_remote_code=round_config.trust_remote_code)
-    # Fluency of every answer in the search (teacher scan and trials) is judged by the current model at tau = 1.
-    judge = FluencyJudge(model, tokenizer, prompt_format=round_config.prompt_format)
+    # Fluency of every answer in the search (teacher scan and trials) is judged by the current model at tau = 1
+    # unless the caller brings its own judge (a named fluency model).
+    judge = judge or FluencyJudge(model, tokenizer, prompt_format=round_config.prompt_format)
     enable_smoothing(model)
     validate_layers(model, round_config.layers)
     cap = generation_cap(tokenizer, split, config)
@@ -160,6 +165,10 @@ def _stage1(model_dir, split: ValidationSplit, round_config: ASUConfig, config: 
     floors = absolute_floors(config, base.forget, retain_utility(base_retain), len(split.retain_val))
     logger.info("temperature search: %d forget / %d retain validation items, floors %s",
                 len(split.forget_val), len(split.retain_val), floors)
+    if teacher_model_dir is not None:
+        model, tokenizer = load_model_and_tokenizer(teacher_model_dir,
+                                                    trust_remote_code=round_config.trust_remote_code)
+        enable_smoothing(model)
     rows = [base] + [scan_tau(model, tokenizer, split.forget_val, split.retain_val, tau, **scan_kw)
                      for tau in config.tau_grid if tau != 1.0]
     verdicts = bracket(rows[1:], base, config.criteria)
@@ -168,14 +177,14 @@ def _stage1(model_dir, split: ValidationSplit, round_config: ASUConfig, config: 
 
 
 def _stage2(model_dir, split: ValidationSplit, round_config: ASUConfig, config: SearchConfig, stage1: _Stage1,
-            work_dir: Path) -> tuple[list[TrialResult], list[int]]:
+            work_dir: Path, teacher_model_dir=None) -> tuple[list[TrialResult], list[int]]:
     """The trials (ladder, bisection or successive halving) and the epochs of each rung."""
     halving = config.stage2 == "successive_halving"
     epochs = rung_epochs(config.trial_epochs, round_config.epochs, config.eta) if halving else [round_config.epochs]
     if not stage1.candidates:
         return [], epochs
     data = (split.forget_val, split.retain_rest, split.retain_val)
-    score_kw = {"max_new_tokens": stage1.cap, "judge": stage1.judge}
+    score_kw = {"max_new_tokens": stage1.cap, "judge": stage1.judge, "teacher_model_dir": teacher_model_dir}
     if config.stage2 == "ladder":
         def trial(tau: float, learning_rate: float, forget_weight: float) -> TrialResult:
             trial_config = replace(round_config, learning_rate=learning_rate, forget_weight=forget_weight)
@@ -201,17 +210,22 @@ def run_search(
     subjects: Sequence[object] | None = None,
     forget_validation: Sequence[QAItem] | None = None,
     plot: bool = True,
+    judge: FluencyJudge | None = None,
+    teacher_model_dir: str | Path | None = None,
 ) -> SearchOutcome:
     """Choose tau for ``round_config`` on a validation split of ``forget``/``retain``; see the module docstring.
+
+    ``judge``: the ``FluencyJudge`` of every answer (default: built from ``model_dir`` at tau = 1);
+    ``teacher_model_dir``: the teacher's model when it is not ``model_dir`` (``asu.trainer.run_round``).
 
     Returns a ``SearchOutcome`` (also written to ``work_dir/search.json``, the plot to ``work_dir/search.png``).
     """
     started, work_dir = time.perf_counter(), Path(work_dir)
     check_round_config(round_config, config)
     split = split_validation(forget, retain, config, subjects=subjects, forget_validation=forget_validation)
-    stage1 = _stage1(model_dir, split, round_config, config)
+    stage1 = _stage1(model_dir, split, round_config, config, judge, teacher_model_dir)
     stage1_seconds = time.perf_counter() - started
-    trials, epochs = _stage2(model_dir, split, round_config, config, stage1, work_dir)
+    trials, epochs = _stage2(model_dir, split, round_config, config, stage1, work_dir, teacher_model_dir)
     last = [t for t in trials if t.rung == len(epochs) - 1]
     best = winner(trials, len(epochs) - 1)
     status = outcome_status(last, stage1.verdicts)

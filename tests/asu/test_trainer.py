@@ -89,6 +89,22 @@ def test_precomputed_and_frozen_copy_rounds_end_at_the_same_weights(tiny_model_d
     assert max_diff(weights(a.model_dir), weights(b.model_dir)) < 1e-5
 
 
+def test_a_separate_teacher_model_teaches_the_round(tiny_model_dir, tiny_sets, tmp_path):
+    """teacher_model_dir: the same model as teacher changes nothing; another model's targets change the result."""
+    plain = run_round(tiny_model_dir, *tiny_sets, FAST, tmp_path / "plain", progress=False)
+    same = run_round(tiny_model_dir, *tiny_sets, FAST, tmp_path / "same", progress=False,
+                     teacher_model_dir=tiny_model_dir)
+    assert max_diff(weights(plain.model_dir), weights(same.model_dir)) < 1e-6
+    # The first round's model as the student, the original as teacher (continual teacher_source='original').
+    second = run_round(plain.model_dir, *tiny_sets, FAST, tmp_path / "second-previous", progress=False)
+    original = run_round(plain.model_dir, *tiny_sets, FAST, tmp_path / "second-original", progress=False,
+                         teacher_model_dir=tiny_model_dir)
+    assert max_diff(weights(second.model_dir), weights(original.model_dir)) > 1e-4
+    with pytest.raises(ValueError, match="adapter_disabled"):
+        run_round(tiny_model_dir, *tiny_sets, replace(FAST, teacher="adapter_disabled", finetune="lora"),
+                  tmp_path / "lora", progress=False, teacher_model_dir=tiny_model_dir)
+
+
 def test_round_is_deterministic_and_accumulation_invariant(tiny_model_dir, tiny_sets, tmp_path):
     first = run_round(tiny_model_dir, *tiny_sets, FAST, tmp_path / "a", progress=False)
     again = run_round(tiny_model_dir, *tiny_sets, FAST, tmp_path / "b", progress=False)

@@ -1,0 +1,27 @@
+"""Pipeline settings: the teacher source and the fluency judge are named choices with clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipelines.process import teacher_model
+from pipelines.settings import PipelineSettings
+
+
+def test_teacher_source_original_names_the_base_model(tiny_model_dir, tmp_path):
+    settings = PipelineSettings(base_model=str(tiny_model_dir), retain_file="r.json", teacher_source="original")
+    assert teacher_model(tmp_path / "champion", settings) == Path(tiny_model_dir)
+    assert teacher_model(Path(tiny_model_dir), settings) is None  # the first round: the base model is the student
+    previous = PipelineSettings(base_model=str(tiny_model_dir), retain_file="r.json")
+    assert previous.teacher_source == "previous" and teacher_model(tmp_path / "champion", previous) is None
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("teacher_source", "base", "use 'previous' or 'original'"),
+    ("fluency_model", " ", "fluency_model must be 'champion' or a model name"),
+])
+def test_bad_choices_name_the_fix(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        PipelineSettings(retain_file="r.json", **{field: value})
