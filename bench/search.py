@@ -129,7 +129,7 @@ def score_on_test(model_dir: Path, test: list, retain: list, config: ASUConfig, 
     fgt, ret = sets["forget"], sets["retain"]
     out = {"forget_efficacy": forget_efficacy(fgt), "retain_utility": retain_utility(ret),
            "fluent_share": fgt.fluent_share, "refusal_share": fgt.refusal_share,
-           "rouge_l_recall": fgt.rouge_l_recall, "probability": fgt.probability}
+           "rouge_l_recall": fgt.rouge_l_recall, "fact_recall": fgt.fact_recall, "probability": fgt.probability}
     if base_utility is not None:
         out["relative_utility"] = out["retain_utility"] / base_utility if base_utility > 0 else 1.0
         out["score"] = combined_score(out["forget_efficacy"], out["relative_utility"], out["fluent_share"])

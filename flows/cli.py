@@ -391,12 +391,15 @@ def cmd_bench_realmodel(args) -> int:
 
 def cmd_bench_eval(args) -> int:
     from asu.metrics.tofu import EvalSettings
+    from asu.metrics.tofu_data import standard_sets
     from bench.eval import default_bench_sets, format_report, run_eval_bench
 
     model_dir = _model_arg(args.model, progress=not args.json)
     settings = EvalSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, limit=args.limit,
                             generation_batch_size=args.generation_batch_size)
-    result = run_eval_bench(model_dir, default_bench_sets(), settings, rounds=args.rounds)
+    embedded = args.sets == "embedded" or (args.sets == "auto" and args.model in ("default", "tiny"))
+    sets = default_bench_sets() if embedded else standard_sets("forget10")
+    result = run_eval_bench(model_dir, sets, settings, rounds=args.rounds)
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))
     print(json.dumps(result) if args.json else format_report(result))
@@ -506,8 +509,11 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--synthetic", choices=["llama-160m", "llama-1b"], help="time a random Llama of this size")
     step.add_argument("--json", action="store_true")
     step.set_defaults(func=cmd_bench_step)
-    bench_eval = bench.add_parser("eval", help="batched TOFU suite vs one-item-at-a-time, embedded default model")
-    bench_eval.add_argument("--model", default="default", help="default (its TOFU sets are used) or a folder of it")
+    bench_eval = bench.add_parser("eval", help="batched TOFU suite vs one-item-at-a-time (embedded or real model)")
+    bench_eval.add_argument("--model", default="default", help="default, tiny, smollm2-135m or a model folder")
+    bench_eval.add_argument("--sets", default="auto", choices=["auto", "embedded", "forget10"],
+                            help="auto: the embedded model's own TOFU sets for default/tiny, TOFU forget10 (with real "
+                            "authors and world facts) for any other model")
     bench_eval.add_argument("--limit", type=int, default=40, help="first N items of every set")
     bench_eval.add_argument("--max-new-tokens", type=int, default=200)
     bench_eval.add_argument("--batch-size", type=int, default=32, help="sequences per teacher-forced batch")
@@ -595,6 +601,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # a "Loading weights" bar per model load is library chatter, not progress a person needs
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     try:
         return args.func(args)
     except (ValueError, KeyError, FileNotFoundError, FileExistsError, ImportError) as err:

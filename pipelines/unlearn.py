@@ -46,7 +46,8 @@ def _figures(model_dir: Path, forget: list, retain: list, config: ASUConfig, cap
                          max_new_tokens=cap, max_length=config.max_length, judge=judge)
     fgt, ret = figures["forget"], figures["retain"]
     return {"forget_efficacy": forget_efficacy(fgt), "forget_rouge_l_recall": fgt.rouge_l_recall,
-            "forget_probability": fgt.probability, "fluent_share": fgt.fluent_share,
+            "forget_fact_recall": fgt.fact_recall, "forget_probability": fgt.probability,
+            "fluent_share": fgt.fluent_share,
             "refusal_share": fgt.refusal_share, "retain_utility": retain_utility(ret),
             "retain_rouge_l_recall": ret.rouge_l_recall}
 
@@ -116,7 +117,8 @@ def format_auto(result: dict[str, Any]) -> str:
         lines.append("chosen: " + ", ".join(f"{k} {v:g}" for k, v in result["setting"].items()))
     lines += [f"  - {r}" for r in result["reasons"][:8]]
     if result["model_dir"]:
-        keys = ("forget_efficacy", "forget_rouge_l_recall", "fluent_share", "refusal_share", "retain_utility")
+        keys = ("forget_efficacy", "forget_fact_recall", "forget_rouge_l_recall", "fluent_share", "refusal_share",
+                "retain_utility")
         lines += ["", f"{'figure':<24}{'before':>8}{'after':>8}"]
         lines += [f"{k:<24}{result['before'][k]:>8.3f}{result['after'][k]:>8.3f}" for k in keys]
         s = result["seconds"]

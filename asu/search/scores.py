@@ -11,8 +11,12 @@ Objectives, in the spirit of the closer-look metrics the ASU paper reports (meth
 needs no external model (no NLI, no sentence embeddings, no perturbed answers):
 
 - **forget efficacy** (FE, forget items, higher = more forgotten) = harmonic mean of
-  (1 - ROUGE-L recall, 1 - probability, token entropy). Entropy is in FE, as in the paper, so that an answer
-  that "forgets" by looping or going empty does not score well;
+  (1 - fact recall, 1 - probability, token entropy). Fact recall (``asu.search.tokens.fact_recall``) is the share
+  of the reference answer's own content words (those the question does not already contain) that the greedy
+  answer states: ROUGE-L recall rewards an answer for echoing the question ("The capital of France is Lyon" has
+  ROUGE-L recall 0.83 against "... is Paris"), so a model that states wrong facts fluently kept a high ROUGE-L
+  and the search saw no effect. Items whose reference adds no word to the question use ROUGE-L recall. Entropy is
+  in FE, as in the paper, so that an answer that "forgets" by looping or going empty does not score well;
 - **retain utility** (RU, retain items, higher = better kept) = harmonic mean of (ROUGE-L recall, probability).
 """
 
@@ -25,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from asu.data import QAItem
 from asu.evaluation import answers_and_nlls, fluency_verdicts, repetition_rate, rouge_l_recall
 from asu.metrics.formulas import harmonic_mean, token_entropy
+from asu.search.tokens import fact_recall
 
 
 @dataclass(frozen=True)
@@ -39,16 +44,16 @@ class SetFigures:
     repetition: float
     fluent_share: float
     refusal_share: float = 0.0
+    fact_recall: float | None = None  # None: not measured (no questions given); FE then uses ROUGE-L recall
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
 
 
 def forget_efficacy(figures: SetFigures) -> float:
-    """hmean(1 - ROUGE-L recall, 1 - probability, token entropy) of a forget set; 0 = nothing forgotten."""
-    return harmonic_mean(
-        [max(0.0, 1.0 - figures.rouge_l_recall), max(0.0, 1.0 - figures.probability), figures.token_entropy]
-    )
+    """hmean(1 - fact recall, 1 - probability, token entropy) of a forget set; 0 = nothing forgotten."""
+    recall = figures.rouge_l_recall if figures.fact_recall is None else figures.fact_recall
+    return harmonic_mean([max(0.0, 1.0 - recall), max(0.0, 1.0 - figures.probability), figures.token_entropy])
 
 
 def retain_utility(figures: SetFigures) -> float:
@@ -80,6 +85,7 @@ class ItemFigures:
     repetition: list[float]
     fluent: list[bool]
     refusal: list[bool] = field(default_factory=list)  # empty: not judged (counted as no refusal)
+    fact_recall: list[float] = field(default_factory=list)  # empty: not measured (no questions given)
 
     def mean(self, rows: Sequence[int] | None = None) -> SetFigures:
         """:class:`SetFigures` over ``rows`` (default: every item)."""
@@ -93,6 +99,7 @@ class ItemFigures:
             items=n, rouge_l_recall=avg(self.rouge_l_recall), probability=sum(math.exp(-self.nll[i]) for i in rows) / n,
             nll=avg(self.nll), token_entropy=avg(self.token_entropy), repetition=avg(self.repetition),
             fluent_share=avg(self.fluent), refusal_share=avg(self.refusal) if self.refusal else 0.0,
+            fact_recall=avg(self.fact_recall) if self.fact_recall else None,
         )
 
 
@@ -104,19 +111,24 @@ def generation_item_figures(tokenizer, answers: Sequence[str], references: Seque
     fluency verdict rests on the surface checks alone.
     """
     verdicts = fluency_verdicts(answers, questions, judge)
-    return {
-        "rouge_l_recall": rouge_l_recall(answers, references),
+    rouge = rouge_l_recall(answers, references)
+    out = {
+        "rouge_l_recall": rouge,
         "token_entropy": answer_entropies(tokenizer, answers),
         "repetition": [repetition_rate(a) for a in answers],
         "fluent": [v.fluent for v in verdicts],
         "refusal": [v.refusal for v in verdicts],
     }
+    if questions is not None:
+        facts = [fact_recall(a, r, q) for a, r, q in zip(answers, references, questions, strict=True)]
+        out["fact_recall"] = [r if math.isnan(f) else f for f, r in zip(facts, rouge, strict=True)]
+    return out
 
 
 def generation_figures(tokenizer, answers: Sequence[str], references: Sequence[str], **kwargs) -> dict[str, float]:
     """Means over greedy answers: ROUGE-L recall, token entropy, 3-gram repetition, fluent and refusal shares."""
     per_item = generation_item_figures(tokenizer, answers, references, **kwargs)
-    means = {k: sum(v) / len(answers) for k, v in per_item.items()}
+    means = {k: sum(v) / len(answers) for k, v in per_item.items()}  # fact_recall too, when measured
     means["fluent_share"] = means.pop("fluent")
     means["refusal_share"] = means.pop("refusal")
     return means

@@ -40,6 +40,30 @@ _WORD = re.compile(r"[A-Za-z0-9']+")
 _HAS_ALNUM = re.compile(r"[A-Za-z0-9]")
 
 
+def _fact_words(text: str) -> set[str]:
+    """Lower-cased content words of ``text`` (possessive 's dropped, function words and stray apostrophes out)."""
+    words = {w.lower().removesuffix("'s").strip("'") for w in _WORD.findall(text)}
+    return {w for w in words if w and not is_function_word(w)}
+
+
+def answer_facts(reference: str, question: str) -> set[str]:
+    """The words that carry a reference answer's facts: its content words that the question does not contain.
+
+    "What is the capital of France?" / "The capital of France is Paris." -> {"paris"}: an answer that repeats
+    the question ("The capital of France is Lyon.") states none of the facts.
+    """
+    return _fact_words(reference) - _fact_words(question)
+
+
+def fact_recall(answer: str, reference: str, question: str) -> float:
+    """Share of :func:`answer_facts` that ``answer`` contains (0-1); ``nan`` when the reference adds no word to
+    the question (then there is nothing to recall, and callers fall back to ROUGE-L)."""
+    facts = answer_facts(reference, question)
+    if not facts:
+        return float("nan")
+    return len(facts & _fact_words(answer)) / len(facts)
+
+
 def is_function_word(word: str) -> bool:
     """True for a word of :data:`FUNCTION_WORDS` (case-insensitive) or a string with no letter or digit."""
     word = word.strip()

@@ -16,6 +16,7 @@ from asu.search.scan import BracketCriteria
 FloorMode = Literal["relative", "absolute"]
 Stage2 = Literal["ladder", "bisection", "successive_halving"]
 RecipeWeight = Literal["recipe"]
+TrialLength = Literal["matched_steps", "same_epochs"]
 
 
 def _help(text: str) -> dict[str, str]:
@@ -55,6 +56,12 @@ class SearchConfig:
         default="recipe",
         metadata=_help("ladder: 'recipe' keeps the recipe's lambda; a list of lambdas (>= 0) tries each at the "
                        "best tau and learning rate (the first one is used while searching those)"),
+    )
+    trial_length: TrialLength = field(
+        default="matched_steps",
+        metadata=_help("ladder: matched_steps: a trial runs as many optimizer steps as the final round will (more "
+                       "epochs over the fewer validation items); same_epochs: the round's epochs (cheaper, but a "
+                       "request about one subject then forgets less in a trial than in its round)"),
     )
     min_forget_gain: float = field(
         default=0.1,
@@ -111,6 +118,8 @@ class SearchConfig:
         if self.stage2 not in ("ladder", "bisection", "successive_halving"):
             raise ValueError(f"stage2={self.stage2!r} is unknown; use 'ladder', 'bisection' or 'successive_halving'")
         self._check_strength()
+        if self.trial_length not in ("matched_steps", "same_epochs"):
+            raise ValueError(f"trial_length={self.trial_length!r}: use 'matched_steps' or 'same_epochs'")
         if self.floor_mode not in ("relative", "absolute"):
             raise ValueError(f"floor_mode={self.floor_mode!r} is unknown; use 'relative' or 'absolute'")
         if self.eta < 2:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from asu.search.halving import Floors, TrialResult, rank
 from asu.search.ladder import ladder_search, outcome_status, strongest_safe
 from asu.search.scores import SetFigures
@@ -91,3 +93,16 @@ def test_outcome_without_trials_follows_the_bracket():
     assert outcome_status([], {2.0: "too weak: content-token NLL rises 0.01", 3.0: "too weak: x"}) == "no_effect"
     assert outcome_status([], {2.0: "too weak: x", 3.0: "teacher incoherent: fluent share 0.1"}) == "no_safe_setting"
     assert ladder_search(lambda *a: None, [], RATES, [1.0]) == []
+
+
+def test_floors_from_the_current_model():
+    from pipelines.temperature_search import SearchConfig
+    from pipelines.temperature_search.search import absolute_floors
+
+    base = SetFigures(items=6, rouge_l_recall=0.9, probability=0.5, nll=1.0, token_entropy=0.8, repetition=0.0,
+                      fluent_share=5 / 6)
+    floors = absolute_floors(SearchConfig(), base, 0.7, 10)
+    assert floors.fluent_share == 5 / 6  # capped at the current model's own share (one odd answer of six)
+    assert floors.retain_utility == pytest.approx(0.9 * 0.7) and floors.reference_utility == 0.7
+    # FE of the current model: hmean(0.1, 0.5, 0.8) = 3 / (10 + 2 + 1.25); the effect floor adds the minimum gain.
+    assert floors.forget_efficacy == pytest.approx(3 / (10 + 2 + 1.25) + 0.1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 
 import pytest
@@ -23,7 +24,11 @@ def test_outcome_has_every_figure(tiny_search, tiny_sets):
         assert {"content_nll", "function_nll", "teacher_forget_token_entropy", "teacher_forget_repetition",
                 "retain_nll", "in_bracket", "candidate"} <= set(row)
     assert outcome.candidates and set(outcome.candidates) <= {2.0, 4.0}
-    assert outcome.trials and all(t.epochs == TINY_ROUND.epochs for t in outcome.trials)  # ladder: full length
+    # ladder, matched_steps: as many optimizer steps as the final round, over the fewer validation items
+    n_val, n_all = outcome.split["forget_validation_items"], len(tiny_sets[0])
+    steps = lambda n: -(-n // TINY_ROUND.batch_size)  # noqa: E731
+    expected = max(TINY_ROUND.epochs, round(TINY_ROUND.epochs * steps(n_all) / steps(n_val)))
+    assert outcome.trials and all(t.epochs == expected > TINY_ROUND.epochs for t in outcome.trials)
     rates = {t.learning_rate for t in outcome.trials}
     assert rates <= {m * TINY_ROUND.learning_rate for m in TINY_SEARCH.lr_multipliers} and len(rates) >= 2
     for trial in outcome.trials:
@@ -72,7 +77,7 @@ def test_no_candidate_meets_the_floors(tiny_model_dir, tiny_sets, tmp_path):
     assert outcome.status == "no_safe_setting" and outcome.tau is None
     assert len(outcome.trials) == 1 and not outcome.trials[0].feasible
     assert "broke a floor" in outcome.reasons[0]
-    assert any(r.startswith("tau=4 lr=0.001 lambda=0.1 (1 epochs): retain utility") for r in outcome.reasons)
+    assert any(re.match(r"tau=4 lr=0.001 lambda=0.1 \(\d+ epochs\): retain utility", r) for r in outcome.reasons)
     assert outcome.to_dict()["evidence"][1]["trial_failures"]
     with pytest.raises(ValueError, match="no_safe_setting"):
         outcome.round_config(TINY_ROUND)

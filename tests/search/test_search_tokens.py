@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from asu.search.tokens import FUNCTION_WORDS, function_token_mask, is_function_word
@@ -33,3 +34,17 @@ def test_truncated_answer_without_eos(tiny_tokenizer):
     text = "His father was a painter."
     ids = tiny_tokenizer(text, add_special_tokens=False)["input_ids"][:3]
     assert len(function_token_mask(tiny_tokenizer, text, ids)) == 3
+
+
+def test_fact_recall_counts_the_answer_words_the_question_does_not_hold():
+    from asu.search.tokens import answer_facts, fact_recall
+
+    question, reference = "What is the capital of France?", "The capital of France is Paris."
+    assert answer_facts(reference, question) == {"paris"}
+    assert fact_recall("The capital of France is Lyon.", reference, question) == 0.0  # ROUGE-L recall: 5/6
+    assert fact_recall("It's Paris, of course.", reference, question) == 1.0
+    born = "Chukwu Akabueze was born on September 26, 1965."
+    facts = answer_facts(born, "What is Chukwu Akabueze's date of birth?")
+    assert facts == {"born", "september", "26", "1965"}
+    assert fact_recall("He was born in September 1960.", born, "What is Chukwu Akabueze's date of birth?") == 0.5
+    assert math.isnan(fact_recall("Yes.", "Paris is the capital.", "Is Paris the capital?"))  # nothing to recall
