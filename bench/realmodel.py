@@ -17,6 +17,10 @@ validation forget questions, utility = retain-validation hit rate (ROUGE-L recal
 (capped at 1), and fluent share = share of validation forget answers ``asu.fluency`` judges fluent with the base
 model. No method keeps a default tuned for another; the grids are in ``GRIDS``.
 
+``asu_auto`` is ASU as the product runs it: ``pipelines.unlearn.auto_unlearn`` (the settings search, then the
+final round), from the ``pretrained`` recipe; its search validates on the setting's own validation items, and the
+table reports its search and round seconds beside the others' two rounds.
+
 Writes ``realmodel.json``, ``realmodel.md`` and ``realmodel.png`` (utility against forget efficacy, one point
 per method, hollow where the fluent share of forget answers is below 0.9) to ``--out``.
 

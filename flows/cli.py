@@ -523,7 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_eval.add_argument("--json", action="store_true")
     bench_eval.set_defaults(func=cmd_bench_eval)
 
-    methods = ["asu_gd", "asu_kl", "ga", "gd", "npo", "simnpo", "idk", "rmu"]  # bench.realmodel.METHODS
+    methods = ["asu_auto", "asu_gd", "asu_kl", "ga", "gd", "npo", "simnpo", "idk", "rmu"]  # AUTO + METHODS
     realmodel = bench.add_parser("realmodel", help="every method (ASU and baselines) on SmolLM2, settings searched")
     realmodel.add_argument("--setting", nargs="+", default=["scenario"], choices=["scenario", "tofu"],
                            help="scenario: the Paris real-world scenario; tofu: the SmolLM2 TOFU target (built first)")
