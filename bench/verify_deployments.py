@@ -60,7 +60,7 @@ def _settings(tmp: Path) -> Path:
         "base_model": "embedded:tiny", "retain_file": str(files.retain), "holdout_file": str(files.holdout),
         "overrides": {"epochs": 2}, "report_retain_items": 8, "max_new_tokens": 48,
         "search": {"tau_grid": [2.0, 3.0], "stage2_candidates": 1, "retain_validation_size": 8,
-                   "max_new_tokens": 48},
+                   "max_new_tokens": 48, "lr_multipliers": [1.0, 2.0]},
         "gate_file": str(ROOT / "configs" / "gate-demo.yaml"),
     }  # fmt: skip
     path = tmp / "settings.yaml"

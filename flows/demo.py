@@ -20,6 +20,8 @@ DEMO_SEARCH = {
     # A short grid around the paper's stable region keeps the demo within minutes on 2 CPU cores.
     "tau_grid": [1.5, 2.0, 2.5, 3.0],
     "stage2_candidates": 2,
+    # The embedded recipe's learning rate is already calibrated for this model (asu.recipes): a ladder around it.
+    "lr_multipliers": [1.0, 2.0],
 }
 
 
@@ -27,7 +29,8 @@ DEMO_SEARCH = {
 TINY_DEMO = {
     "authors": (1, 2),
     "settings": {
-        "search": {"tau_grid": [2.0, 3.0], "stage2_candidates": 1, "retain_validation_size": 8, "max_new_tokens": 48},
+        "search": {"tau_grid": [2.0, 3.0], "stage2_candidates": 1, "retain_validation_size": 8, "max_new_tokens": 48,
+                   "lr_multipliers": [1.0, 2.0]},
         "overrides": {"epochs": 3}, "report_retain_items": 8, "benchmark_limit": 5, "max_new_tokens": 48,
     },
 }  # fmt: skip

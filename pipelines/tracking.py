@@ -38,7 +38,7 @@ KIND_TAG = "asu.run_kind"
 
 # Params named in the issue, the round's own counters, and (added below) every ASUConfig field.
 _BASE_PARAMS = {"method", "tau", "lambda", "lr", "steps", "seeds", "code_version", "model_hash", "data_hash",
-                "num_forget", "num_retain_used", "parent_version", "model_version"}
+                "num_forget", "num_retain_used", "parent_version", "model_version", "teacher_source"}
 _TOKEN = re.compile(r"^[A-Za-z0-9_.,:+\-/@=]{1,100}$")  # a knob value: no whitespace, at most 100 characters
 _ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")

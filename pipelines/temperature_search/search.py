@@ -191,8 +191,30 @@ def _stage1(model_dir, split: ValidationSplit, round_config: ASUConfig, config: 
     rows = [base] + [scan_tau(model, tokenizer, split.forget_val, split.retain_val, tau, **scan_kw)
                      for tau in config.tau_grid if tau != 1.0]
     verdicts = bracket(rows[1:], base, config.criteria)
-    candidates = spread([t for t, why in verdicts.items() if why is None], config.stage2_candidates)
+    candidates = stage2_candidates(rows[1:], base, verdicts, config) if config.stage2 == "ladder" else spread(
+        [t for t, why in verdicts.items() if why is None], config.stage2_candidates)
     return _Stage1(base, base_retain, floors, rows, verdicts, candidates, cap, judge)
+
+
+def stage2_candidates(rows: Sequence[ScanRow], base: ScanRow, verdicts: dict[float, str | None],
+                      config: SearchConfig) -> list[float]:
+    """The bracketed taus (spread); when none is bracketed, the coherent tau that moves facts most.
+
+    "Too weak" is judged at the teacher's own strength, but the ladder can push harder: on a model that memorised
+    its answers (the SmolLM2 TOFU target: answer NLL 0.009) the only coherent teacher, tau 1.5, raised content NLL
+    by 0.091 nats, under the 0.1 bar, while a hand-set round at that tau forgot measurably. An incoherent teacher is
+    never tried.
+    """
+    bracketed = [t for t, why in verdicts.items() if why is None]
+    if bracketed:
+        return spread(bracketed, config.stage2_candidates)
+    weak = [r for r in rows if (verdicts.get(r.tau) or "").startswith("too weak") and r.content_nll > base.content_nll]
+    if not weak:
+        return []
+    best = max(weak, key=lambda r: r.content_nll)
+    logger.info("no tau bracketed; trying the coherent tau %g that moves facts most (content NLL +%.3f nats)",
+                best.tau, best.content_nll - base.content_nll)
+    return [best.tau]
 
 
 def _stage2(model_dir, split: ValidationSplit, round_config: ASUConfig, config: SearchConfig, stage1: _Stage1,
@@ -254,6 +276,9 @@ def run_search(
     best = winner(trials, len(epochs) - 1)
     status = outcome_status(last, stage1.verdicts)
     reasons = _choice_reasons(trials, stage1.candidates, stage1.verdicts, stage1.floors)
+    if stage1.candidates and all(stage1.verdicts.get(t) is not None for t in stage1.candidates):
+        reasons.append(f"tau={stage1.candidates[0]:g} was trialed although its teacher alone moves facts too little: "
+                       "no tau was bracketed, and it is the coherent one that moves them most")
     if not stage1.candidates:
         reasons.insert(0, "no tau of the grid passed stage 1 (facts move while the teacher stays coherent)")
     elif status == "no_effect":

@@ -35,12 +35,16 @@ def test_search_json_matches_the_library_run(tiny_search, tiny_model_dir, files,
     assert outcome["split"] == library.split and (tmp_path / "run" / "search.png").is_file()
 
 
-def test_search_no_effect_exits_3_with_reasons(tiny_model_dir, files, tmp_path, capsys):
+#: Every teacher above tau 1 counts as incoherent (its retain NLL may not rise at all): the search stops after stage 1.
+NO_CANDIDATE = ["--search", "min_content_nll_rise=0", "--search", "max_retain_nll_rise=0"]
+
+
+def test_search_without_candidates_exits_3_with_reasons(tiny_model_dir, files, tmp_path, capsys):
     args = ["search", "--model", str(tiny_model_dir), "--forget", str(files[0]), "--retain", str(files[1]),
-            "--work-dir", str(tmp_path), *ROUND_ARGS, *SEARCH_ARGS, "--search", "min_content_nll_rise=50"]
+            "--work-dir", str(tmp_path), *ROUND_ARGS, *SEARCH_ARGS, *NO_CANDIDATE]
     assert main(args) == 3
     out = capsys.readouterr().out
-    assert "no_effect" in out and "too weak" in out and "content function" in out
+    assert "no_safe_setting" in out and "teacher incoherent" in out and "content function" in out
 
 
 @pytest.mark.parametrize(
@@ -74,7 +78,7 @@ def test_subjects_in_the_forget_file_stratify_the_split(tiny_model_dir, tiny_set
     retain.write_text(json.dumps(tiny_sets[1]))  # a JSON array works too
     args = ["search", "--model", str(tiny_model_dir), "--forget", str(forget), "--retain", str(retain),
             "--work-dir", str(tmp_path / "run"), "--json", *ROUND_ARGS, *SEARCH_ARGS,
-            "--search", "min_content_nll_rise=50"]  # stops after stage 1: this test is about the split
+            *NO_CANDIDATE]  # stops after stage 1: this test is about the split
     assert main(args) == 3
     index = json.loads(capsys.readouterr().out)["split"]["forget_validation_index"]
     assert sum(i < 10 for i in index) == 2 and sum(i >= 10 for i in index) == 2

@@ -106,3 +106,18 @@ def test_floors_from_the_current_model():
     assert floors.retain_utility == pytest.approx(0.9 * 0.7) and floors.reference_utility == 0.7
     # FE of the current model: hmean(0.1, 0.5, 0.8) = 3 / (10 + 2 + 1.25); the effect floor adds the minimum gain.
     assert floors.forget_efficacy == pytest.approx(3 / (10 + 2 + 1.25) + 0.1)
+
+
+def test_a_weak_but_coherent_teacher_is_tried_when_nothing_is_bracketed():
+    from asu.search.scan import ScanRow
+    from pipelines.temperature_search import SearchConfig
+    from pipelines.temperature_search.search import stage2_candidates
+
+    def row(tau, content):
+        return ScanRow(tau, figures(), content, 0.5, 1.0)
+
+    base, rows = row(1.0, 0.01), [row(1.25, 0.03), row(1.5, 0.10), row(2.0, 5.0)]
+    verdicts = {1.25: "too weak: 0.02", 1.5: "too weak: 0.09", 2.0: "teacher incoherent: fluent share 0.00"}
+    assert stage2_candidates(rows, base, verdicts, SearchConfig()) == [1.5]  # never the incoherent 2.0
+    assert stage2_candidates(rows, base, {**verdicts, 1.25: None}, SearchConfig()) == [1.25]  # bracketed first
+    assert stage2_candidates(rows, base, {t: "teacher incoherent" for t in verdicts}, SearchConfig()) == []

@@ -61,12 +61,21 @@ def test_png_and_json_are_written_without_forget_content(tiny_search, tiny_sets)
 
 def test_no_candidate_passes_stage_one(tiny_model_dir, tiny_sets, tmp_path):
     forget, retain = tiny_sets
-    outcome = run_search(tiny_model_dir, forget, retain, TINY_ROUND, replace(TINY_SEARCH, min_content_nll_rise=50.0),
-                         tmp_path)
-    assert outcome.status == "no_effect" and outcome.tau is None and outcome.trials == []
+    config = replace(TINY_SEARCH, min_content_nll_rise=0.0, max_retain_nll_rise=0.0)  # every teacher incoherent
+    outcome = run_search(tiny_model_dir, forget, retain, TINY_ROUND, config, tmp_path)
+    assert outcome.status == "no_safe_setting" and outcome.tau is None and outcome.trials == []
     assert "no tau of the grid passed stage 1" in outcome.reasons[0]
-    assert any("tau=4 (stage 1): too weak" in r for r in outcome.reasons)
+    assert any("tau=4 (stage 1): teacher incoherent: retain NLL rises" in r for r in outcome.reasons)
     assert (tmp_path / "search.png").is_file() and json.loads((tmp_path / "search.json").read_text())["tau"] is None
+
+
+def test_a_weak_teacher_is_still_tried_when_nothing_is_bracketed(tiny_model_dir, tiny_sets, tmp_path):
+    forget, retain = tiny_sets
+    config = replace(TINY_SEARCH, min_content_nll_rise=50.0, lr_multipliers=(1.0,))  # every teacher "too weak"
+    outcome = run_search(tiny_model_dir, forget, retain, TINY_ROUND, config, tmp_path)
+    best = max(outcome.scan[1:], key=lambda r: r.content_nll)
+    assert outcome.candidates == [best.tau] and [t.tau for t in outcome.trials] == [best.tau]
+    assert any("trialed although its teacher alone moves facts too little" in r for r in outcome.reasons)
 
 
 def test_no_candidate_meets_the_floors(tiny_model_dir, tiny_sets, tmp_path):
