@@ -130,10 +130,14 @@ def score_on_test(model_dir: Path, test: list, retain: list, config: ASUConfig, 
     out = {"forget_efficacy": forget_efficacy(fgt), "retain_utility": retain_utility(ret),
            "fluent_share": fgt.fluent_share, "refusal_share": fgt.refusal_share,
            "rouge_l_recall": fgt.rouge_l_recall, "fact_recall": fgt.fact_recall, "probability": fgt.probability}
-    if base_utility is not None:
-        out["relative_utility"] = out["retain_utility"] / base_utility if base_utility > 0 else 1.0
-        out["score"] = combined_score(out["forget_efficacy"], out["relative_utility"], out["fluent_share"])
-    return out
+    return with_score(out, base_utility) if base_utility is not None else out
+
+
+def with_score(figures: dict, base_utility: float) -> dict:
+    """``figures`` plus the utility relative to the current model's and the combined score."""
+    relative = figures["retain_utility"] / base_utility if base_utility > 0 else 1.0
+    return {**figures, "relative_utility": relative,
+            "score": combined_score(figures["forget_efficacy"], relative, figures["fluent_share"])}
 
 
 def grid_settings(config: ASUConfig, search: SearchConfig, taus: Sequence[float] | None) -> list[dict]:
@@ -169,7 +173,7 @@ def bench_subset(subset: BenchSubset, search: SearchConfig, work_dir: Path, cost
     del judge_model
     test = (split.forget_test, split.retain_rest)
     base = score_on_test(subset.model_dir, *test, config, cap, judge)
-    base = score_on_test(subset.model_dir, *test, config, cap, judge, base["retain_utility"])
+    base = with_score(base, base["retain_utility"])
 
     def full_round(name: str, round_config: ASUConfig) -> dict:
         out = work_dir / f"round-{name}"

@@ -39,3 +39,12 @@ def test_bad_subset_names_are_clear():
         parse_subset("tofu:one", "default")
     with pytest.raises(ValueError, match="not memorised"):
         parse_subset("99", "tiny")
+
+
+def test_score_is_relative_to_the_current_model():
+    from bench.search import with_score
+
+    base = {"forget_efficacy": 0.0, "retain_utility": 0.8, "fluent_share": 1.0}
+    assert with_score(base, 0.8)["score"] == 0.0 and with_score(base, 0.8)["relative_utility"] == 1.0
+    after = with_score({"forget_efficacy": 0.6, "retain_utility": 0.4, "fluent_share": 1.0}, 0.8)
+    assert after["relative_utility"] == 0.5 and after["score"] == pytest.approx(3 / (1 / 0.6 + 2 + 1))
