@@ -65,8 +65,11 @@ def auto_unlearn(model_dir: str | Path, forget: list, retain: list, out_dir: str
     started, out_dir, work_dir = time.perf_counter(), Path(out_dir), Path(work_dir)
     if (out_dir / "config.json").exists():
         raise FileExistsError(f"--out {out_dir} already holds a model; choose a new folder (nothing is overwritten)")
+    model, tokenizer = load_model_and_tokenizer(model_dir)
+    judge = FluencyJudge(model, tokenizer, prompt_format=config.prompt_format)  # the model before the round
+    del model
     outcome = run_search(model_dir, forget, retain, config, search, work_dir, subjects=subjects,
-                         forget_validation=forget_validation)
+                         forget_validation=forget_validation, judge=judge)  # one judge: search, before, after
     result: dict[str, Any] = {
         "status": outcome.status, "setting": outcome.setting, "reasons": outcome.reasons,
         "search": {"json": str(work_dir / "search.json"), "plot": None if outcome.plot is None else str(outcome.plot),
@@ -84,9 +87,6 @@ def auto_unlearn(model_dir: str | Path, forget: list, retain: list, out_dir: str
     round_result = run_round(model_dir, train_forget, split.retain_rest, chosen, out_dir, progress=False)
     round_seconds = time.perf_counter() - round_started
     cap = outcome.config["max_new_tokens"]
-    model, tokenizer = load_model_and_tokenizer(model_dir)
-    judge = FluencyJudge(model, tokenizer, prompt_format=config.prompt_format)  # the model before the round
-    del model
     before = _figures(Path(model_dir), train_forget, split.retain_val, config, cap, judge)
     after = _figures(round_result.model_dir, train_forget, split.retain_val, config, cap, judge)
     result |= {"model_dir": str(round_result.model_dir), "round_config": chosen.to_dict(), "before": before,
@@ -103,11 +103,11 @@ def auto_unlearn_from_files(model_dir: str | Path, forget_file: str, retain_file
                             config: ASUConfig, search: SearchConfig, work_dir: str | Path,
                             forget_validation_file: str | None = None) -> dict[str, Any]:
     """:func:`auto_unlearn` from QA files (forget items may carry a ``subject``, which stratifies the split)."""
-    from pipelines.temperature_search.search import _subjects
+    from pipelines.temperature_search.search import subjects_of
 
     validation = load_qa_file(forget_validation_file) if forget_validation_file else None
     return auto_unlearn(model_dir, load_qa_file(forget_file), load_qa_file(retain_file), out_dir, config, search,
-                        work_dir, subjects=_subjects(forget_file), forget_validation=validation)
+                        work_dir, subjects=subjects_of(forget_file), forget_validation=validation)
 
 
 def format_auto(result: dict[str, Any]) -> str:

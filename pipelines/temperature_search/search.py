@@ -308,7 +308,7 @@ def run_search(
     return outcome
 
 
-def _subjects(path: str | Path) -> list[object] | None:
+def subjects_of(path: str | Path) -> list[object] | None:
     """The optional ``subject`` field of each row of a QA file (None when no row has one)."""
     text = Path(path).read_text(encoding="utf-8")
     if text.lstrip().startswith("["):
@@ -335,7 +335,7 @@ def search_from_files(
     forget = load_qa_file(forget_file)
     validation = load_qa_file(forget_validation_file) if forget_validation_file else None
     return run_search(model_dir, forget, load_qa_file(retain_file), round_config, config, work_dir,
-                      subjects=_subjects(forget_file), forget_validation=validation)
+                      subjects=subjects_of(forget_file), forget_validation=validation)
 
 
-__all__ = ["absolute_floors", "check_round_config", "generation_cap", "run_search", "search_from_files"]
+__all__ = ["absolute_floors", "check_round_config", "generation_cap", "run_search", "search_from_files", "subjects_of"]
