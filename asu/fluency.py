@@ -9,11 +9,24 @@ An unlearned model can "forget" by no longer producing language: empty answers, 
    line or word making up half of the text with 3+ copies, or a 2-4 character unit 5 times in a row); mostly
    symbols (``symbols``: under half of the visible characters are letters or digits); a copy of the system prompt
    (``echo``: 6+ words and at least 60% of its word 4-grams occur in the text the chat template adds).
-2. **Likelihood under the original model** (catch broken words and word salad): the mean per-token NLL of the
-   answer given its prompt, under the model *before* unlearning, compared with that model's NLL on its own greedy
-   answers to a fixed set of calibration questions (TOFU questions about invented authors, which it answers
-   fluently but wrongly). ``score`` = exp(-(answer NLL - reference NLL)), capped at 1: the per-token likelihood
-   of the answer relative to the model's own fluent text. Fluent needs ``score >= min_score``.
+2. **Likelihood under the original model** (catch broken words and word salad), measured so that *content the
+   judge does not know* is not held against an answer: the judge is the model before unlearning, and on TOFU it
+   has never seen the invented authors whose facts a fine-tuned model states fluently (a plain mean NLL called
+   most of those answers unlikely). Two figures per answer, in nats/token:
+
+   - ``slor``: the mean over answer tokens of log p(token | question, prefix) - log p_uni(token), the syntactic
+     log-odds ratio of sentence-fluency work (Lau et al. 2017; Kann et al. 2018): a rare name is unlikely in
+     context *and* rare on its own, so it costs little; a common token where no sentence puts it (broken words,
+     word salad) costs a lot. ``p_uni`` is the judge's own unigram: its next-token distribution averaged over
+     every position of its calibration questions and answers (no corpus needed, any tokenizer).
+   - ``relevance``: the answer's mean NLL without the question minus with it: how much the question helps to
+     predict the answer (an answer about something else gains little), capped at ``relevance_cap`` nats.
+
+   Both are compared with the medians of the same figures on the judge's own greedy answers to a fixed set of
+   calibration questions: ``deficit = (ref slor - slor) + weight * (min(ref relevance, cap) - min(relevance,
+   cap))`` and ``score = 1 / (1 + exp(deficit))`` (0.5: as fluent as the judge's own answers). Fluent needs
+   ``score >= min_score``. Threshold, cap and weight were chosen together on the labelled set's dev half
+   (``bench/fluency/record.py --grid``).
 
 Refusals ("I don't know ...", the TOFU refusal strings) are language: they are fluent, and flagged ``refusal`` so
 that a report can tell a model that answers wrongly from one that refuses. The likelihood check does not apply
@@ -33,6 +46,9 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import numpy as np
+import torch
 
 from asu.data import Encoded, PromptFormat, prompt_ids
 from asu.losses import IGNORE_INDEX
@@ -61,6 +77,10 @@ _KNOWN = re.compile(
     r"|recall|remember|idea|clue|specific|detail|topic|subject|question|access|program|educat|acquaint|versed"
     r"|field|area|capabilit|look\s+up|\bsay\b|\btell\b|help|provide|one\b|reach|understand|resource)", re.I)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
+# A statement that the asked-for information is missing ("specific details about her parents are not provided",
+# "his gender is not specified") declines without a speaker.
+_UNSTATED = re.compile(r"\b(?:not|n['’]t|never)\s+(?:been\s+|yet\s+been\s+)?(?:provided|specified|disclosed|"
+                       r"documented|available|mentioned|recorded|publicly\s+known)\b", re.I)
 
 
 @dataclass(frozen=True)
@@ -68,16 +88,25 @@ class FluencySettings:
     """Thresholds of the verdict (see the module docstring); the defaults are the measured ones (README).
 
     Attributes:
-        min_score: relative per-token likelihood exp(-(NLL - reference NLL)) below which an answer is not fluent;
-            0.34 = about 1.1 nats/token less likely than the model's own answers: the value of the sweep that
-            maximises min(precision, recall) of "not fluent" on the labelled set's dev half.
+        min_score: fluency score (1 / (1 + exp(deficit)), deficit in nats/token against the judge's own answers)
+            below which an answer is not fluent; 0.13 = a deficit of 1.9 nats/token.
+        relevance_cap: nats/token of question relevance beyond which an answer earns no more credit (an answer
+            that restates the question is not more fluent for it).
+        relevance_weight: weight of the relevance gap in the deficit (an off-topic answer is fluent language that
+            does not answer).
+
+    The three were chosen together by a grid on the labelled set's dev half (``bench/fluency/record.py --grid``:
+    the point that maximises the smallest of the precision and recall of "not fluent" and the fluent share of the
+    TOFU target's answers); the test half reports them.
         max_repetition: largest share of repeated word 3-grams of a fluent answer.
         max_dominant_share: largest share of the single most frequent line or word (texts of 3+ lines / words).
         min_alnum_share: smallest share of letters and digits among visible characters.
         echo_share: share of word 4-grams found in the prompt from which an answer of 6+ words is an echo.
     """
 
-    min_score: float = 0.34
+    min_score: float = 0.13
+    relevance_cap: float = 1.5
+    relevance_weight: float = 3.0
     max_repetition: float = 0.5
     max_dominant_share: float = 0.5
     min_alnum_share: float = 0.5
@@ -85,8 +114,26 @@ class FluencySettings:
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
-            if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+            if name in ("relevance_cap", "relevance_weight"):
+                if not (math.isfinite(value) and value > 0):
+                    raise ValueError(f"FluencySettings.{name}={value} must be a positive number")
+            elif not (math.isfinite(value) and 0.0 <= value <= 1.0):
                 raise ValueError(f"FluencySettings.{name}={value} must be a number in [0, 1]")
+
+
+@dataclass(frozen=True)
+class AnswerLikelihood:
+    """The judge's likelihood figures of one answer (nats/token; see the module docstring).
+
+    ``slor``: mean log p(token | question, prefix) - log p_uni(token) (higher: more fluent); ``relevance``: mean
+    NLL of the answer without the question minus with it (higher: the question predicts the answer better).
+    """
+
+    slor: float
+    relevance: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {"slor": self.slor, "relevance": self.relevance}
 
 
 @dataclass(frozen=True)
@@ -106,7 +153,7 @@ class FluencyVerdict:
 def is_refusal(text: str) -> bool:
     """True when ``text`` declines to answer ("I don't know", "That's beyond my knowledge", ...)."""
     return any(_SPEAKER.search(sentence) and (_IDIOM.search(sentence) or _LACK.search(sentence)
-                                              and _KNOWN.search(sentence))
+                                              and _KNOWN.search(sentence)) or _UNSTATED.search(sentence)
                for sentence in _SENTENCE.split(text.strip())[:2])
 
 
@@ -148,9 +195,14 @@ def surface_failures(text: str, context: str = "", settings: FluencySettings = F
     return failed
 
 
-def relative_likelihood(answer_nll: float, reference_nll: float) -> float:
-    """exp(-(answer NLL - reference NLL)) capped at 1 (NLLs in nats/token)."""
-    return min(1.0, math.exp(-(answer_nll - reference_nll)))
+def fluency_score(answer: AnswerLikelihood, reference: AnswerLikelihood, *, relevance_cap: float = 1.5,
+                  relevance_weight: float = 3.0) -> float:
+    """1 / (1 + exp(deficit)) in (0, 1): 0.5 when ``answer`` is as fluent as ``reference`` (the judge's own
+    answers); ``deficit`` = (reference slor - slor) + weight * (min(reference relevance, cap) - min(relevance,
+    cap)), in nats/token."""
+    deficit = (reference.slor - answer.slor) + relevance_weight * (min(reference.relevance, relevance_cap)
+                                                                   - min(answer.relevance, relevance_cap))
+    return 1.0 / (1.0 + math.exp(max(-700.0, min(deficit, 700.0))))
 
 
 def calibration_items(count: int = 16) -> tuple[tuple[str, str], ...]:
@@ -173,26 +225,30 @@ def encode_continuations(tokenizer, prompts: Sequence[str], texts: Sequence[str]
     return encoded
 
 
-def verdict(text: str, nll: float | None, reference_nll: float, settings: FluencySettings = FluencySettings(),
-            context: str = "") -> FluencyVerdict:
-    """The verdict on ``text`` from its surface checks (``context``: see :func:`surface_failures`) and its NLL given
-    its prompt (None: not scored, only allowed for an empty text) against the original model's ``reference_nll``
-    (both in nats/token)."""
+def verdict(text: str, likelihood: AnswerLikelihood | None, reference: AnswerLikelihood,
+            settings: FluencySettings = FluencySettings(), context: str = "") -> FluencyVerdict:
+    """The verdict on ``text`` from its surface checks (``context``: see :func:`surface_failures`) and its
+    likelihood figures under the original model (None: not scored, only allowed for an empty text) against those
+    of the original model's own answers (``reference``)."""
     failed = surface_failures(text, context, settings)
-    if nll is None:
+    if likelihood is None:
         if "empty" not in failed:
-            raise ValueError("only an empty answer may go unscored; pass its NLL under the original model")
+            raise ValueError("only an empty answer may go unscored; pass its likelihood under the original model")
         return FluencyVerdict(False, None, False, tuple(failed))
-    score, refusal = relative_likelihood(nll, reference_nll), is_refusal(text)
+    score = fluency_score(likelihood, reference, relevance_cap=settings.relevance_cap,
+                          relevance_weight=settings.relevance_weight)
+    refusal = is_refusal(text)
     reasons = failed + (["unlikely"] if score < settings.min_score and not refusal else [])
     return FluencyVerdict(not reasons, score, refusal, tuple(reasons))
 
 
 class FluencyJudge:
-    """Judges answers with the surface checks and the likelihood under ``model`` (the model before unlearning).
+    """Judges answers with the surface checks and the likelihood figures under ``model`` (the model before
+    unlearning).
 
     Build it once per original model: on construction it answers the calibration questions greedily
-    (``calibration_tokens`` new tokens) and takes the median NLL of those answers as its reference.
+    (``calibration_tokens`` new tokens), takes its unigram (the mean next-token distribution over every position of
+    those questions and answers) and the medians of its own answers' figures as the ``reference``.
     """
 
     def __init__(self, model, tokenizer, *, settings: FluencySettings = FluencySettings(),
@@ -211,24 +267,53 @@ class FluencyJudge:
         if not kept:
             raise ValueError("the fluency judge's model answered every calibration question with an empty text; "
                              "judge with the model before unlearning (a model that still produces language)")
-        nlls = self.nlls([q for q, _ in kept], [a for _, a in kept])
-        self.reference_nll = sorted(nlls)[len(nlls) // 2]  # median: robust to one odd answer
+        prompts, texts = [q for q, _ in kept], [a for _, a in kept]
+        self.log_unigram = mean_log_distribution(
+            model, encode_continuations(tokenizer, prompts, texts, prompt_format), pad_id=tokenizer.pad_token_id)
+        figures = self.likelihoods(prompts, texts)
+        middle = len(figures) // 2  # medians: robust to one odd answer
+        self.reference = AnswerLikelihood(sorted(f.slor for f in figures)[middle],
+                                          sorted(f.relevance for f in figures)[middle])
 
-    def nlls(self, prompts: Sequence[str], texts: Sequence[str]) -> list[float]:
-        """Mean per-token NLL (nats) of each text given its prompt, under the judge's model."""
+    def likelihoods(self, prompts: Sequence[str], texts: Sequence[str]) -> list[AnswerLikelihood]:
+        """The likelihood figures of each (non-empty) text given its prompt, under the judge's model."""
         from asu.metrics.passes import token_stats
 
-        encoded = encode_continuations(self.tokenizer, prompts, texts, self.prompt_format)
-        stats = token_stats(self.model, encoded, pad_id=self.tokenizer.pad_token_id, batch_size=self.batch_size)
-        return [s.avg_loss for s in stats]
+        pad = self.tokenizer.pad_token_id
+        given = token_stats(self.model, encode_continuations(self.tokenizer, prompts, texts, self.prompt_format),
+                            pad_id=pad, batch_size=self.batch_size)
+        alone = token_stats(self.model, encode_continuations(self.tokenizer, [""] * len(texts), texts,
+                                                             self.prompt_format),
+                            pad_id=pad, batch_size=self.batch_size)
+        out = []
+        for g, a in zip(given, alone, strict=True):
+            if not len(g.logprobs) or not len(a.logprobs):
+                raise ValueError("a text to judge has no tokens after its prompt; judge non-empty answers only")
+            slor = float((g.logprobs - self.log_unigram[g.labels]).mean())
+            out.append(AnswerLikelihood(slor, float(g.logprobs.mean() - a.logprobs.mean())))
+        return out
 
     def judge(self, prompts: Sequence[str], texts: Sequence[str]) -> list[FluencyVerdict]:
         """One verdict per (prompt, text), in order."""
         scored = [i for i, text in enumerate(texts) if any(ch.isalnum() for ch in text)]
-        nlls = dict(zip(scored, self.nlls([prompts[i] for i in scored], [texts[i] for i in scored]), strict=True)
-                    if scored else {})
-        return [verdict(text, nlls.get(i), self.reference_nll, self.settings, self.context)
+        figures = dict(zip(scored, self.likelihoods([prompts[i] for i in scored], [texts[i] for i in scored]),
+                           strict=True) if scored else {})
+        return [verdict(text, figures.get(i), self.reference, self.settings, self.context)
                 for i, text in enumerate(texts)]
+
+
+@torch.no_grad()
+def mean_log_distribution(model, encoded: Sequence[Encoded], *, pad_id: int) -> np.ndarray:
+    """log of the model's next-token distribution averaged over every position of ``encoded`` (shape [V]): the
+    model's own unigram, floored at 1e-12 so that no token is impossible."""
+    device = next(model.parameters()).device
+    model.eval()
+    total, count = None, 0
+    for e in encoded:  # one sequence at a time: [T, V] probabilities of a short text, no padding to mask
+        probs = model(torch.tensor([e.input_ids], device=device)).logits[0].float().softmax(-1)
+        total = probs.sum(0) if total is None else total + probs.sum(0)
+        count += probs.shape[0]
+    return (total / count).clamp_min(1e-12).log().cpu().numpy()
 
 
 @dataclass(frozen=True)
@@ -273,15 +358,17 @@ def read_fluency_file(path: str | Path) -> list[dict[str, str]]:
 
 __all__ = [
     "SURFACE_CHECKS",
+    "AnswerLikelihood",
     "FluencyJudge",
     "FluencySettings",
     "FluencySummary",
     "FluencyVerdict",
     "calibration_items",
     "encode_continuations",
+    "fluency_score",
     "is_refusal",
+    "mean_log_distribution",
     "read_fluency_file",
-    "relative_likelihood",
     "surface_failures",
     "verdict",
 ]

@@ -270,7 +270,7 @@ def run_realmodel_bench(settings: Sequence[Setting], methods: Sequence[str], wor
             rows[method] = (run_auto(setting, judge, base, work) if method == AUTO
                             else run_method(setting, method, judge, base, work))
             result["settings"][setting.name] = {"rows": rows, "notes": setting.notes, "base_selection": base,
-                                                "reference_nll": judge.reference_nll,
+                                                "judge_reference": judge.reference.to_dict(),
                                                 "judge_model": str(setting.judge_model or setting.model_dir),
                                                 "seconds": time.perf_counter() - started}
             if out_dir is not None:  # after each method: a crash later loses nothing measured

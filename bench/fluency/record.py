@@ -1,16 +1,20 @@
-"""Record the judge model's NLLs on the labelled fluency set, and measure the verdict against the labels.
+"""Record the judge model's likelihood figures on the labelled fluency set, and measure the verdict against the labels.
 
-The labelled set (``tests/asu/fluency_labels.jsonl``) holds real generations of SmolLM2-135M and its unlearned or
-smoothed variants (``bench/fluency/collect.py``), each labelled by hand: ``fluent`` (language that answers: correct,
-wrong or a refusal) or not (empty, loop, punctuation or letter runs, broken words, off-topic or echoed text), with
-a ``category`` and ``refusal``. This script adds each text's NLL under the judge model (SmolLM2, the model before
-unlearning) and writes the judge's calibration NLL to ``fluency_labels.meta.json``, so that the default test suite
-checks the verdict without the real model; the slow test recomputes the NLLs.
+The labelled set (``tests/asu/fluency_labels.jsonl``) holds real generations of SmolLM2-135M, its unlearned or
+smoothed variants (``bench/fluency/collect.py``) and the TOFU target fine-tuned from it
+(``bench/fluency/collect_tofu.py``), each labelled by hand: ``fluent`` (language that answers: correct, wrong or a
+refusal) or not (empty, loop, punctuation or letter runs, broken words, off-topic or echoed text), with a
+``category`` and ``refusal``. This script adds each text's likelihood figures under the judge model (SmolLM2, the
+model before unlearning: ``slor`` and ``relevance``, see ``asu.fluency``) and writes the judge's reference figures
+to ``fluency_labels.meta.json``, so that the default test suite checks the verdict without the real model; the
+slow test recomputes them.
 
-Threshold choice: ``--sweep`` prints precision/recall of "not fluent" on the ``dev`` half for several ``min_score``
-values; the default was set from the dev half only, and the ``test`` half reports it.
+Threshold choice: ``--grid`` searches ``min_score`` x ``relevance_cap`` x ``relevance_weight`` for the point that
+maximises, on the ``dev`` half, the smallest of the precision and recall of "not fluent" and the fluent share of
+the TOFU target's fluent answers (judged by the pretrained model, which never saw those authors); the defaults
+are that point and the ``test`` half reports them. ``--sweep`` prints the figures of a few ``min_score`` values.
 
-    OMP_NUM_THREADS=2 python -m bench.fluency.record [--sweep]
+    OMP_NUM_THREADS=2 python -m bench.fluency.record [--sweep | --grid]
 """
 
 from __future__ import annotations
@@ -29,17 +33,30 @@ def precision_recall(predicted: list[bool], actual: list[bool]) -> tuple[float, 
     return (tp / max(1, sum(predicted)), tp / max(1, sum(actual)))
 
 
-def evaluate(rows: list[dict], reference_nll: float, settings, context: str = "") -> dict:
-    from asu.fluency import verdict
+def likelihood(row: dict):
+    """The recorded ``AnswerLikelihood`` of a labelled row (None for an empty text)."""
+    from asu.fluency import AnswerLikelihood
 
+    return None if row["slor"] is None else AnswerLikelihood(row["slor"], row["relevance"])
+
+
+def evaluate(rows: list[dict], meta: dict, settings) -> dict:
+    """Per split: precision/recall of "not fluent" and of "refusal", and the fluent share of the TOFU target's
+    fluent answers."""
+    from asu.fluency import AnswerLikelihood, verdict
+
+    reference = AnswerLikelihood(**meta["reference"])
     out = {}
     for split in ("dev", "test", "all"):
         part = [r for r in rows if split == "all" or r["split"] == split]
-        verdicts = [verdict(r["text"], r["nll"], reference_nll, settings, context) for r in part]
+        verdicts = [verdict(r["text"], likelihood(r), reference, settings, meta["context"]) for r in part]
         p, r = precision_recall([not v.fluent for v in verdicts], [not row["fluent"] for row in part])
         rp, rr = precision_recall([v.refusal for v in verdicts], [row["refusal"] for row in part])
+        tofu = [v.fluent for v, row in zip(verdicts, part, strict=True)
+                if row["source"].startswith("tofu_target") and row["fluent"]]
         out[split] = {"items": len(part), "not_fluent_precision": p, "not_fluent_recall": r,
-                      "refusal_precision": rp, "refusal_recall": rr}
+                      "refusal_precision": rp, "refusal_recall": rr,
+                      "tofu_target_fluent_share": sum(tofu) / max(1, len(tofu))}
     return out
 
 
@@ -47,6 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--sweep", action="store_true")
+    parser.add_argument("--grid", action="store_true")
     args = parser.parse_args()
     from asu.fluency import FluencyJudge, FluencySettings
     from asu.modeling import load_model_and_tokenizer
@@ -56,18 +74,44 @@ def main() -> None:
     model, tokenizer = load_model_and_tokenizer(resolve_model(args.model))
     judge = FluencyJudge(model, tokenizer)
     scored = [i for i, r in enumerate(rows) if any(ch.isalnum() for ch in r["text"])]
-    nlls = judge.nlls([rows[i]["prompt"] for i in scored], [rows[i]["text"] for i in scored])
+    figures = judge.likelihoods([rows[i]["prompt"] for i in scored], [rows[i]["text"] for i in scored])
     for row in rows:
-        row["nll"] = None
-    for i, nll in zip(scored, nlls, strict=True):
-        rows[i]["nll"] = round(nll, 5)
+        row.pop("nll", None)
+        row["slor"] = row["relevance"] = None
+    for i, f in zip(scored, figures, strict=True):
+        rows[i]["slor"], rows[i]["relevance"] = round(f.slor, 5), round(f.relevance, 5)
     LABELS.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    META.write_text(json.dumps({"model": args.model, "reference_nll": round(judge.reference_nll, 5),
-                                "context": judge.context}, indent=1) + "\n")
-    print(f"reference NLL {judge.reference_nll:.3f} nats/token; {len(rows)} rows")
-    for min_score in ((0.25, 0.28, 0.3, 0.32, 0.34, 0.36, 0.38, 0.4) if args.sweep else (None,)):
+    meta = {"model": args.model, "reference": {k: round(v, 5) for k, v in judge.reference.to_dict().items()},
+            "context": judge.context}
+    META.write_text(json.dumps(meta, indent=1) + "\n")
+    print(f"reference {meta['reference']}; {len(rows)} rows")
+    if args.grid:
+        grid(rows, meta)
+    sweep = (0.05, 0.1, 0.13, 0.2, 0.3, 0.4, 0.5) if args.sweep else (None,)
+    for min_score in sweep:
         settings = FluencySettings() if min_score is None else FluencySettings(min_score=min_score)
-        print(settings.min_score, json.dumps(evaluate(rows, judge.reference_nll, settings, judge.context)))
+        print(settings.min_score, json.dumps(evaluate(rows, meta, settings)))
+
+
+def grid(rows: list[dict], meta: dict) -> None:
+    """Print the dev-half optimum of (min_score, relevance_cap, relevance_weight) and its figures."""
+    import math
+
+    from asu.fluency import FluencySettings
+
+    def worst(figures: dict) -> float:
+        return min(figures["not_fluent_precision"], figures["not_fluent_recall"], figures["tofu_target_fluent_share"])
+
+    best = None
+    for cap in (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0):
+        for weight in (0.5, 1.0, 1.5, 2.0, 3.0):
+            for deficit in [x / 10 for x in range(-5, 25)]:
+                settings = FluencySettings(min_score=round(1 / (1 + math.exp(deficit)), 4), relevance_cap=cap,
+                                           relevance_weight=weight)
+                figures = evaluate([r for r in rows if r["split"] == "dev"], meta, settings)["dev"]
+                if best is None or worst(figures) > best[0]:
+                    best = (worst(figures), settings)
+    print("grid optimum on dev:", best[1], json.dumps(evaluate(rows, meta, best[1])))
 
 
 if __name__ == "__main__":

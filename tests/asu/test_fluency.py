@@ -11,13 +11,14 @@ import pytest
 
 from asu.embedded import refusal_strings
 from asu.fluency import (
+    AnswerLikelihood,
     FluencyJudge,
     FluencySettings,
     FluencySummary,
     calibration_items,
+    fluency_score,
     is_refusal,
     read_fluency_file,
-    relative_likelihood,
     surface_failures,
 )
 
@@ -54,15 +55,23 @@ def test_every_tofu_refusal_string_is_a_refusal_and_answers_are_not():
     assert is_refusal("I'm sorry, but I don't have information about that person.")
 
 
-def test_relative_likelihood_is_exp_of_the_nll_gap_capped_at_one():
-    assert relative_likelihood(2.0, 2.0) == 1.0
-    assert relative_likelihood(1.0, 2.0) == 1.0  # more likely than the reference: capped
-    assert relative_likelihood(5.0, 2.0) == pytest.approx(math.exp(-3.0))
+def test_fluency_score_is_a_logistic_of_the_deficit_against_the_reference():
+    ref = AnswerLikelihood(slor=5.0, relevance=2.0)
+    assert fluency_score(ref, ref) == 0.5  # as fluent as the judge's own answers
+    # 1 nat/token less slor, relevance above the cap on both sides: deficit 1
+    assert fluency_score(AnswerLikelihood(4.0, 3.0), ref, relevance_cap=1.5) == pytest.approx(1 / (1 + math.e))
+    # relevance 1.0 against the capped reference 1.5, weight 2: deficit 0 + 2 * 0.5 = 1
+    assert fluency_score(AnswerLikelihood(5.0, 1.0), ref, relevance_cap=1.5, relevance_weight=2.0) == \
+        pytest.approx(1 / (1 + math.e))
+    assert fluency_score(AnswerLikelihood(7.0, 2.0), ref) == pytest.approx(1 / (1 + math.exp(-2.0)))
+    assert fluency_score(AnswerLikelihood(-1e6, 2.0), ref) == pytest.approx(0.0)  # no overflow
 
 
 def test_settings_are_validated():
     with pytest.raises(ValueError, match="min_score"):
         FluencySettings(min_score=1.5)
+    with pytest.raises(ValueError, match="relevance_cap"):
+        FluencySettings(relevance_cap=0.0)
 
 
 def test_summary_counts_refusals_as_fluent():
@@ -82,13 +91,14 @@ def test_judge_scores_with_the_model_and_fails_unlikely_text(tiny_model_dir):
 
     model, tokenizer = load_model_and_tokenizer(tiny_model_dir)
     judge = FluencyJudge(model, tokenizer)
-    assert len(calibration_items()) == 16 and judge.reference_nll > 0
+    assert len(calibration_items()) == 16 and judge.log_unigram.shape == (model.config.vocab_size,)
+    assert judge.reference.relevance == judge.reference.relevance  # a number, not NaN
     question = calibration_items()[1][0]
     own = generate_answers(model, tokenizer, [question], max_new_tokens=64)[0]
     # The model's own greedy answer is as likely as its reference; shuffled characters of it are not.
     scrambled = "".join(random.Random(0).sample(own, len(own)))
     verdicts = judge.judge([question, question, question, question], [own, scrambled, "", "I don't know."])
-    assert verdicts[0].score > 0.5 and verdicts[0].fluent
+    assert verdicts[0].score > 0.3 and verdicts[0].fluent
     assert verdicts[1].score < FluencySettings().min_score and "unlikely" in verdicts[1].reasons
     assert verdicts[2].score is None and verdicts[2].reasons == ("empty",) and not verdicts[2].fluent
     assert verdicts[3].refusal and verdicts[3].fluent  # refusals are exempt from the likelihood check
