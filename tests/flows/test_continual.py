@@ -16,8 +16,11 @@ import threading
 import pytest
 
 TEST_SEARCH = {"tau_grid": [2.0, 3.0], "stage2_candidates": 1, "trial_epochs": 1, "retain_validation_size": 8,
-               "max_new_tokens": 48, "lr_multipliers": [1.0], "trial_length": "same_epochs", "min_forget_gain": 0.0}
-# The flow's mechanics are under test here, not the search: one strength, short trials, any effect counts.
+               "max_new_tokens": 48, "lr_multipliers": [1.0], "trial_length": "same_epochs", "min_forget_gain": 0.0,
+               "fluent_share_floor": 0.6}
+# The flow's mechanics are under test here, not the search: one strength, short trials, any effect counts, and a
+# low fluency floor (the tiny model has no language of its own: one of its five validation answers judged unlikely
+# would otherwise decide whether a round runs).
 
 
 def _gate(path, **values) -> str:
