@@ -117,6 +117,7 @@ class QAScores:
     answers: list[str]
     per_item_rouge: list[float]
     refusal_share: float = 0.0
+    fact_recall: float = float("nan")  # mean asu.search.tokens.fact_recall (ROUGE-L recall where it is undefined)
 
     def summary(self) -> dict[str, float]:
         return {
@@ -124,6 +125,7 @@ class QAScores:
             "probability": self.probability,
             "fluent_share": self.fluent_share,
             "refusal_share": self.refusal_share,
+            "fact_recall": self.fact_recall,
         }
 
 
@@ -137,13 +139,19 @@ def score_qa(
     batch_size: int = 32,
     judge=None,
 ) -> QAScores:
-    """Greedy-answer ROUGE-L recall, mean answer probability exp(-NLL), fluent and refusal shares over ``items``.
+    """Greedy-answer ROUGE-L recall and fact recall, mean answer probability exp(-NLL), fluent and refusal shares
+    over ``items``. Fact recall (``asu.search.tokens.fact_recall``): the share of the reference's facts (its content
+    words that the question lacks) that the answer states; an item whose reference adds none counts its ROUGE-L.
 
     ``judge``: a ``asu.fluency.FluencyJudge`` of the original model (without it: surface checks only).
     """
     answers, nlls = answers_and_nlls(model, tokenizer, items, prompt_format=prompt_format,
                                      max_new_tokens=max_new_tokens, batch_size=batch_size)
+    from asu.search.tokens import fact_recall
+
     rouge = rouge_l_recall(answers, [it["answer"] for it in items])
+    facts = [fact_recall(a, it["answer"], it["question"]) for a, it in zip(answers, items, strict=True)]
+    facts = [r if f != f else f for f, r in zip(facts, rouge, strict=True)]  # NaN (no facts): ROUGE-L recall
     verdicts = fluency_verdicts(answers, [it["question"] for it in items], judge)
     return QAScores(
         rouge_l_recall=sum(rouge) / len(rouge),
@@ -152,6 +160,7 @@ def score_qa(
         answers=answers,
         per_item_rouge=rouge,
         refusal_share=sum(v.refusal for v in verdicts) / len(verdicts),
+        fact_recall=sum(facts) / len(facts),
     )
 
 

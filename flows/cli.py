@@ -1,7 +1,7 @@
 """The ``asu`` command line. It sits at the top of the dependency chain (flows -> pipelines -> asu).
 
 Commands:
-  asu demo [--json]                          the whole product on the embedded model: 3 requests, flows, registry
+  asu demo [--model NAME|DIR] [--json]       the whole product (embedded or real model): 3 requests, flows, registry
   asu demo-round [--json]                    one ASU round on the embedded model, before/after table
   asu run --settings FILE [--max N]          process the queued requests now (continual-unlearning flow)
   asu urgent FILE --settings FILE            submit a request as urgent and process it at once (urgent-removal)
@@ -78,7 +78,7 @@ def _config(args):
 def cmd_demo(args) -> int:
     from flows.demo import format_summary, run_product_demo
 
-    summary = run_product_demo(args.work_dir, variant=args.variant)
+    summary = run_product_demo(args.work_dir, variant=args.variant, model=args.model)
     if args.json:
         print(json.dumps(summary))  # the machine-readable summary is the last line
     else:
@@ -419,6 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the whole product on the embedded model (3 requests, Prefect, MLflow)")
     demo.add_argument("--variant", default="default", choices=["default", "tiny"])
+    demo.add_argument("--model", default=None, metavar="NAME|DIR",
+                      help="run on a real pretrained model (e.g. smollm2-135m) instead of the embedded one: three "
+                           "parts of the 'paris' scenario, settings chosen by the search")
     demo.add_argument("--work-dir", default="runs/demo", help="each demo gets a new timestamped folder here")
     demo.add_argument("--json", action="store_true", help="print the summary as one JSON line (the last line)")
     demo.set_defaults(func=cmd_demo)

@@ -1,15 +1,20 @@
-"""`asu demo`: the whole product on the embedded model, end to end, on one machine.
+"""`asu demo`: the whole product end to end on one machine, on the embedded model or a real pretrained one.
 
-1. build (or reuse) the embedded model; write three forget requests (three TOFU authors, the last one urgent),
-   the retain set and a holdout set into a fresh work dir ``<root>/<UTC time>/`` (earlier demos are kept);
+1. build (or reuse) the model; write three forget requests (the last one urgent), the retain set and a holdout set
+   into a fresh work dir ``<root>/<UTC time>/`` (earlier demos are kept). On the embedded model the requests are
+   three TOFU authors it was trained on; on a real model (``--model smollm2-135m``) they are three parts of the
+   real-world scenario ``paris`` (facts the model knows), with the scenario's neighbouring facts as the retain set
+   and the settings search of the pretrained recipe;
 2. submit them through the intake (data contracts, ledger);
 3. run ``continual_unlearning`` through Prefect (ephemeral API): temperature search, ASU round, evaluation, gate,
    MLflow registration and promotion for each request, urgent first;
-4. return a per-round summary (tau chosen, forget and retain figures, gate, model version) and where things are.
+4. return a per-round summary (tau chosen, forget and retain figures, gate, model version), two sample forget
+   answers per request before and after its round, and where things are.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from datetime import UTC, datetime
@@ -24,6 +29,10 @@ DEMO_SEARCH = {
     "lr_multipliers": [1.0, 2.0],
 }
 
+
+#: The search on a real model: the pretrained recipe's ladder of learning rates around tau values that the
+#: scenario's teacher scan brackets, cut to what fits the demo's time on 2 CPU cores.
+REAL_DEMO_SEARCH = {"tau_grid": [1.5, 2.0, 3.0], "stage2_candidates": 2, "max_new_tokens": 48}
 
 #: The tiny variant (4 authors, for smoke tests): two requests, a smaller retain validation sample, short rounds.
 TINY_DEMO = {
@@ -51,21 +60,47 @@ def demo_settings(files, variant: str, **overrides: Any) -> dict[str, Any]:
     }
 
 
-def run_product_demo(root: str | Path = "runs/demo", *, variant: str = "default",
+def real_model_settings(files, model: str) -> dict[str, Any]:
+    """Pipeline settings of the demo on a real pretrained model (``model``: a named model or a folder)."""
+    return {
+        "base_model": model,
+        "retain_file": str(files.retain),
+        "holdout_file": str(files.holdout),
+        "recipe": "pretrained",
+        "search": dict(REAL_DEMO_SEARCH),
+        "gate_file": str(Path(__file__).resolve().parent.parent / "configs" / "gate-demo-real.yaml"),
+        "benchmarks": ["wmdp"],
+        "benchmark_limit": 20,
+        "max_new_tokens": 48,
+    }
+
+
+def run_product_demo(root: str | Path = "runs/demo", *, variant: str = "default", model: str | None = None,
                      authors: tuple[int, ...] | None = None, settings_overrides: dict | None = None) -> dict[str, Any]:
-    """Run the demo in a new work dir under ``root``; returns the summary (rounds, champion, locations)."""
+    """Run the demo in a new work dir under ``root``; returns the summary (rounds, champion, samples, locations).
+
+    ``model``: a real pretrained model (a named model such as ``smollm2-135m``, or a folder) instead of the
+    embedded ``variant``.
+    """
     from asu.embedded import DEMO_FORGET_AUTHORS, ensure_embedded_model
-    from pipelines.demo_data import write_demo_files
+    from asu.models import resolve_model
+    from pipelines.demo_data import write_demo_files, write_scenario_demo_files
 
     started = time.perf_counter()
     work = Path(root).resolve() / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     work.mkdir(parents=True, exist_ok=False)
     os.environ["ASU_WORK_DIR"] = str(work)  # ledger, MLflow store, rounds and reports all live here
-    ensure_embedded_model(variant, progress=True)
-    tiny = variant == "tiny"
-    authors = authors or (TINY_DEMO["authors"] if tiny else DEMO_FORGET_AUTHORS)
-    files = write_demo_files(work / "inputs", variant, authors)
-    settings = demo_settings(files, variant, **(TINY_DEMO["settings"] if tiny else {}), **(settings_overrides or {}))
+    if model is not None:
+        base_dir = resolve_model(model, progress=True)
+        files = write_scenario_demo_files(work / "inputs")
+        settings = {**real_model_settings(files, model), **(settings_overrides or {})}
+    else:
+        base_dir = ensure_embedded_model(variant, progress=True)
+        tiny = variant == "tiny"
+        authors = authors or (TINY_DEMO["authors"] if tiny else DEMO_FORGET_AUTHORS)
+        files = write_demo_files(work / "inputs", variant, authors)
+        settings = demo_settings(files, variant, **(TINY_DEMO["settings"] if tiny else {}),
+                                 **(settings_overrides or {}))
 
     from asu.data import load_qa_file
     from flows.continual import continual_unlearning
@@ -99,7 +134,11 @@ def run_product_demo(root: str | Path = "runs/demo", *, variant: str = "default"
         "earlier_efficacy_after": o.get("after", {}).get("earlier", {}),
         "failed_checks": o.get("failed_checks", []), "report": o.get("report"),
     } for o in outcomes]  # fmt: skip
+    samples = sample_answers(Path(base_dir), work, files, outcomes, config)
+    for r in rounds:
+        r["samples"] = samples.get(r["request_id"], [])
     return {
+        "model": model or f"embedded:{variant}",
         "work_dir": str(work),
         "submitted": submitted,
         "rounds": rounds,
@@ -107,6 +146,46 @@ def run_product_demo(root: str | Path = "runs/demo", *, variant: str = "default"
         "mlflow_uri": tracking_uri(work=work),
         "seconds": time.perf_counter() - started,
     }
+
+
+def sample_answers(base_dir: Path, work: Path, files, outcomes: list[dict], config, per_request: int = 2
+                   ) -> dict[str, list[dict[str, str]]]:
+    """Greedy answers to the first ``per_request`` forget questions of each processed request, by the model its
+    round started from and by the round's model: {request id: [{"question", "before", "after"}]}.
+
+    The demo's requests are its own public files, so showing their text is fine here (the pipeline itself never
+    copies request content into logs or reports).
+    """
+    from asu.evaluation import generate_answers
+    from asu.modeling import load_model_and_tokenizer
+
+    def answers(model_dir: Path, questions: list[str]) -> list[str]:
+        model, tokenizer = load_model_and_tokenizer(model_dir)
+        return generate_answers(model, tokenizer, questions, prompt_format=config.round_config().prompt_format,
+                                max_new_tokens=config.max_new_tokens)
+
+    questions = {}
+    for path, _ in files.requests:
+        lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        forget = [line["question"] for line in lines[1:] if line.get("role") == "forget"]
+        questions[lines[0]["request_id"]] = forget[:per_request]
+    current, out = base_dir, {}
+    for o in outcomes:  # processing order: each round starts from the model the previous one promoted
+        round_model = work / "rounds" / o["request_id"] / "model"
+        asked = questions.get(o["request_id"], [])
+        if not asked or not (round_model / "config.json").is_file():
+            continue
+        before, after = answers(current, asked), answers(round_model, asked)
+        out[o["request_id"]] = [{"question": q, "before": b, "after": a} for q, b, a in zip(asked, before, after,
+                                                                                          strict=True)]
+        if o.get("promoted"):
+            current = round_model
+    return out
+
+
+def _clip(text: str, width: int = 96) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def format_summary(s: dict[str, Any]) -> str:
@@ -131,6 +210,13 @@ def format_summary(s: dict[str, Any]) -> str:
         )
         if r["failed_checks"]:
             rows.append(f"{'':<16}failed checks: {', '.join(r['failed_checks'])}")
+    samples = [r for r in s["rounds"] if r.get("samples")]
+    if samples:
+        rows += ["", "sample forget answers, before -> after the request's round:"]
+    for r in samples:
+        for item in r["samples"]:
+            rows += [f"  [{r['request_id']}] {_clip(item['question'])}",
+                     f"      before: {_clip(item['before'])}", f"      after:  {_clip(item['after'])}"]
     work = s["work_dir"]
     rows += [
         "",

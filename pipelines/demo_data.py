@@ -15,6 +15,7 @@ from pathlib import Path
 from asu.embedded import DEMO_FORGET_AUTHORS, EMBEDDED_SPECS, NUM_TOFU_AUTHORS, tofu_author_items, tofu_items
 
 VALIDATION_EVERY = 4  # every 4th item of an author is a validation item: 5 of 20
+MIN_VALIDATION = 5  # the settings search's default min_validation_items
 
 
 @dataclass(frozen=True)
@@ -61,4 +62,54 @@ def write_demo_files(folder: Path, variant: str = "default", authors: tuple[int,
     return DemoFiles(retain, holdout, requests)
 
 
-__all__ = ["DemoFiles", "request_lines", "write_demo_files"]
+
+
+
+def scenario_request_lines(scenario, part: int, parts: int) -> list[dict]:
+    """A JSON Lines request forgetting part ``part`` (0-based) of ``parts`` of a real-world scenario's facts.
+
+    The scenario's forget items are cut into ``parts`` contiguous chunks (a scenario lists its facts grouped by
+    topic). Validation items (held-out questions the search scores) are the scenario's validation items, dealt
+    round-robin to the parts, plus the held-out paraphrase probes of the part's own facts, answered with the fact's
+    answer.
+    """
+    forget = scenario.qa_items("forget")
+    size = -(-len(forget) // parts)
+    chosen = range(part * size, min(len(forget), (part + 1) * size))
+    validation = scenario.qa_items("validation")[part::parts] + [
+        {"question": probe["question"], "answer": forget[probe["paraphrase_of"]]["answer"]}
+        for probe in scenario.forget_probes if probe["paraphrase_of"] in chosen]
+    if not chosen or len(validation) < MIN_VALIDATION:
+        raise ValueError(f"scenario {scenario.name!r} has too few forget ({len(forget)}) or validation items for "
+                         f"{parts} requests (part {part + 1} gets {len(validation)} validation items, the search "
+                         f"needs {MIN_VALIDATION}); use fewer parts")
+    lines = [{"request_id": f"{scenario.name}-part-{part + 1}", "subject": f"{scenario.subject} ({part + 1}/{parts})",
+              "kind": "qa", "requester": "asu-demo", "notes": f"demo request built from the {scenario.name} scenario"}]
+    for role, items in (("forget", [forget[i] for i in chosen]), ("validation", validation)):
+        lines += [{"record_id": f"{scenario.name}-{part + 1}-{role[0]}{i:02d}", "role": role, **item}
+                  for i, item in enumerate(items)]
+    return lines
+
+
+def write_scenario_demo_files(folder: Path, scenario_name: str = "paris", parts: int = 3) -> DemoFiles:
+    """The demo on a real pretrained model: ``parts`` requests, each forgetting a part of a real-world scenario's
+    facts (the model knows them; the last request is urgent), the scenario's neighbouring facts as the retain set
+    and a TOFU author (invented, known to no model) as the holdout."""
+    from asu.scenarios import load_scenario
+
+    scenario = load_scenario(scenario_name)
+    folder.mkdir(parents=True, exist_ok=True)
+    retain = folder / "retain.json"
+    retain.write_text("\n".join(json.dumps(it) for it in scenario.qa_items("retain")))
+    holdout = folder / "holdout.json"
+    holdout.write_text("\n".join(json.dumps(it) for it in tofu_author_items(NUM_TOFU_AUTHORS - 1)))
+    requests = []
+    for part in range(parts):
+        lines = scenario_request_lines(scenario, part, parts)
+        path = folder / f"request-{lines[0]['request_id']}.jsonl"
+        path.write_text("\n".join(json.dumps(line) for line in lines))
+        requests.append((path, part == parts - 1))
+    return DemoFiles(retain, holdout, requests)
+
+
+__all__ = ["DemoFiles", "request_lines", "scenario_request_lines", "write_demo_files", "write_scenario_demo_files"]

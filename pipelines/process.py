@@ -150,12 +150,17 @@ class Measurement:
     retain_probability: float
     mia_auc: float | None
     refusal: float = 0.0  # share of forget answers that refuse (asu.fluency), counted as fluent in ``fluency``
+    forget_fact_recall: float | None = None  # share of the forget answers' facts still stated (None: not measured)
     earlier: dict[str, float] = field(default_factory=dict)  # request id -> forget efficacy
     benchmarks: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def forget_efficacy(self) -> float:
-        return 1.0 - self.forget_rouge
+        """1 - fact recall of the greedy forget answers: a fluent answer that states other facts ("The Eiffel
+        Tower is in Rome") has forgotten, though its ROUGE-L against the reference stays high. Falls back to
+        1 - ROUGE-L recall for figures recorded without fact recall."""
+        recall = self.forget_rouge if self.forget_fact_recall is None else self.forget_fact_recall
+        return 1.0 - recall
 
     def figures(self) -> GateFigures:
         return GateFigures(self.forget_efficacy, self.retain_rouge, self.fluency, self.mia_auc)
@@ -163,6 +168,7 @@ class Measurement:
     def to_dict(self) -> dict[str, Any]:
         return {
             "forget_efficacy": self.forget_efficacy, "forget_rouge": self.forget_rouge,
+            "forget_fact_recall": self.forget_fact_recall,
             "forget_probability": self.forget_probability, "fluency": self.fluency, "refusal": self.refusal,
             "retain_rouge": self.retain_rouge, "retain_probability": self.retain_probability,
             "mia_auc": self.mia_auc, "earlier": dict(self.earlier), "benchmarks": self.benchmarks,
@@ -205,10 +211,11 @@ def measure(model_dir: Path, split: DataSplit, settings: PipelineSettings, *, ho
                            stats["holdout"], [i["answer"] for i in holdout])
         auc = aucs[PRIVLEAK_ATTACK]
     result = Measurement(forget.rouge_l_recall, forget.probability, forget.fluent_share, retain.rouge_l_recall,
-                         retain.probability, auc, refusal=forget.refusal_share)
+                         retain.probability, auc, refusal=forget.refusal_share,
+                         forget_fact_recall=forget.fact_recall)
     for request_id, items in earlier.items():
         scores = score_qa(model, tokenizer, items, prompt_format=fmt, max_new_tokens=cap)
-        result.earlier[request_id] = 1.0 - scores.rouge_l_recall
+        result.earlier[request_id] = 1.0 - scores.fact_recall
     del model
     if benchmarks:
         from asu.metrics.tofu import EvalSettings

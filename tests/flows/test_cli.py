@@ -95,6 +95,8 @@ def test_product_demo_json_last_line_has_rounds_and_champion(tiny_model_dir, tmp
     for r in summary["rounds"]:
         assert r["status"] in ("registered", "gate_failed") and r["model_version"]
         assert r["report"].endswith("report.md")
+        # two forget questions answered by the model the round started from and by the round's model
+        assert len(r["samples"]) == 2 and all(set(x) == {"question", "before", "after"} for x in r["samples"])
 
 
 def test_eval_table_json_store_and_bad_reference(tiny_cache, tmp_path, capsys, monkeypatch):
