@@ -39,7 +39,10 @@ TINY_DEMO = {
     "authors": (1, 2),
     "settings": {
         "search": {"tau_grid": [2.0, 3.0], "stage2_candidates": 1, "retain_validation_size": 8, "max_new_tokens": 48,
-                   "lr_multipliers": [1.0, 2.0]},
+                   "lr_multipliers": [1.0, 2.0],
+                   # the 4-author smoke-test model has barely any language: the full fluency floor would refuse
+                   # every round there (measured), and this variant exists to exercise the pipeline
+                   "fluent_share_floor": 0.6},
         "overrides": {"epochs": 3}, "report_retain_items": 8, "benchmark_limit": 5, "max_new_tokens": 48,
     },
 }  # fmt: skip

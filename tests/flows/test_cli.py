@@ -93,10 +93,14 @@ def test_product_demo_json_last_line_has_rounds_and_champion(tiny_model_dir, tmp
     assert [r["request_id"] for r in summary["rounds"]] == ["tofu-author-2", "tofu-author-1"]  # urgent first
     assert summary["rounds"][0]["urgent"] and summary["champion"] is not None
     for r in summary["rounds"]:
-        assert r["status"] in ("registered", "gate_failed") and r["model_version"]
+        assert r["status"] in ("registered", "gate_failed")
+        if r["model_version"] is None:  # the search found no safe setting: nothing trained, no samples
+            assert r["failed_checks"] == ["temperature_search"] and r["samples"] == []
+            continue
         assert r["report"].endswith("report.md")
         # two forget questions answered by the model the round started from and by the round's model
         assert len(r["samples"]) == 2 and all(set(x) == {"question", "before", "after"} for x in r["samples"])
+    assert any(r["model_version"] for r in summary["rounds"])
 
 
 def test_eval_table_json_store_and_bad_reference(tiny_cache, tmp_path, capsys, monkeypatch):
