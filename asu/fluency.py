@@ -195,8 +195,9 @@ def surface_failures(text: str, context: str = "", settings: FluencySettings = F
     return failed
 
 
-def fluency_score(answer: AnswerLikelihood, reference: AnswerLikelihood, *, relevance_cap: float = 1.5,
-                  relevance_weight: float = 3.0) -> float:
+def fluency_score(answer: AnswerLikelihood, reference: AnswerLikelihood, *,
+                  relevance_cap: float = FluencySettings.relevance_cap,
+                  relevance_weight: float = FluencySettings.relevance_weight) -> float:
     """1 / (1 + exp(deficit)) in (0, 1): 0.5 when ``answer`` is as fluent as ``reference`` (the judge's own
     answers); ``deficit`` = (reference slor - slor) + weight * (min(reference relevance, cap) - min(relevance,
     cap)), in nats/token."""

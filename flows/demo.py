@@ -162,8 +162,13 @@ def sample_answers(base_dir: Path, work: Path, files, outcomes: list[dict], conf
     from asu.evaluation import generate_answers
     from asu.modeling import load_model_and_tokenizer
 
+    loaded: dict[Path, tuple] = {}  # the model the next round starts from stays loaded (one load per model)
+
     def answers(model_dir: Path, questions: list[str]) -> list[str]:
-        model, tokenizer = load_model_and_tokenizer(model_dir)
+        if model_dir not in loaded:
+            loaded.clear()
+            loaded[model_dir] = load_model_and_tokenizer(model_dir)
+        model, tokenizer = loaded[model_dir]
         return generate_answers(model, tokenizer, questions, prompt_format=config.round_config().prompt_format,
                                 max_new_tokens=config.max_new_tokens)
 
@@ -178,7 +183,8 @@ def sample_answers(base_dir: Path, work: Path, files, outcomes: list[dict], conf
         asked = questions.get(o["request_id"], [])
         if not asked or not (round_model / "config.json").is_file():
             continue
-        before, after = answers(current, asked), answers(round_model, asked)
+        before = answers(current, asked)
+        after = answers(round_model, asked)
         out[o["request_id"]] = [{"question": q, "before": b, "after": a} for q, b, a in zip(asked, before, after,
                                                                                           strict=True)]
         if o.get("promoted"):
