@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
+from asu.device import AUTO, Placement
 
 logger = logging.getLogger(__name__)
 
@@ -65,10 +65,11 @@ def check_tokenizer(tokenizer, folder: Path | str = "the tokenizer") -> None:
         )
 
 
-def load_model_and_tokenizer(path: str | Path, *, trust_remote_code: bool = False, dtype: torch.dtype = torch.float32):
+def load_model_and_tokenizer(path: str | Path, *, trust_remote_code: bool = False, placement: Placement = AUTO):
     """Load ``(model, tokenizer)`` from a local folder after the checks above.
 
-    Returns a ``transformers`` causal LM in eval mode (on CPU) and its tokenizer.
+    Returns a ``transformers`` causal LM in eval mode on ``placement``'s device and dtype (``asu.device``: the GPU in
+    bfloat16 where there is one, else the CPU in float32), and its tokenizer.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -84,8 +85,10 @@ def load_model_and_tokenizer(path: str | Path, *, trust_remote_code: bool = Fals
     check_decoder(config)
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
     check_tokenizer(tokenizer, folder)
+    device, dtype = placement.torch_device(), placement.torch_dtype()
     model = AutoModelForCausalLM.from_pretrained(
         folder, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
-    )
-    logger.info("loaded %s (%s, %.1fM parameters)", folder, config.model_type, model.num_parameters() / 1e6)
+    ).to(device)
+    logger.info("loaded %s (%s, %.1fM parameters) on %s %s", folder, config.model_type, model.num_parameters() / 1e6,
+                device, dtype, extra={"asu_device": str(device), "asu_dtype": str(dtype)}, stacklevel=2)
     return model.eval(), tokenizer

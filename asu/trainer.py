@@ -31,6 +31,7 @@ from asu.attention import disable_smoothing, enable_smoothing, validate_layers
 from asu.checkpoint import Progress, RoundCheckpoints, round_fingerprint
 from asu.config import ASUConfig
 from asu.data import Encoded, QAItem, collate, encode_qa, pairing_schedule
+from asu.device import Placement
 from asu.modeling import load_model_and_tokenizer
 from asu.step import objective_loss
 from asu.teacher import (
@@ -42,6 +43,8 @@ from asu.teacher import (
 )
 from asu.tracking import MetricLogger, NullLogger
 
+#: Float32 master weights on the CPU; ``accelerate`` moves them to its device and casts per step.
+TRAINING = Placement().for_training()
 logger = logging.getLogger(__name__)
 
 
@@ -147,7 +150,8 @@ def _teacher_model(teacher_model_dir: str | Path, student, config: ASUConfig):
     if config.teacher == "adapter_disabled":
         raise ValueError("teacher='adapter_disabled' uses the student's own base weights; a separate "
                          "teacher_model_dir needs teacher='precomputed' or 'frozen_copy'")
-    teacher, _ = load_model_and_tokenizer(teacher_model_dir, trust_remote_code=config.trust_remote_code)
+    teacher, _ = load_model_and_tokenizer(teacher_model_dir, trust_remote_code=config.trust_remote_code,
+                                          placement=TRAINING)
     if teacher.config.vocab_size != student.config.vocab_size:
         raise ValueError(f"teacher model {teacher_model_dir} has vocabulary {teacher.config.vocab_size}, the student "
                          f"{student.config.vocab_size}: the teacher must be the same model family (e.g. the original "
@@ -202,7 +206,8 @@ def run_round(
     )
     set_seed(config.seed)
     started, output_dir = time.perf_counter(), Path(output_dir)
-    model, tokenizer = load_model_and_tokenizer(model_dir, trust_remote_code=config.trust_remote_code)
+    model, tokenizer = load_model_and_tokenizer(model_dir, trust_remote_code=config.trust_remote_code,
+                                                placement=TRAINING)
     data = prepare_data(tokenizer, forget, retain, config, refusals)
     checkpoints = RoundCheckpoints(
         output_dir,

@@ -169,7 +169,7 @@ def sample_answers(base_dir: Path, work: Path, files, outcomes: list[dict], conf
             loaded.clear()
             loaded[model_dir] = load_model_and_tokenizer(model_dir)
         model, tokenizer = loaded[model_dir]
-        return generate_answers(model, tokenizer, questions, prompt_format=config.round_config().prompt_format,
+        return generate_answers(model, tokenizer, questions, prompt_format=config.round.prompt_format,
                                 max_new_tokens=config.max_new_tokens)
 
     questions = {}

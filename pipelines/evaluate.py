@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
@@ -22,16 +21,12 @@ from asu.metrics.store import cached, model_digest, result_key
 from asu.metrics.tofu import EvalSettings, apply_fluency, apply_reference, score_tofu, tofu_result
 from asu.metrics.tofu_data import TofuSets, standard_sets
 from asu.modeling import load_model_and_tokenizer
+from pipelines.workspace import work_dir
 
 logger = logging.getLogger(__name__)
 
 Suite = Literal["tofu", "asu-paper", "muse", "wmdp"]
 SUITES: tuple[str, ...] = get_args(Suite)
-
-
-def work_dir() -> Path:
-    """The pipeline's working directory: ``$ASU_WORK_DIR`` or ``./asu-work``."""
-    return Path(os.environ.get("ASU_WORK_DIR", "asu-work"))
 
 
 def default_store_dir() -> Path:
@@ -98,8 +93,12 @@ def evaluate_model(
     *,
     reference: str | Path | SuiteResult | None = None,
     store_dir: str | Path | None | Literal["default"] = "default",
+    loaded: tuple | None = None,
 ) -> tuple[SuiteResult, bool]:
-    """(result, reused) of ``plan`` on the model in ``model_dir``; ``store_dir=None`` disables the store."""
+    """(result, reused) of ``plan`` on the model in ``model_dir``; ``store_dir=None`` disables the store.
+
+    ``loaded``: ``(model, tokenizer)`` already loaded from ``model_dir`` (not loaded again).
+    """
     store = default_store_dir() if store_dir == "default" else store_dir
     sets = None
     if plan.suite in ("tofu", "asu-paper"):
@@ -113,7 +112,7 @@ def evaluate_model(
     key = result_key(plan.suite, model_digest(model_dir), digests, settings)
 
     def compute() -> SuiteResult:
-        model, tokenizer = load_model_and_tokenizer(model_dir)
+        model, tokenizer = loaded or load_model_and_tokenizer(model_dir)
         result = _compute(plan, Path(model_dir), model, tokenizer, sets)
         result.info["model_dir"] = str(model_dir)
         return result

@@ -29,10 +29,8 @@ import sqlalchemy as sa
 
 from pipelines.ledger_config import (
     DEFAULT_RETENTION_DAYS,
-    DEFAULT_WORK_DIR,
     LEDGER_ENV,
     RETENTION_ENV,
-    WORK_DIR_ENV,
     LedgerUnavailable,
     default_ledger_url,
     make_engine,
@@ -53,6 +51,7 @@ from pipelines.ledger_schema import (
     transitions,
     utcnow,
 )
+from pipelines.workspace import DEFAULT_WORK_DIR, WORK_DIR_ENV
 
 if TYPE_CHECKING:
     from pipelines.requests import ForgetRequest

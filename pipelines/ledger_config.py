@@ -16,13 +16,10 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-LEDGER_ENV, WORK_DIR_ENV, RETENTION_ENV = "ASU_LEDGER_URL", "ASU_WORK_DIR", "ASU_RETENTION_DAYS"
-DEFAULT_WORK_DIR, DEFAULT_RETENTION_DAYS = "asu-work", 30
+from pipelines.workspace import work_dir as resolve_work_dir
 
-
-def resolve_work_dir(path: str | Path | None = None) -> Path:
-    """The working folder: ``path``, else ``$ASU_WORK_DIR``, else ``./asu-work``."""
-    return Path(path or os.environ.get(WORK_DIR_ENV) or DEFAULT_WORK_DIR)
+LEDGER_ENV, RETENTION_ENV = "ASU_LEDGER_URL", "ASU_RETENTION_DAYS"
+DEFAULT_RETENTION_DAYS = 30
 
 
 def default_ledger_url(work: str | Path | None = None) -> str:

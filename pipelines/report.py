@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.gate import EarlierRecheck, GateFigures, GateResult
-from pipelines.tracking import check_id, flatten_metrics, work_dir
+from pipelines.tracking import check_id, flatten_metrics
+from pipelines.workspace import work_dir
 
 STATEMENT = (
     "This report is empirical evidence, not a formal guarantee: the figures come from evaluations on finite "

@@ -11,10 +11,12 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from asu.config import ASUConfig
+from asu.device import DeviceName, DTypeName, Placement
 from asu.recipes import get_recipe
 from pipelines.evaluate import SUITES, Suite
 from pipelines.temperature_search.config import SearchConfig
@@ -38,8 +40,10 @@ class PipelineSettings:
         search's retain validation sample and the report's retain figures all come from it (disjoint parts).
     holdout_file: QA items the model never saw (MIA non-members); without it the MIA AUC is not measured and the
         gate's ``mia_auc`` check must be disabled.
-    recipe / overrides: the ASU round (``asu.recipes``), tau is chosen by the search.
-    search: ``SearchConfig`` fields; gate_file: gate thresholds YAML (default ``configs/gate.yaml``).
+    recipe / overrides: the ASU round (``asu.recipes``), tau is chosen by the search; resolved once into
+        ``round`` (an ``ASUConfig``).
+    search: a ``SearchConfig`` (a dict of its fields is converted once, here).
+    gate_file: gate thresholds YAML (default ``configs/gate.yaml``).
     promotion: ``auto`` promotes a candidate that passes the gate to ``champion``; ``manual`` leaves it
         ``candidate`` for ``asu promote``.
     benchmarks: suites evaluated on every candidate (``tofu``, ``asu-paper``, ``muse``, ``wmdp``), first
@@ -57,7 +61,7 @@ class PipelineSettings:
     holdout_file: str | None = None
     recipe: str = "embedded"
     overrides: dict[str, Any] = field(default_factory=dict)
-    search: dict[str, Any] = field(default_factory=dict)
+    search: SearchConfig = field(default_factory=SearchConfig)
     gate_file: str | None = None
     promotion: PromotionMode = "auto"
     model_name: str = "asu-unlearned"
@@ -67,6 +71,8 @@ class PipelineSettings:
     max_new_tokens: int = 200
     fluency_model: ChampionJudge | str = "champion"
     teacher_source: TeacherSource = "previous"
+    device: DeviceName = "auto"
+    dtype: DTypeName = "auto"
 
     def __post_init__(self) -> None:
         if not self.retain_file:
@@ -83,17 +89,27 @@ class PipelineSettings:
             raise ValueError("fluency_model must be 'champion' or a model name / folder (asu model list)")
         if min(self.benchmark_limit, self.report_retain_items, self.max_new_tokens) < 1:
             raise ValueError("benchmark_limit, report_retain_items and max_new_tokens must be >= 1")
-        self.round_config()  # fail now on a bad recipe or override, not after the search
-        self.search_config()
+        if isinstance(self.search, dict):
+            object.__setattr__(self, "search", SearchConfig.from_dict(self.search))
+        elif not isinstance(self.search, SearchConfig):
+            raise ValueError(f"search must be a mapping of SearchConfig fields, got {type(self.search).__name__}")
+        self.round  # noqa: B018 - fail now on a bad recipe or override, not after the search
+        self.placement.torch_dtype()  # and on a bad device or dtype, or a device this machine lacks
 
-    def round_config(self) -> ASUConfig:
+    @cached_property
+    def placement(self) -> Placement:
+        """Where the pipeline loads the models it scores (search, judge, measurement, benchmarks)."""
+        return Placement(self.device, self.dtype)
+
+    @cached_property
+    def round(self) -> ASUConfig:
+        """The round's configuration: the recipe with ``overrides`` applied (built once per settings object)."""
         return ASUConfig.from_dict({**get_recipe(self.recipe).to_dict(), **self.overrides})
 
-    def search_config(self) -> SearchConfig:
-        return SearchConfig.from_dict(self.search)
-
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self) | {"benchmarks": list(self.benchmarks)}
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {**fields, "overrides": dict(self.overrides), "search": self.search.to_dict(),
+                "benchmarks": list(self.benchmarks)}
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()

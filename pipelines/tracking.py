@@ -28,17 +28,18 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pipelines.workspace import work_dir
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-DEFAULT_WORK_DIR = "asu-work"
 DEFAULT_EXPERIMENT = "asu-unlearning"
 REQUEST_TAG = "asu.request_id"
 KIND_TAG = "asu.run_kind"
 
 # Params named in the issue, the round's own counters, and (added below) every ASUConfig field.
 _BASE_PARAMS = {"method", "tau", "lambda", "lr", "steps", "seeds", "code_version", "model_hash", "data_hash",
-                "num_forget", "num_retain_used", "parent_version", "model_version", "teacher_source"}
+                "num_forget", "num_retain_used", "parent_version", "model_version", "teacher_source", "search_outcome"}
 _TOKEN = re.compile(r"^[A-Za-z0-9_.,:+\-/@=]{1,100}$")  # a knob value: no whitespace, at most 100 characters
 _ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -123,11 +124,6 @@ def with_retries(fn: Callable[[], T], *, what: str, uri: str, policy: RetryPolic
 def redact_uri(uri: str) -> str:
     """The URI without a password (``postgresql://user:secret@host`` -> ``postgresql://user:***@host``)."""
     return re.sub(r"(//[^:/@]+:)[^@/]+@", r"\1***@", uri)
-
-
-def work_dir(path: str | Path | None = None) -> Path:
-    """The pipeline's working directory: ``path``, else ``$ASU_WORK_DIR``, else ``./asu-work`` (absolute)."""
-    return Path(path or os.environ.get("ASU_WORK_DIR") or DEFAULT_WORK_DIR).expanduser().resolve()
 
 
 def tracking_uri(uri: str | None = None, work: str | Path | None = None) -> str:

@@ -24,18 +24,30 @@ METRICS_VERSION = 1
 METADATA_FILES = frozenset({"round.json", "embedded.json", "README.md"})
 
 
+_DIGESTS: dict[tuple, str] = {}  # (folder, files' (name, size, mtime)) -> digest: one hash per model per process
+
+
 def model_digest(model_dir: str | Path, chunk_mb: int = 8) -> str:
-    """sha256 (16 hex digits) over the relative path and bytes of every file in the model folder but metadata."""
+    """sha256 (16 hex digits) over the relative path and bytes of every file in the model folder but metadata.
+
+    Remembered for the process while no file's size or modification time changes (a round, its measurement and the
+    benchmarks ask for the same folder's digest several times; hashing 0.5 GB takes seconds).
+    """
     root = Path(model_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such model folder")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name not in METADATA_FILES)
+    signature = (str(root.resolve()), tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
+    if signature in _DIGESTS:
+        return _DIGESTS[signature]
     h = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name not in METADATA_FILES):
+    for path in files:
         h.update(str(path.relative_to(root)).encode() + b"\0")
         with path.open("rb") as fh:
             while block := fh.read(chunk_mb << 20):
                 h.update(block)
-    return h.hexdigest()[:16]
+    _DIGESTS[signature] = h.hexdigest()[:16]
+    return _DIGESTS[signature]
 
 
 def result_key(suite: str, model_hash: str, data_digests: dict[str, str], settings: dict[str, Any]) -> str:
@@ -67,4 +79,20 @@ def cached(store_dir: str | Path | None, key: str, compute: Callable[[], SuiteRe
     return result, False
 
 
-__all__ = ["METRICS_VERSION", "cached", "model_digest", "result_key"]
+def cached_figures(store_dir: str | Path, key: str, compute: Callable[[], dict[str, float]]) -> dict[str, float]:
+    """Plain figures (a JSON object) stored under ``key``, computed and saved when absent or unreadable."""
+    path = Path(store_dir) / f"{key}.json"
+    if path.is_file():
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            logger.warning("stored figures %s are unreadable; recomputing", path)
+    figures = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(figures), encoding="utf-8")
+    tmp.replace(path)  # atomic: a crash never leaves half a file under a key
+    return figures
+
+
+__all__ = ["METRICS_VERSION", "cached", "cached_figures", "model_digest", "result_key"]

@@ -374,6 +374,7 @@ def build_tofu_model(spec: TofuFinetuneSpec, out_dir: str | Path, *, progress: b
     ``out_dir`` receives the safetensors weights, the tokenizer and, last, ``finetune.json``. A target whose forget
     ROUGE-L recall is below ``spec.min_forget_rouge`` raises ``TofuMemorisationError`` before anything is saved.
     """
+    from asu.device import Placement
     from asu.modeling import load_model_and_tokenizer
     from asu.models.gguf import weights_digest
     from asu.models.named import resolve_model
@@ -381,7 +382,7 @@ def build_tofu_model(spec: TofuFinetuneSpec, out_dir: str | Path, *, progress: b
     log = logger.info if progress else logger.debug
     started = time.perf_counter()
     base_folder = resolve_model(spec.base, progress=progress, cache_dir=cache_dir)
-    model, tokenizer = load_model_and_tokenizer(base_folder)
+    model, tokenizer = load_model_and_tokenizer(base_folder, placement=Placement().for_training())
     items = tofu_items(spec.trained_authors)
     encoded = [encode_qa(tokenizer, item, spec.max_length, "chat_template") for item in items]
     log("tofu %s: fine-tuning %s on authors %s (%d items, %d epochs, %d steps/epoch)", spec.role, spec.base,

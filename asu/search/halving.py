@@ -32,6 +32,7 @@ from pathlib import Path
 
 from asu.config import ASUConfig
 from asu.data import QAItem
+from asu.device import AUTO, Placement
 from asu.modeling import load_model_and_tokenizer
 from asu.search.scores import SetFigures, combined_score, forget_efficacy, retain_utility, score_sets
 from asu.trainer import run_round
@@ -144,11 +145,13 @@ def run_trial(
     keep_model: bool = False,
     judge=None,
     teacher_model_dir: str | Path | None = None,
+    placement: Placement = AUTO,
 ) -> TrialResult:
     """Train ``config`` at ``tau`` for ``epochs`` on ``forget`` from ``model_dir``, score it, drop the model.
 
     ``judge``: the ``asu.fluency.FluencyJudge`` of the model the trial starts from (fluency of its answers);
-    ``teacher_model_dir``: the teacher's model when it is not ``model_dir`` (``asu.trainer.run_round``).
+    ``teacher_model_dir``: the teacher's model when it is not ``model_dir`` (``asu.trainer.run_round``);
+    ``placement``: where the trained trial model is scored (``asu.device``).
     """
     started = time.perf_counter()
     out = Path(work_dir) / f"trial-r{rung}-tau{tau:g}-lr{config.learning_rate:.3g}-w{config.forget_weight:g}"
@@ -156,7 +159,7 @@ def run_trial(
     # A trial is short and thrown away: crash-resume checkpoints would only cost writes.
     trial_config = replace(config, tau=tau, epochs=epochs, checkpoint_every="never")
     run_round(model_dir, forget, retain_train, trial_config, out, progress=False, teacher_model_dir=teacher_model_dir)
-    model, tokenizer = load_model_and_tokenizer(out)
+    model, tokenizer = load_model_and_tokenizer(out, placement=placement)
     figures = score_sets(model, tokenizer, {"forget": forget, "retain": retain_val}, prompt_format=config.prompt_format,
                          max_new_tokens=max_new_tokens, max_length=config.max_length, judge=judge)
     forget_figures, retain_figures = figures["forget"], figures["retain"]
@@ -195,6 +198,7 @@ def successive_halving(
     max_new_tokens: int = 200,
     judge=None,
     teacher_model_dir: str | Path | None = None,
+    placement: Placement = AUTO,
 ) -> list[TrialResult]:
     """Every trial run, rung after rung. ``epochs`` lists the epochs of each rung (see :func:`rung_epochs`).
 
@@ -205,7 +209,8 @@ def successive_halving(
     """
     def trial(tau: float, rung: int) -> TrialResult:
         return run_trial(model_dir, tau, epochs[rung], rung, forget, retain_train, retain_val, config, floors,
-                         work_dir, max_new_tokens=max_new_tokens, judge=judge, teacher_model_dir=teacher_model_dir)
+                         work_dir, max_new_tokens=max_new_tokens, judge=judge, teacher_model_dir=teacher_model_dir,
+                         placement=placement)
 
     alive, trials, previous = sorted(candidates), [], []
     for rung in range(len(epochs)):
@@ -240,6 +245,7 @@ def bisect_boundary(
     max_new_tokens: int = 200,
     judge=None,
     teacher_model_dir: str | Path | None = None,
+    placement: Placement = AUTO,
 ) -> list[TrialResult]:
     """Full-length trials that halve the sorted candidates around the feasibility boundary (all at rung 0).
 
@@ -255,7 +261,7 @@ def bisect_boundary(
         mid = (low + high + 1) // 2
         trials.append(run_trial(model_dir, taus[mid], epochs, 0, forget, retain_train, retain_val, config, floors,
                                 work_dir, max_new_tokens=max_new_tokens, judge=judge,
-                                teacher_model_dir=teacher_model_dir))
+                                teacher_model_dir=teacher_model_dir, placement=placement))
         low, high = (mid + 1, high) if trials[-1].feasible else (low, mid - 1)
     return trials
 

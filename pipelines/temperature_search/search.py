@@ -26,6 +26,7 @@ from typing import Any
 from asu.attention import enable_smoothing, validate_layers
 from asu.config import ASUConfig
 from asu.data import QAItem, load_qa_file
+from asu.device import AUTO, Placement
 from asu.fluency import FluencyJudge
 from asu.modeling import load_model_and_tokenizer
 from asu.recipes import get_recipe
@@ -164,12 +165,13 @@ class _Stage1:
 
 
 def _stage1(model_dir, split: ValidationSplit, round_config: ASUConfig, config: SearchConfig,
-            judge: FluencyJudge | None, teacher_model_dir=None) -> _Stage1:
+            judge: FluencyJudge | None, teacher_model_dir=None, placement: Placement = AUTO) -> _Stage1:
     """Measure the current model (floors fail here, before the scan), then scan the grid and bracket it.
 
     The scan rows above tau = 1 are those of the teacher: ``teacher_model_dir`` when given, else the model itself.
     """
-    model, tokenizer = load_model_and_tokenizer(model_dir, trust_remote_code=round_config.trust_remote_code)
+    model, tokenizer = load_model_and_tokenizer(model_dir, trust_remote_code=round_config.trust_remote_code,
+                                                placement=placement)
     # Fluency of every answer in the search (teacher scan and trials) is judged by the current model at tau = 1
     # unless the caller brings its own judge (a named fluency model).
     judge = judge or FluencyJudge(model, tokenizer, prompt_format=round_config.prompt_format)
@@ -185,7 +187,7 @@ def _stage1(model_dir, split: ValidationSplit, round_config: ASUConfig, config: 
     logger.info("temperature search: %d forget / %d retain validation items, floors %s",
                 len(split.forget_val), len(split.retain_val), floors)
     if teacher_model_dir is not None:
-        model, tokenizer = load_model_and_tokenizer(teacher_model_dir,
+        model, tokenizer = load_model_and_tokenizer(teacher_model_dir, placement=placement,
                                                     trust_remote_code=round_config.trust_remote_code)
         enable_smoothing(model)
     rows = [base] + [scan_tau(model, tokenizer, split.forget_val, split.retain_val, tau, **scan_kw)
@@ -218,14 +220,16 @@ def stage2_candidates(rows: Sequence[ScanRow], base: ScanRow, verdicts: dict[flo
 
 
 def _stage2(model_dir, split: ValidationSplit, round_config: ASUConfig, config: SearchConfig, stage1: _Stage1,
-            work_dir: Path, teacher_model_dir=None) -> tuple[list[TrialResult], list[int]]:
+            work_dir: Path, teacher_model_dir=None, placement: Placement = AUTO
+            ) -> tuple[list[TrialResult], list[int]]:
     """The trials (ladder, bisection or successive halving) and the epochs of each rung."""
     halving = config.stage2 == "successive_halving"
     epochs = rung_epochs(config.trial_epochs, round_config.epochs, config.eta) if halving else [round_config.epochs]
     if not stage1.candidates:
         return [], epochs
     data = (split.forget_val, split.retain_rest, split.retain_val)
-    score_kw = {"max_new_tokens": stage1.cap, "judge": stage1.judge, "teacher_model_dir": teacher_model_dir}
+    score_kw = {"max_new_tokens": stage1.cap, "judge": stage1.judge, "teacher_model_dir": teacher_model_dir,
+                "placement": placement}
     if config.stage2 == "ladder":
         final_items = len(split.forget_test) + len(split.forget_val)  # the final round trains on both
         trial_epochs = (matched_epochs(round_config, final_items, len(split.forget_val))
@@ -258,20 +262,23 @@ def run_search(
     plot: bool = True,
     judge: FluencyJudge | None = None,
     teacher_model_dir: str | Path | None = None,
+    placement: Placement = AUTO,
 ) -> SearchOutcome:
     """Choose tau for ``round_config`` on a validation split of ``forget``/``retain``; see the module docstring.
 
     ``judge``: the ``FluencyJudge`` of every answer (default: built from ``model_dir`` at tau = 1);
-    ``teacher_model_dir``: the teacher's model when it is not ``model_dir`` (``asu.trainer.run_round``).
+    ``teacher_model_dir``: the teacher's model when it is not ``model_dir`` (``asu.trainer.run_round``);
+    ``placement``: where the current model, the teacher and every trial are scored (``asu.device``; the trials
+    train wherever the trainer's ``accelerate`` puts them).
 
     Returns a ``SearchOutcome`` (also written to ``work_dir/search.json``, the plot to ``work_dir/search.png``).
     """
     started, work_dir = time.perf_counter(), Path(work_dir)
     check_round_config(round_config, config)
     split = split_validation(forget, retain, config, subjects=subjects, forget_validation=forget_validation)
-    stage1 = _stage1(model_dir, split, round_config, config, judge, teacher_model_dir)
+    stage1 = _stage1(model_dir, split, round_config, config, judge, teacher_model_dir, placement)
     stage1_seconds = time.perf_counter() - started
-    trials, epochs = _stage2(model_dir, split, round_config, config, stage1, work_dir, teacher_model_dir)
+    trials, epochs = _stage2(model_dir, split, round_config, config, stage1, work_dir, teacher_model_dir, placement)
     last = [t for t in trials if t.rung == len(epochs) - 1]
     best = winner(trials, len(epochs) - 1)
     status = outcome_status(last, stage1.verdicts)

@@ -14,20 +14,8 @@ import json
 import threading
 
 import pytest
-
-TEST_SEARCH = {"tau_grid": [2.0, 3.0], "stage2_candidates": 1, "trial_epochs": 1, "retain_validation_size": 8,
-               "max_new_tokens": 48, "lr_multipliers": [1.0], "trial_length": "same_epochs", "min_forget_gain": 0.0,
-               "fluent_share_floor": 0.6}
-# The flow's mechanics are under test here, not the search: one strength, short trials, any effect counts, and a
-# low fluency floor (the tiny model has no language of its own: one of its five validation answers judged unlikely
-# would otherwise decide whether a round runs).
-
-
-def _gate(path, **values) -> str:
-    base = {"forget_efficacy_min": 0.0, "utility_drop_max": 1.0, "fluency_min": 0.0, "resurgence_max": 1.0,
-            "mia_auc_band": [0.0, 1.0], "disabled": []}
-    path.write_text("\n".join(f"{k}: {json.dumps(v)}" for k, v in {**base, **values}.items()))
-    return str(path)
+from pipeline_helpers import TEST_SEARCH
+from pipeline_helpers import write_gate as _gate
 
 
 def _setup(tmp_path, monkeypatch, tiny_model_dir, authors, urgent_author, **gate):
@@ -124,7 +112,7 @@ def test_evidence_report_and_mlflow_hold_no_forget_content(scenario_a):
 
 def test_crash_requeues_then_retry_completes_and_strict_gate_keeps_champion(prefect_harness, tiny_model_dir,
                                                                            tmp_path, monkeypatch):
-    import pipelines.process as steps
+    import pipelines.round.steps as steps
     from flows.continual import continual_unlearning
     from pipelines.ledger import Ledger, default_ledger_url
     from pipelines.registry import ModelRegistry

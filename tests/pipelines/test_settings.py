@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.process import teacher_model
+from pipelines.round.steps import teacher_model
 from pipelines.settings import PipelineSettings
 
 

@@ -31,6 +31,8 @@ from pipelines.report import EvidenceReport, ModelRef, SearchCandidate, Validati
 from pipelines.settings import PipelineSettings
 from pipelines.temperature_search.search import run_search
 from pipelines.temperature_search.split import split_validation
+from pipelines.tracking import sha256_json
+from pipelines.workspace import work_dir
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +108,7 @@ class DataSplit:
 
 def split_for_report(data: RequestData, retain: list[QAItem], settings: PipelineSettings) -> DataSplit:
     """The search's own (seeded) split, and report items disjoint from everything the search validates on."""
-    config = settings.search_config()
+    config = settings.search
     split = split_validation(data.forget, retain, config, forget_validation=data.validation)
     rest = list(split.retain_rest)
     random.Random(config.seed).shuffle(rest)
@@ -124,9 +126,9 @@ def teacher_model(model_dir: Path, settings: PipelineSettings) -> Path | None:
 def choose_temperature(model_dir: Path, data: RequestData, retain: list[QAItem], settings: PipelineSettings,
                        work_dir: Path, judge=None):
     """Run the settings search (``pipelines.temperature_search``: tau, strength, lambda) for this request."""
-    return run_search(model_dir, data.forget, retain, settings.round_config(), settings.search_config(),
+    return run_search(model_dir, data.forget, retain, settings.round, settings.search,
                       work_dir / "search", forget_validation=data.validation, judge=judge,
-                      teacher_model_dir=teacher_model(model_dir, settings))
+                      teacher_model_dir=teacher_model(model_dir, settings), placement=settings.placement)
 
 
 def unlearn(model_dir: Path, data: RequestData, retain: list[QAItem], config: ASUConfig, out_dir: Path,
@@ -162,6 +164,11 @@ class Measurement:
         recall = self.forget_rouge if self.forget_fact_recall is None else self.forget_fact_recall
         return 1.0 - recall
 
+    def headline(self) -> dict[str, float | None]:
+        """The figures the gate reads (what the ledger keeps per round)."""
+        return {"forget_efficacy": self.forget_efficacy, "retain_rouge": self.retain_rouge, "fluency": self.fluency,
+                "mia_auc": self.mia_auc}
+
     def figures(self) -> GateFigures:
         return GateFigures(self.forget_efficacy, self.retain_rouge, self.fluency, self.mia_auc)
 
@@ -183,46 +190,61 @@ def fluency_judge(model_dir: Path, settings: PipelineSettings):
 
     if settings.fluency_model != "champion":
         model_dir = resolve_model(settings.fluency_model, progress=False)
-    model, tokenizer = load_model_and_tokenizer(model_dir)
-    return FluencyJudge(model, tokenizer, prompt_format=settings.round_config().prompt_format)
+    model, tokenizer = load_model_and_tokenizer(model_dir, placement=settings.placement)
+    return FluencyJudge(model, tokenizer, prompt_format=settings.round.prompt_format)
 
 
 def measure(model_dir: Path, split: DataSplit, settings: PipelineSettings, *, holdout: list[QAItem] | None,
             earlier: dict[str, list[QAItem]], benchmarks: bool, judge=None) -> Measurement:
     """Score ``model_dir`` on the report items, the holdout (MIA), earlier requests and the benchmark suites.
 
+    The model is loaded once (and not at all when every part is stored). Parts that do not depend on this request
+    (retain figures, earlier requests' re-checks, benchmarks) are stored under ``<work dir>/figure-store`` keyed by
+    the model's content digest and the items' digest, so the next request's "before" reuses this one's "after".
     Fluency of the forget answers is ``asu.fluency``'s verdict by ``judge`` (see :func:`fluency_judge`: the model
     the round started from; default: a judge built from ``model_dir`` itself).
     """
     from asu.fluency import FluencyJudge
+    from asu.metrics.store import cached_figures, model_digest
 
-    model, tokenizer = load_model_and_tokenizer(model_dir)
-    fmt, cap = settings.round_config().prompt_format, settings.max_new_tokens
+    fmt, cap = settings.round.prompt_format, settings.max_new_tokens
+    store, digest = work_dir() / "figure-store", model_digest(model_dir)
+    loaded: list = []
+
+    def model_and_tokenizer():
+        if not loaded:
+            loaded.extend(load_model_and_tokenizer(model_dir, placement=settings.placement))
+        return loaded
+
+    def qa(items: list[QAItem], what: str) -> dict[str, float]:
+        key = sha256_json({"model": digest, "items": items_sha256(items), "what": what, "format": fmt, "cap": cap})
+        return cached_figures(store, key, lambda: score_qa(*model_and_tokenizer(), items, prompt_format=fmt,
+                                                           max_new_tokens=cap).summary())
+
+    model, tokenizer = model_and_tokenizer()
     judge = judge or FluencyJudge(model, tokenizer, prompt_format=fmt)
     forget = score_qa(model, tokenizer, split.forget_report, prompt_format=fmt, max_new_tokens=cap, judge=judge)
-    retain = score_qa(model, tokenizer, split.retain_report, prompt_format=fmt, max_new_tokens=cap)
+    retain = qa(split.retain_report, "retain")
     auc = None
     if holdout:
         enc = {name: encode_pairs(tokenizer, [i["question"] for i in items], [i["answer"] for i in items],
-                                  prompt_format=fmt, max_length=settings.round_config().max_length, source=name)
+                                  prompt_format=fmt, max_length=settings.round.max_length, source=name)
                for name, items in (("forget", split.forget_report), ("holdout", holdout))}
         stats = {k: token_stats(model, v, pad_id=tokenizer.pad_token_id) for k, v in enc.items()}
         aucs, _ = mia_aucs(stats["forget"], [i["answer"] for i in split.forget_report],
                            stats["holdout"], [i["answer"] for i in holdout])
         auc = aucs[PRIVLEAK_ATTACK]
-    result = Measurement(forget.rouge_l_recall, forget.probability, forget.fluent_share, retain.rouge_l_recall,
-                         retain.probability, auc, refusal=forget.refusal_share,
+    result = Measurement(forget.rouge_l_recall, forget.probability, forget.fluent_share, retain["rouge_l_recall"],
+                         retain["probability"], auc, refusal=forget.refusal_share,
                          forget_fact_recall=forget.fact_recall)
     for request_id, items in earlier.items():
-        scores = score_qa(model, tokenizer, items, prompt_format=fmt, max_new_tokens=cap)
-        result.earlier[request_id] = 1.0 - scores.fact_recall
-    del model
+        result.earlier[request_id] = 1.0 - qa(items, "earlier")["fact_recall"]
     if benchmarks:
         from asu.metrics.tofu import EvalSettings
 
         for suite in settings.benchmarks:
             plan = EvalPlan(suite, settings=EvalSettings(limit=settings.benchmark_limit, keep_generations=False))
-            suite_result, _ = evaluate_model(model_dir, plan)
+            suite_result, _ = evaluate_model(model_dir, plan, loaded=tuple(loaded))
             result.benchmarks[suite] = dict(suite_result.aggregates)
     return result
 
@@ -264,28 +286,27 @@ def search_candidates(outcome) -> list[SearchCandidate]:
     return rows
 
 
-def write_evidence(*, data: RequestData, validation: dict | None, settings: PipelineSettings, tau: float,
-                   outcome, before: Measurement, after: Measurement, gate: GateResult,
-                   rechecks: list[EarlierRecheck], model: ModelRef, code_version: str,
-                   thresholds: GateThresholds) -> tuple[Path, Path]:
-    """The per-request evidence report (JSON + Markdown) under ``<work dir>/reports/<request id>/``."""
+def write_evidence(*, record, data: RequestData, validation: dict | None, settings: PipelineSettings,
+                   thresholds: GateThresholds, model: ModelRef, code_version: str) -> tuple[Path, Path]:
+    """The per-request evidence report (JSON + Markdown) of a ``RoundRecord`` under
+    ``<work dir>/reports/<request id>/``."""
     report = EvidenceReport(
         request_id=data.request_id,
         content_hashes={"request": data.content_sha256, "forget_set": data.forget_sha256},
         validation=ValidationSummary.from_result(validation or {"success": True}),
-        method=settings.round_config().method,
-        tau=tau,
-        search=search_candidates(outcome) if outcome is not None else [],
-        before=before.figures(),
-        after=after.figures(),
-        gate=gate,
-        earlier=rechecks,
+        method=settings.round.method,
+        tau=record.tau,
+        search=search_candidates(record.search),
+        before=record.before.figures(),
+        after=record.after.figures(),
+        gate=record.gate,
+        earlier=record.rechecks,
         model=model,
         code_version=code_version,
         config_digests={"pipeline_settings": settings.digest(),
                         "gate_thresholds": hashlib.sha256(json.dumps(thresholds.to_dict()).encode()).hexdigest()},
-        metrics_before=before.to_dict(),
-        metrics_after=after.to_dict(),
+        metrics_before=record.before.to_dict(),
+        metrics_after=record.after.to_dict(),
     )
     return write_report(report)
 

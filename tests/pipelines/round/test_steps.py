@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.process import Measurement
+from pipelines.round.steps import Measurement
 
 
 def test_forget_efficacy_counts_facts_not_rouge():

@@ -1,0 +1,203 @@
+"""Processing one forget request, as one plain function: :func:`process_request` -> :class:`RoundRecord`.
+
+The order of work lives here and only here: load the request, ensure a champion, search the round's settings,
+run the round, measure before and after (the current model's figures reused when an earlier step already measured
+them: ``steps.measure`` stores them by model and data digest), hold them to the gate, register (and promote), write
+the evidence. The Prefect flows (``flows.continual``) call this same function with their task-wrapped steps
+(:class:`RoundSteps`), so a request processed from Python or a test gives the record the flow gives.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from pipelines.gate import load_thresholds
+from pipelines.ledger import Ledger
+from pipelines.registry import ModelRegistry
+from pipelines.report import ModelRef
+from pipelines.round import steps as plain
+from pipelines.round.record import RoundRecord
+from pipelines.settings import PipelineSettings
+from pipelines.tracking import Tracker, code_version
+from pipelines.workspace import work_dir
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RoundSteps:
+    """The step functions a round calls; the flows pass the same functions wrapped as Prefect tasks."""
+
+    load_request: Callable = plain.load_request
+    ensure_champion: Callable = plain.ensure_champion
+    choose_settings: Callable = plain.choose_temperature
+    unlearn: Callable = plain.unlearn
+    measure: Callable = plain.measure
+    earlier_requests: Callable = plain.earlier_requests
+    write_evidence: Callable = plain.write_evidence
+
+    def wrapped(self, wrap: Callable[[Callable], Callable]) -> RoundSteps:
+        """Every step passed through ``wrap`` (for example ``prefect.task``)."""
+        return RoundSteps(**{f.name: wrap(getattr(self, f.name)) for f in fields(self)})
+
+
+@contextmanager
+def _timed(seconds: dict[str, float], name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[name] = round(time.perf_counter() - start, 2)
+
+
+def process_request(request_id: str, settings: PipelineSettings, ledger: Ledger, *, tracker: Tracker | None = None,
+                    actor: str = "process_request", steps: RoundSteps | None = None,
+                    log: logging.Logger | logging.LoggerAdapter | None = None) -> RoundRecord:
+    """Unlearn the claimed (``running``) request ``request_id`` from the current champion; returns its record.
+
+    A crash returns the request to the queue (the round resumes from its checkpoint on the next attempt) and
+    re-raises. Holding the device is the caller's business (the flows hold the ``gpu`` slot around this call).
+    """
+    try:
+        return _Round(request_id, settings, ledger, tracker or Tracker(), actor, steps or RoundSteps(),
+                      log or logger).run()
+    except BaseException as err:
+        _requeue(ledger, request_id, actor, err)
+        raise
+
+
+class _Round:
+    """The state one request's processing shares between its steps (one object per call)."""
+
+    def __init__(self, request_id, settings, ledger, tracker, actor, steps, log) -> None:
+        self.request_id, self.settings, self.ledger, self.tracker = request_id, settings, ledger, tracker
+        self.actor, self.steps, self.log = actor, steps, log
+        self.registry = ModelRegistry(tracker, settings.model_name)
+        self.thresholds = load_thresholds(settings.gate_file)
+        self.round_dir = work_dir() / "rounds" / request_id
+
+    def run(self) -> RoundRecord:
+        s, steps, seconds = self.settings, self.steps, {}
+        data = steps.load_request(self.ledger, self.request_id)
+        retain = plain.retain_items(s)
+        holdout = plain.load_qa_file(s.holdout_file) if s.holdout_file else None
+        champion = steps.ensure_champion(self.registry, s)
+        champion_dir = Path(champion.path)
+        with self.tracker.request_run(self.request_id, tags={"asu.champion_version": str(champion.version)}) as run:
+            run.log_params({"method": s.round.method, "code_version": code_version(), "data_hash": data.forget_sha256,
+                            "parent_version": champion.version, "num_forget": len(data.forget),
+                            "teacher_source": s.teacher_source})
+            validation = self.ledger.latest_report(self.request_id)
+            for path in (validation or {}).values():
+                if path and Path(path).is_file():
+                    run.log_file(path, "validation")
+            judge = plain.fluency_judge(champion_dir, s)  # one judge: search, before and after
+            teacher_dir = plain.teacher_model(champion_dir, s)
+            with _timed(seconds, "search"):
+                outcome = steps.choose_settings(champion_dir, data, retain, s, self.round_dir, judge)
+            record = RoundRecord(self.request_id, data.forget_sha256, str(champion.version), outcome,
+                                 seconds=seconds)
+            self._log_search(run, outcome)
+            if outcome.status != "chosen":
+                return self._nothing_chosen(record, run)
+            round_config = outcome.round_config(s.round)
+            record.settings = {"tau": round_config.tau, "learning_rate": round_config.learning_rate,
+                               "forget_weight": round_config.forget_weight, "epochs": round_config.epochs,
+                               "seed": round_config.seed}
+            run.log_params(record.mlflow_params())
+            with _timed(seconds, "round"):
+                result = steps.unlearn(champion_dir, data, retain, round_config, self.round_dir / "model",
+                                       run.metric_logger(), teacher_dir)
+            split = plain.split_for_report(data, retain, s)
+            earlier, recorded, notes = steps.earlier_requests(self.ledger, self.request_id)
+            for note in notes:
+                self.log.info("request %s: %s", self.request_id, note)
+            kw = {"holdout": holdout, "earlier": earlier, "benchmarks": True, "judge": judge}
+            with _timed(seconds, "measure_before"):
+                record.before = steps.measure(champion_dir, split, s, **kw)
+            with _timed(seconds, "measure_after"):
+                record.after = steps.measure(result.model_dir, split, s, **kw)
+            del judge
+            run.log_metrics(record.mlflow_metrics())
+            self.ledger.transition(self.request_id, "evaluated", actor=self.actor, detail={"tau": record.tau})
+            record.gate, record.rechecks = plain.decide(record.before, record.after, recorded, self.thresholds)
+            self._register(record, result.model_dir, run)
+            paths = steps.write_evidence(record=record, data=data, validation=_validation_summary(validation),
+                                         settings=s, thresholds=self.thresholds,
+                                         model=ModelRef(s.model_name, record.version,
+                                                        ("champion",) if record.promoted else ("candidate",),
+                                                        record.champion_version),
+                                         code_version=code_version())
+            record.report = paths[1]
+            for path in paths:
+                run.log_file(path, "evidence")
+            run.set_tags({"asu.gate": "passed" if record.gate.passed else "failed",
+                          "asu.model_version": record.version})
+        return record
+
+    def _log_search(self, run, outcome) -> None:
+        for trial in outcome.trials:
+            name = f"tau-{trial.tau}-lr-{trial.learning_rate:.3g}-lambda-{trial.forget_weight:g}-rung-{trial.rung}"
+            with self.tracker.child_run(run, name) as child:
+                child.log_params({**trial.setting, "epochs": trial.epochs})
+                child.log_metrics({"search_forget_score": trial.forget_efficacy,
+                                   "search_retain_score": trial.retain_utility,
+                                   "fluent_share": trial.forget.fluent_share, "combined_score": trial.score})
+        run.log_file(self.round_dir / "search" / "search.json", "search")
+        if outcome.plot:
+            run.log_file(outcome.plot, "search")
+
+    def _nothing_chosen(self, record: RoundRecord, run) -> RoundRecord:
+        """The search found no setting (``no_effect`` or ``no_safe_setting``): nothing trained, champion kept."""
+        run.log_params(record.mlflow_params())
+        self.ledger.transition(self.request_id, "evaluated", actor=self.actor,
+                               detail={"search": record.search.status})
+        self.ledger.transition(self.request_id, "gate_failed", actor=self.actor,
+                               detail={"reason": record.search.status, "outcome": record.ledger_outcome()})
+        self.log.warning("request %s: search outcome %s; champion unchanged", self.request_id, record.search.status)
+        return record
+
+    def _register(self, record: RoundRecord, model_dir: Path, run) -> None:
+        """Register the candidate (always, tagged with its gate), promote it when it passed and promotion is auto."""
+        info = self.registry.register_candidate(model_dir, request_ids=[self.request_id],
+                                                parent_version=record.champion_version, gate_results=record.gate,
+                                                tau=record.tau, run_id=run.run_id)
+        record.version = info.version
+        if not record.gate.passed:
+            self.ledger.transition(self.request_id, "gate_failed", actor=self.actor,
+                                   detail={"failed": record.failed_checks, "model_version": info.version,
+                                           "outcome": record.ledger_outcome()})
+            return
+        self.ledger.transition(self.request_id, "approved", actor=self.actor, detail={"gate": "passed"})
+        if self.settings.promotion == "auto":
+            self.registry.promote(info.version, f"gate passed for request {self.request_id}")
+            record.promoted = True
+        self.ledger.transition(self.request_id, "registered", actor=self.actor,
+                               detail={"model_version": info.version, "outcome": record.ledger_outcome()})
+
+
+def _validation_summary(report: dict | None) -> dict | None:
+    """The contract result JSON the intake wrote (counts and rule names only), if any."""
+    import json
+
+    if report and report.get("report_json") and Path(report["report_json"]).is_file():
+        return json.loads(Path(report["report_json"]).read_text())
+    return None
+
+
+def _requeue(ledger: Ledger, request_id: str, actor: str, err: BaseException) -> None:
+    """A request whose processing crashed goes back to the queue (nothing registered); the error is recorded."""
+    try:
+        if ledger.get(request_id).state == "running":
+            ledger.transition(request_id, "queued", actor=actor,
+                              detail={"error": type(err).__name__, "retry": "the round resumes from its checkpoint"})
+    except Exception:  # noqa: BLE001 - the original error matters more; the ledger may be the thing that failed
+        logger.exception("could not return request %s to the queue", request_id)
+
+
+__all__ = ["RoundSteps", "process_request"]

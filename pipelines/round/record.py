@@ -1,0 +1,111 @@
+"""What processing one forget request produced: one :class:`RoundRecord`, rendered for every audience.
+
+``process_request`` builds it; the flow's result (:meth:`RoundRecord.to_dict`), the MLflow parameters and metrics
+(:meth:`mlflow_params`, :meth:`mlflow_metrics`), the evidence report (``steps.write_evidence``), the ledger's
+outcome detail (:meth:`ledger_outcome`) and the CLI and demo tables all read this record, so they cannot
+disagree. It holds ids, hashes and numbers only, never request content.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pipelines.gate import EarlierRecheck, GateResult
+from pipelines.round.steps import Measurement
+from pipelines.temperature_search.outcome import SearchOutcome
+
+#: ``registered``: the candidate passed the gate; ``gate_failed``: it did not, or the search chose no setting.
+RoundStatus = Literal["registered", "gate_failed"]
+
+
+@dataclass
+class RoundRecord:
+    """One request's round: the champion it started from, the search, the figures, the gate and the new version.
+
+    ``settings``: the chosen round settings (ASUConfig fields: tau, learning_rate, forget_weight, ...), None when
+    the search chose none; then ``before``/``after``/``gate``/``version`` are None too.
+    ``seconds``: wall time per step (search, round, measure_before, measure_after, ...).
+    """
+
+    request_id: str
+    forget_sha256: str
+    champion_version: str
+    search: SearchOutcome
+    settings: dict[str, Any] | None = None
+    before: Measurement | None = None
+    after: Measurement | None = None
+    gate: GateResult | None = None
+    rechecks: list[EarlierRecheck] = field(default_factory=list)
+    version: str | None = None
+    promoted: bool = False
+    report: Path | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def status(self) -> RoundStatus:
+        return "registered" if self.gate is not None and self.gate.passed else "gate_failed"
+
+    @property
+    def tau(self) -> float | None:
+        return None if self.settings is None else float(self.settings["tau"])
+
+    @property
+    def failed_checks(self) -> list[str]:
+        if self.gate is None:
+            return ["temperature_search"]
+        return [c.name for c in self.gate.failed]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flow's result: plain JSON (ids, numbers, the report's path)."""
+        out: dict[str, Any] = {"request_id": self.request_id, "status": self.status, "tau": self.tau,
+                               "parent_version": self.champion_version, "failed_checks": self.failed_checks,
+                               "search": self.search.status, "seconds": dict(self.seconds)}
+        if self.gate is None:
+            return out | {"reason": self.search.status}
+        return out | {
+            "model_version": self.version, "promoted": self.promoted, "settings": dict(self.settings or {}),
+            "before": self.before.to_dict(), "after": self.after.to_dict(), "gate": self.gate.to_dict(),
+            "report": None if self.report is None else str(self.report),
+        }
+
+    def mlflow_params(self) -> dict[str, Any]:
+        """The chosen settings as the request run's parameters (none when nothing was chosen)."""
+        if self.settings is None:
+            return {"search_outcome": self.search.status}
+        s = self.settings
+        return {"tau": s["tau"], "lambda": s.get("forget_weight"), "lr": s.get("learning_rate"),
+                "seeds": s.get("seed"), "search_outcome": self.search.status}
+
+    def mlflow_metrics(self) -> dict[str, Any]:
+        """Before/after figures, nested (the tracker flattens them to ``before/forget_efficacy``, ...)."""
+        if self.before is None or self.after is None:
+            return {}
+        return {"before": self.before.to_dict(), "after": self.after.to_dict()}
+
+    def ledger_outcome(self) -> dict[str, Any]:
+        """The round's outcome as the ledger stores it: settings, version and headline figures (numbers only)."""
+        out: dict[str, Any] = {"search": self.search.status, "champion_version": self.champion_version}
+        if self.gate is None:
+            return out | {"reasons": self.search.reasons[:5]}
+        return out | {
+            "settings": {k: v for k, v in (self.settings or {}).items() if isinstance(v, int | float | str)},
+            "model_version": self.version, "gate": "passed" if self.gate.passed else "failed",
+            "failed_checks": self.failed_checks,
+            "before": self.before.headline(), "after": self.after.headline(),
+        }
+
+    def table_row(self) -> dict[str, Any]:
+        """The figures the CLI and demo tables show for this round."""
+        b = self.before.to_dict() if self.before else {}
+        a = self.after.to_dict() if self.after else {}
+        return {"request_id": self.request_id, "status": self.status, "tau": self.tau, "model_version": self.version,
+                "promoted": self.promoted, "forget_efficacy_before": b.get("forget_efficacy"),
+                "forget_efficacy_after": a.get("forget_efficacy"), "retain_rouge_before": b.get("retain_rouge"),
+                "retain_rouge_after": a.get("retain_rouge"), "fluency_after": a.get("fluency"),
+                "earlier_efficacy_after": a.get("earlier", {}), "failed_checks": self.failed_checks,
+                "report": None if self.report is None else str(self.report)}
+
+
+__all__ = ["RoundRecord", "RoundStatus"]

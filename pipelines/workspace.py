@@ -1,0 +1,20 @@
+"""The pipeline's work dir: the one place that decides where the ledger, MLflow store, rounds and reports live.
+
+``path`` when given (``--work-dir``), else ``$ASU_WORK_DIR``, else ``./asu-work``; always absolute, so a process
+that changes directory later still writes to the same place.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+WORK_DIR_ENV, DEFAULT_WORK_DIR = "ASU_WORK_DIR", "asu-work"
+
+
+def work_dir(path: str | Path | None = None) -> Path:
+    """The work dir (absolute): ``path``, else ``$ASU_WORK_DIR``, else ``./asu-work``."""
+    return Path(path or os.environ.get(WORK_DIR_ENV) or DEFAULT_WORK_DIR).expanduser().resolve()
+
+
+__all__ = ["DEFAULT_WORK_DIR", "WORK_DIR_ENV", "work_dir"]

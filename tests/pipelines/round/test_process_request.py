@@ -1,0 +1,97 @@
+"""``process_request`` is the round: called from Python without Prefect it gives the record the flow gives, and
+every model it scores lands on the configured device and dtype."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from pipeline_helpers import TEST_SEARCH
+from pipeline_helpers import write_gate as _gate
+
+ONE_TAU = {**TEST_SEARCH, "tau_grid": [2.0]}  # the mechanics are under test: one trial keeps this quick
+
+
+def _request(tmp_path, monkeypatch, tiny_model_dir, **settings):
+    """One queued-and-claimed request (author 1 of the tiny model) in a fresh work dir; returns the settings."""
+    from asu.data import load_qa_file
+    from pipelines.demo_data import write_demo_files
+    from pipelines.intake import submit_request
+    from pipelines.ledger import Ledger, default_ledger_url
+
+    monkeypatch.setenv("ASU_WORK_DIR", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("ASU_LEDGER_URL", raising=False)
+    files = write_demo_files(tmp_path / "inputs", "tiny", (1,), 1)
+    with Ledger(default_ledger_url(tmp_path)) as ledger:
+        submit_request(files.requests[0][0], ledger=ledger, retain=load_qa_file(files.retain), actor="test")
+        ledger.claim_next(actor="test")
+    return {
+        "base_model": str(tiny_model_dir), "retain_file": str(files.retain), "holdout_file": str(files.holdout),
+        "recipe": "embedded", "overrides": {"epochs": 2}, "search": ONE_TAU, "report_retain_items": 8,
+        "gate_file": _gate(tmp_path / "gate.yaml"), "max_new_tokens": 48, **settings,
+    }  # fmt: skip
+
+
+def _comparable(record):
+    """The record without what differs by construction between two runs (wall times, the report's folder), its
+    numbers rounded to 6 decimals (the same seeded CPU computation, in two processes' worth of state)."""
+    if isinstance(record, dict):
+        return {k: _comparable(v) for k, v in record.items() if k not in ("seconds", "report")}
+    if isinstance(record, list | tuple):
+        return [_comparable(v) for v in record]
+    return round(record, 6) if isinstance(record, float) else record
+
+
+def test_process_request_without_prefect_equals_the_flow(prefect_harness, tiny_model_dir, tmp_path, monkeypatch):
+    from flows.continual import process_request as process_request_flow
+    from pipelines.ledger import Ledger, default_ledger_url
+    from pipelines.round import RoundRecord, process_request
+    from pipelines.settings import PipelineSettings
+
+    settings = _request(tmp_path / "plain", monkeypatch, tiny_model_dir)
+    with Ledger(default_ledger_url(tmp_path / "plain")) as ledger:
+        record = process_request("tofu-author-1", PipelineSettings.from_dict(settings), ledger)
+        assert ledger.get("tofu-author-1").state == "registered"
+        outcome = ledger.history("tofu-author-1")[-1].detail["outcome"]
+    assert isinstance(record, RoundRecord) and record.status == "registered" and record.version == "2"
+    assert outcome["model_version"] == "2" and outcome["settings"]["tau"] == 2.0  # the ledger holds the outcome
+    assert set(record.seconds) == {"search", "round", "measure_before", "measure_after"}
+
+    settings = _request(tmp_path / "flow", monkeypatch, tiny_model_dir)
+    through_flow = process_request_flow("tofu-author-1", settings)
+    assert _comparable(through_flow) == _comparable(record.to_dict())
+
+
+def test_every_scoring_load_lands_on_the_configured_device_and_dtype(tiny_model_dir, tmp_path, monkeypatch, caplog):
+    """With ``dtype: bfloat16`` every model the search, judge and measurement load is bfloat16 on the CPU; the only
+    float32 loads are the trainer's (its master weights), so CPU-only or fp32 scoring cannot come back unnoticed."""
+    from pipelines.ledger import Ledger, default_ledger_url
+    from pipelines.round import process_request
+    from pipelines.settings import PipelineSettings
+
+    settings = PipelineSettings.from_dict(_request(tmp_path, monkeypatch, tiny_model_dir, device="cpu",
+                                                   dtype="bfloat16"))
+    with caplog.at_level(logging.INFO, logger="asu.modeling"), Ledger(default_ledger_url(tmp_path)) as ledger:
+        record = process_request("tofu-author-1", settings, ledger)
+    loads = [(r.pathname, r.asu_device, r.asu_dtype) for r in caplog.records if hasattr(r, "asu_dtype")]
+    scoring = [load for load in loads if not load[0].endswith(("asu/trainer.py", "asu\\trainer.py"))]
+    training = [load for load in loads if load not in scoring]
+    assert record.status in ("registered", "gate_failed") and record.after is not None
+    # search (current model, one trial), the judge, measurement before and after
+    assert len(scoring) >= 5 and len(training) >= 2
+    assert {(d, t) for _, d, t in scoring} == {("cpu", "torch.bfloat16")}
+    assert {(d, t) for _, d, t in training} == {("cpu", "torch.float32")}
+
+
+def test_a_cuda_device_on_a_machine_without_one_is_refused_naming_the_setting(tmp_path):
+    import torch
+
+    from pipelines.settings import PipelineSettings
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match="device='cuda'.*no CUDA device; set device: auto or cpu"):
+        PipelineSettings(retain_file=str(tmp_path / "r.json"), device="cuda")
+    with pytest.raises(ValueError, match="dtype='fp8'"):
+        PipelineSettings(retain_file=str(tmp_path / "r.json"), dtype="fp8")
