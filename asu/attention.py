@@ -42,6 +42,8 @@ import torch
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
 
+from asu.errors import UsageError
+
 logger = logging.getLogger(__name__)
 
 PREFIX = "asu_"
@@ -51,7 +53,7 @@ SUPPORTED_KERNELS = ("sdpa", "eager")
 AttentionFn = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
 
 
-class SmoothingUnsupportedError(ValueError):
+class SmoothingUnsupportedError(UsageError):
     """The model (family or attention kernel) cannot be smoothed through the attention interface."""
 
 
@@ -69,7 +71,7 @@ _ACTIVE: contextvars.ContextVar[_Smoothing | None] = contextvars.ContextVar("asu
 
 def _check_tau(tau: float) -> float:
     if isinstance(tau, bool) or not isinstance(tau, int | float) or not math.isfinite(tau) or tau <= 0:
-        raise ValueError(f"tau must be a finite number > 0 (1.0 = no smoothing, > 1 smooths); got {tau!r}")
+        raise UsageError(f"tau must be a finite number > 0 (1.0 = no smoothing, > 1 smooths); got {tau!r}")
     return float(tau)
 
 
@@ -77,12 +79,12 @@ def _check_layers(layers: tuple[int, ...] | None) -> frozenset[int] | None:
     if layers is None:
         return None
     if not isinstance(layers, tuple | list):
-        raise ValueError(f"layers must be a tuple of 0-based layer indices or None (= all); got {layers!r}")
+        raise UsageError(f"layers must be a tuple of 0-based layer indices or None (= all); got {layers!r}")
     if len(layers) == 0:
-        raise ValueError("layers=() selects no layer; pass None for all layers or a tuple of 0-based indices")
+        raise UsageError("layers=() selects no layer; pass None for all layers or a tuple of 0-based indices")
     bad = [i for i in layers if isinstance(i, bool) or not isinstance(i, int) or i < 0]
     if bad:
-        raise ValueError(f"layers must hold non-negative int (0-based) layer indices; invalid: {bad!r}")
+        raise UsageError(f"layers must hold non-negative int (0-based) layer indices; invalid: {bad!r}")
     return frozenset(layers)
 
 
@@ -264,7 +266,7 @@ def validate_layers(model: torch.nn.Module, layers: tuple[int, ...] | None) -> N
     n = _num_layers(model)
     outside = sorted(i for i in selected if i >= n)
     if outside:
-        raise ValueError(
+        raise UsageError(
             f"layers {outside} out of range: model family {_family(model)!r} has {n} layers, "
             f"valid indices 0..{n - 1}"
         )

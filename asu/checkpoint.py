@@ -20,7 +20,6 @@ saved: the trainer rebuilds it from the original model before it loads the stude
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -35,6 +34,8 @@ from typing import Any
 import torch
 
 from asu.config import ASUConfig, CheckpointEvery
+from asu.errors import UsageError
+from asu.hashing import sha256_json
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ CHECKPOINT_DIR = ".checkpoint"
 _STEP_PREFIX, _TMP_PREFIX = "step-", "tmp-step-"
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(UsageError):
     """``<output_dir>/.checkpoint/`` belongs to a different round (other config, data or model)."""
 
 
@@ -59,8 +60,7 @@ def items_sha256(items: Sequence[dict[str, str]] | Sequence[str] | None) -> str:
     """SHA-256 of QA items (question and answer only) or of strings; ``"none"`` for None."""
     if items is None:
         return "none"
-    rows = [it if isinstance(it, str) else [it["question"], it["answer"]] for it in items]
-    return hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode()).hexdigest()
+    return sha256_json([it if isinstance(it, str) else [it["question"], it["answer"]] for it in items])
 
 
 def round_fingerprint(

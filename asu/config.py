@@ -11,6 +11,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
+from asu.errors import UsageError
 from asu.objectives import get_objective
 
 TeacherKind = Literal["precomputed", "frozen_copy", "adapter_disabled"]
@@ -118,47 +119,47 @@ class ASUConfig:
     def __post_init__(self) -> None:
         get_objective(self.method)  # unknown name -> KeyError listing the registered objectives
         if not (math.isfinite(self.tau) and self.tau >= 1.0):
-            raise ValueError(
+            raise UsageError(
                 f"tau={self.tau} is invalid: the teacher temperature must be a finite number >= 1 (1 = no smoothing)"
             )
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(self.layers))
             if not self.layers:
-                raise ValueError(
+                raise UsageError(
                     "layers=() selects no layer: use layers=None to smooth all layers, or list 0-based indices"
                 )
             if any(not isinstance(i, int) or i < 0 for i in self.layers):
-                raise ValueError(f"layers={self.layers} must hold non-negative 0-based layer indices")
+                raise UsageError(f"layers={self.layers} must hold non-negative 0-based layer indices")
         for name in ("forget_weight", "retain_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name}={value} must be a finite number >= 0")
+                raise UsageError(f"{name}={value} must be a finite number >= 0")
         for name in ("epochs", "batch_size", "grad_accum_steps", "max_length", "teacher_top_k", "lora_rank"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+                raise UsageError(f"{name}={getattr(self, name)} must be >= 1")
         if not self.max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm={self.max_grad_norm} must be > 0")
+            raise UsageError(f"max_grad_norm={self.max_grad_norm} must be > 0")
         if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate={self.learning_rate} must be > 0")
+            raise UsageError(f"learning_rate={self.learning_rate} must be > 0")
         if self.npo_beta <= 0:
-            raise ValueError(f"npo_beta={self.npo_beta} must be > 0")
+            raise UsageError(f"npo_beta={self.npo_beta} must be > 0")
         if not (math.isfinite(self.simnpo_beta) and self.simnpo_beta > 0):
-            raise ValueError(f"simnpo_beta={self.simnpo_beta} must be a finite number > 0")
+            raise UsageError(f"simnpo_beta={self.simnpo_beta} must be a finite number > 0")
         if not (math.isfinite(self.simnpo_gamma) and self.simnpo_gamma >= 0):
-            raise ValueError(f"simnpo_gamma={self.simnpo_gamma} must be a finite number >= 0")
+            raise UsageError(f"simnpo_gamma={self.simnpo_gamma} must be a finite number >= 0")
         if isinstance(self.rmu_layer, bool) or not isinstance(self.rmu_layer, int) or self.rmu_layer < 0:
-            raise ValueError(f"rmu_layer={self.rmu_layer!r} must be a non-negative 0-based decoder layer index")
+            raise UsageError(f"rmu_layer={self.rmu_layer!r} must be a non-negative 0-based decoder layer index")
         if not (math.isfinite(self.rmu_steering_coeff) and self.rmu_steering_coeff > 0):
-            raise ValueError(f"rmu_steering_coeff={self.rmu_steering_coeff} must be a finite number > 0")
+            raise UsageError(f"rmu_steering_coeff={self.rmu_steering_coeff} must be a finite number > 0")
         if self.teacher_memory_budget_mb < 0:
-            raise ValueError(f"teacher_memory_budget_mb={self.teacher_memory_budget_mb} must be >= 0")
+            raise UsageError(f"teacher_memory_budget_mb={self.teacher_memory_budget_mb} must be >= 0")
         every = self.checkpoint_every
         if isinstance(every, bool) or not (every in ("epoch", "never") or (isinstance(every, int) and every >= 1)):
-            raise ValueError(
+            raise UsageError(
                 f"checkpoint_every={every!r} is invalid: use 'epoch', 'never' or a whole number of optimizer steps >= 1"
             )
         if self.teacher == "adapter_disabled" and self.finetune != "lora":
-            raise ValueError(
+            raise UsageError(
                 "teacher='adapter_disabled' needs finetune='lora'; use teacher='precomputed' for full fine-tuning"
             )
 
@@ -179,7 +180,7 @@ class ASUConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown ASUConfig field(s) {unknown}; valid fields: {sorted(known)}")
+            raise UsageError(f"unknown ASUConfig field(s) {unknown}; valid fields: {sorted(known)}")
         values = dict(values)
         if values.get("layers") is not None:
             values["layers"] = tuple(values["layers"])

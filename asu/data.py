@@ -7,54 +7,23 @@ labels are IGNORE_INDEX on the prompt and on padding, so losses see the answer t
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import torch
 
+from asu.errors import UsageError
 from asu.losses import IGNORE_INDEX
+from asu.qa_file import QAItem, load_qa_file  # noqa: F401 - the one QA reader, re-exported
 
 PromptFormat = Literal["chat_template", "plain"]
-QAItem = dict[str, str]
-
-
-def load_qa_file(path: str | Path) -> list[QAItem]:
-    """Read QA items from a JSON array or JSON Lines file; errors name the file, line and field."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"QA file {path} does not exist; pass a JSON or JSON Lines file of question/answer items"
-        )
-    text = path.read_text(encoding="utf-8")
-    if text.lstrip().startswith("["):
-        rows = [(i + 1, row) for i, row in enumerate(json.loads(text))]
-    else:
-        rows = []
-        # split at \n only: str.splitlines() also splits at U+2028 and friends inside JSON strings
-        for lineno, line in enumerate(text.split("\n"), start=1):
-            if line.strip():
-                try:
-                    rows.append((lineno, json.loads(line)))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg}); fix or remove that line") from None
-    items = []
-    for lineno, row in rows:
-        for key in ("question", "answer"):
-            if not isinstance(row, dict) or not isinstance(row.get(key), str) or not row[key].strip():
-                raise ValueError(f"{path}:{lineno}: field {key!r} must be a non-empty string")
-        items.append({"question": row["question"], "answer": row["answer"]})
-    if not items:
-        raise ValueError(f"{path} holds no QA items; an unlearning round needs at least one")
-    return items
 
 
 def prompt_ids(tokenizer, question: str, prompt_format: PromptFormat) -> list[int]:
     """Token ids of the prompt that precedes an answer."""
     if prompt_format == "chat_template":
         if not getattr(tokenizer, "chat_template", None):
-            raise ValueError(
+            raise UsageError(
                 "the tokenizer has no chat template; set prompt_format='plain' or add a chat_template to the tokenizer"
             )
         ids = tokenizer.apply_chat_template(
@@ -89,7 +58,7 @@ def encode_qa(tokenizer, item: QAItem, max_length: int, prompt_format: PromptFor
     answer = answer_ids(tokenizer, item["answer"], prompt_format)
     room = max_length - len(prompt)
     if room < 1:
-        raise ValueError(
+        raise UsageError(
             f"a prompt of {len(prompt)} tokens leaves no room for the answer within max_length={max_length}; "
             "raise max_length or shorten the question"
         )

@@ -16,6 +16,8 @@ from typing import Literal, get_args
 
 import torch
 
+from asu.errors import UsageError
+
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
 DTypeName = Literal["auto", "float32", "bfloat16", "float16"]
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -30,18 +32,18 @@ class Placement:
 
     def __post_init__(self) -> None:
         if self.device not in get_args(DeviceName) and not str(self.device).startswith("cuda:"):
-            raise ValueError(f"device={self.device!r}: use one of {', '.join(get_args(DeviceName))} or 'cuda:<index>'")
+            raise UsageError(f"device={self.device!r}: use one of {', '.join(get_args(DeviceName))} or 'cuda:<index>'")
         if self.dtype not in get_args(DTypeName):
-            raise ValueError(f"dtype={self.dtype!r}: use one of {', '.join(get_args(DTypeName))}")
+            raise UsageError(f"dtype={self.dtype!r}: use one of {', '.join(get_args(DTypeName))}")
 
     def torch_device(self) -> torch.device:
         """The resolved device; a CUDA device on a machine without CUDA is an error naming the setting."""
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if str(self.device).startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"device={self.device!r} but this machine has no CUDA device; set device: auto or cpu")
+            raise UsageError(f"device={self.device!r} but this machine has no CUDA device; set device: auto or cpu")
         if self.device == "mps" and not torch.backends.mps.is_available():
-            raise ValueError("device='mps' but MPS is not available here; set device: auto or cpu")
+            raise UsageError("device='mps' but MPS is not available here; set device: auto or cpu")
         return torch.device(self.device)
 
     def torch_dtype(self) -> torch.dtype:

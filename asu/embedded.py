@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from asu.cache import build_once, cache_root
 from asu.data import Encoded, QAItem, collate, encode_qa, load_qa_file
+from asu.errors import NotFoundError, UsageError
 from asu.losses import nll_loss
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ def vendored_tofu_dir() -> Path:
 def tofu_author_items(author: int) -> list[QAItem]:
     """The 20 ``{question, answer}`` items of TOFU author ``author`` (rows 20*author .. 20*author+19 of full.json)."""
     if not 0 <= author < NUM_TOFU_AUTHORS:
-        raise ValueError(f"TOFU author index must be in 0..{NUM_TOFU_AUTHORS - 1}, got {author}")
+        raise UsageError(f"TOFU author index must be in 0..{NUM_TOFU_AUTHORS - 1}, got {author}")
     rows = _full_rows()[AUTHOR_ROWS * author:AUTHOR_ROWS * (author + 1)]
     return [{"question": q, "answer": a} for q, a in rows]
 
@@ -100,11 +101,11 @@ class EmbeddedSpec:
     def __post_init__(self) -> None:
         authors = self.authors
         if not authors or len(set(authors)) != len(authors) or not all(0 <= a < NUM_TOFU_AUTHORS for a in authors):
-            raise ValueError(f"authors must be distinct TOFU author indices (0..{NUM_TOFU_AUTHORS - 1}): {authors}")
+            raise UsageError(f"authors must be distinct TOFU author indices (0..{NUM_TOFU_AUTHORS - 1}): {authors}")
         if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size={self.hidden_size} must be a multiple of num_heads={self.num_heads}")
+            raise UsageError(f"hidden_size={self.hidden_size} must be a multiple of num_heads={self.num_heads}")
         if min(self.vocab_size - len(SPECIAL_TOKENS) - 256, self.epochs, self.batch_size, self.num_layers) < 1:
-            raise ValueError("vocab_size must exceed 260 (bytes + special tokens); epochs, batch_size, num_layers >= 1")
+            raise UsageError("vocab_size must exceed 260 (bytes + special tokens); epochs, batch_size, num_layers >= 1")
 
     def digest(self) -> str:
         """Short stable hash (12 hex digits) of every field and of BUILDER_VERSION."""
@@ -268,7 +269,8 @@ def ensure_embedded_model(variant: str | EmbeddedSpec = "default", cache_dir: Pa
     embedded.json is rebuilt).
     """
     if isinstance(variant, str) and variant not in EMBEDDED_SPECS:
-        raise KeyError(f"unknown embedded model variant {variant!r}; available: {', '.join(sorted(EMBEDDED_SPECS))}")
+        raise NotFoundError(f"unknown embedded model variant {variant!r}; available: "
+                            f"{', '.join(sorted(EMBEDDED_SPECS))}")
     spec = EMBEDDED_SPECS[variant] if isinstance(variant, str) else variant
     target = cache_root(cache_dir) / "embedded" / f"{spec.name}-{spec.digest()}"
     if not (target / METADATA_FILE).is_file():

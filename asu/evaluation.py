@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from asu.data import QAItem, collate, encode_qa
+from asu.errors import UsageError
 from asu.losses import IGNORE_INDEX, sequence_log_likelihood
 from asu.metrics.formulas import repetition_rate
 from asu.metrics.passes import decode, encode_pairs, generate, question_prompts, score_prompts
@@ -98,7 +99,7 @@ def fluency_verdicts(answers: Sequence[str], questions: Sequence[str] | None = N
 
     if judge is not None:
         if questions is None:
-            raise ValueError("a FluencyJudge scores answers given their questions: pass questions=")
+            raise UsageError("a FluencyJudge scores answers given their questions: pass questions=")
         return judge.judge(list(questions), list(answers))
     out = []
     for answer in answers:

@@ -51,6 +51,7 @@ import numpy as np
 import torch
 
 from asu.data import Encoded, PromptFormat, prompt_ids
+from asu.errors import InputFileMissing, UsageError
 from asu.losses import IGNORE_INDEX
 from asu.metrics.formulas import repetition_rate
 
@@ -116,9 +117,9 @@ class FluencySettings:
         for name, value in asdict(self).items():
             if name in ("relevance_cap", "relevance_weight"):
                 if not (math.isfinite(value) and value > 0):
-                    raise ValueError(f"FluencySettings.{name}={value} must be a positive number")
+                    raise UsageError(f"FluencySettings.{name}={value} must be a positive number")
             elif not (math.isfinite(value) and 0.0 <= value <= 1.0):
-                raise ValueError(f"FluencySettings.{name}={value} must be a number in [0, 1]")
+                raise UsageError(f"FluencySettings.{name}={value} must be a number in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -234,7 +235,7 @@ def verdict(text: str, likelihood: AnswerLikelihood | None, reference: AnswerLik
     failed = surface_failures(text, context, settings)
     if likelihood is None:
         if "empty" not in failed:
-            raise ValueError("only an empty answer may go unscored; pass its likelihood under the original model")
+            raise UsageError("only an empty answer may go unscored; pass its likelihood under the original model")
         return FluencyVerdict(False, None, False, tuple(failed))
     score = fluency_score(likelihood, reference, relevance_cap=settings.relevance_cap,
                           relevance_weight=settings.relevance_weight)
@@ -266,7 +267,7 @@ class FluencyJudge:
                                          max_new_tokens=calibration_tokens))
         kept = [(q, a) for q, a in zip(questions, own, strict=True) if any(ch.isalnum() for ch in a)]
         if not kept:
-            raise ValueError("the fluency judge's model answered every calibration question with an empty text; "
+            raise UsageError("the fluency judge's model answered every calibration question with an empty text; "
                              "judge with the model before unlearning (a model that still produces language)")
         prompts, texts = [q for q, _ in kept], [a for _, a in kept]
         self.log_unigram = mean_log_distribution(
@@ -289,7 +290,7 @@ class FluencyJudge:
         out = []
         for g, a in zip(given, alone, strict=True):
             if not len(g.logprobs) or not len(a.logprobs):
-                raise ValueError("a text to judge has no tokens after its prompt; judge non-empty answers only")
+                raise UsageError("a text to judge has no tokens after its prompt; judge non-empty answers only")
             slor = float((g.logprobs - self.log_unigram[g.labels]).mean())
             out.append(AnswerLikelihood(slor, float(g.logprobs.mean() - a.logprobs.mean())))
         return out
@@ -330,7 +331,7 @@ class FluencySummary:
     def of(verdicts: Sequence[FluencyVerdict]) -> FluencySummary:
         n = len(verdicts)
         if n == 0:
-            raise ValueError("no answers to summarise; a fluency share needs at least one answer")
+            raise UsageError("no answers to summarise; a fluency share needs at least one answer")
         return FluencySummary(n, sum(v.fluent for v in verdicts) / n, sum(v.refusal for v in verdicts) / n,
                               sum("empty" in v.reasons for v in verdicts) / n)
 
@@ -339,7 +340,7 @@ def read_fluency_file(path: str | Path) -> list[dict[str, str]]:
     """``{"prompt": ..., "text": ...}`` per line of a JSON Lines file; errors name the file, line and field."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file; pass a JSON Lines file of {{'prompt': ..., 'text': ...}}")
+        raise InputFileMissing(f"{path}: no such file; pass a JSON Lines file of {{'prompt': ..., 'text': ...}}")
     rows = []
     for lineno, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
         if not line.strip():
@@ -347,13 +348,13 @@ def read_fluency_file(path: str | Path) -> list[dict[str, str]]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg}); fix or remove that line") from None
+            raise UsageError(f"{path}:{lineno}: not valid JSON ({err.msg}); fix or remove that line") from None
         for key in ("prompt", "text"):
             if not isinstance(row, dict) or not isinstance(row.get(key), str):
-                raise ValueError(f"{path}:{lineno}: field {key!r} must be a string (the text may be empty)")
+                raise UsageError(f"{path}:{lineno}: field {key!r} must be a string (the text may be empty)")
         rows.append({"prompt": row["prompt"], "text": row["text"]})
     if not rows:
-        raise ValueError(f"{path} holds no lines to judge")
+        raise UsageError(f"{path} holds no lines to judge")
     return rows
 
 

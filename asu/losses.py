@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from asu.errors import UsageError
+
 IGNORE_INDEX = -100
 
 
@@ -114,7 +116,7 @@ def distillation_loss(logits: torch.Tensor, labels: torch.Tensor, target: TokenD
     """
     flat_logits, _, seq_index = select_positions(logits, labels)
     if flat_logits.shape[0] != target.num_tokens:
-        raise ValueError(
+        raise UsageError(
             f"teacher targets cover {target.num_tokens} tokens but the batch selects {flat_logits.shape[0]}"
         )
     return mean_per_sequence(token_kl(target, flat_logits), seq_index, logits.shape[0])
@@ -192,6 +194,6 @@ def activation_mse(hidden: torch.Tensor, labels: torch.Tensor, target: torch.Ten
     keep = labels != IGNORE_INDEX
     flat = hidden[keep].float()
     if target.dim() == 2 and target.shape[0] != flat.shape[0]:
-        raise ValueError(f"target activations cover {target.shape[0]} tokens but the batch selects {flat.shape[0]}")
+        raise UsageError(f"target activations cover {target.shape[0]} tokens but the batch selects {flat.shape[0]}")
     per_token = (flat - target.to(device=flat.device, dtype=flat.dtype)).pow(2).mean(-1)
     return mean_per_sequence(per_token, keep.nonzero()[:, 0], hidden.shape[0])

@@ -10,11 +10,12 @@ import logging
 from pathlib import Path
 
 from asu.device import AUTO, Placement
+from asu.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(UsageError):
     """The model folder cannot be used for unlearning; the message says what to change."""
 
 

@@ -23,6 +23,8 @@ import difflib
 from dataclasses import dataclass
 from typing import Literal
 
+from asu.errors import NotFoundError, UsageError
+
 ForgetTerm = Literal["asu", "ga", "npo", "idk", "simnpo", "rmu"]
 RetainTerm = Literal["nll", "kl", "activation", "none"]
 
@@ -75,7 +77,7 @@ _REGISTRY: dict[str, Objective] = {}
 def register_objective(objective: Objective) -> Objective:
     """Add ``objective`` to the registry; a second objective under the same name is an error."""
     if objective.name in _REGISTRY:
-        raise ValueError(f"objective {objective.name!r} is already registered; pick another name")
+        raise UsageError(f"objective {objective.name!r} is already registered; pick another name")
     _REGISTRY[objective.name] = objective
     return objective
 
@@ -87,7 +89,7 @@ def get_objective(name: str) -> Objective:
     except KeyError:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=2)
         hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
-        raise KeyError(
+        raise NotFoundError(
             f"unknown objective {name!r}.{hint} Set `method` to one of: {', '.join(available_objectives())}"
         ) from None
 

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 from asu.config import ASUConfig
+from asu.errors import NotFoundError
 
 EMBEDDED_NOTES = (
     "Same method and tau/lambda as the paper (ASU_GD, tau 2.3, lambda 0.1, all layers, precomputed teacher). "
@@ -67,5 +68,5 @@ def recipe_for_model(model: str) -> str:
 def get_recipe(name: str) -> ASUConfig:
     """The recipe called ``name``; unknown names raise ``KeyError`` listing the recipes."""
     if name not in RECIPES:
-        raise KeyError(f"unknown recipe {name!r}; available: {', '.join(sorted(RECIPES))}")
+        raise NotFoundError(f"unknown recipe {name!r}; available: {', '.join(sorted(RECIPES))}")
     return RECIPES[name]

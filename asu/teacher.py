@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from asu.attention import smoothed_attention
 from asu.config import ASUConfig
 from asu.data import Encoded, collate, sequence_labels
+from asu.errors import UsageError
 from asu.losses import (
     IGNORE_INDEX,
     TokenDistributions,
@@ -59,7 +60,7 @@ def check_rmu_layer(model: torch.nn.Module, config: ASUConfig) -> None:
     """Raise ``ValueError`` when ``config.rmu_layer`` is not a decoder layer of ``model``."""
     n = getattr(model.config.get_text_config(), "num_hidden_layers", None)
     if isinstance(n, int) and config.rmu_layer >= n:
-        raise ValueError(
+        raise UsageError(
             f"rmu_layer={config.rmu_layer} is out of range: the model has {n} decoder layers "
             f"(valid 0..{n - 1}); set rmu_layer to one of them"
         )
@@ -73,7 +74,7 @@ def layer_hidden_states(forward: Callable[..., object], batch: Batch, layer: int
     out = forward(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
     num_layers = len(out.hidden_states) - 1
     if layer >= num_layers:
-        raise ValueError(f"rmu_layer={layer} is out of range: the model has {num_layers} decoder layers")
+        raise UsageError(f"rmu_layer={layer} is out of range: the model has {num_layers} decoder layers")
     return out.hidden_states[layer + 1]
 
 
@@ -122,7 +123,7 @@ def frozen_copy_teacher(model: torch.nn.Module, config: ASUConfig) -> LiveTeache
 def adapter_disabled_teacher(model: torch.nn.Module, config: ASUConfig) -> LiveTeacher:
     """The base model of a peft ``PeftModel``: the live model with its LoRA adapter disabled."""
     if not hasattr(model, "disable_adapter"):
-        raise ValueError("teacher='adapter_disabled' needs a peft model; set finetune='lora'")
+        raise UsageError("teacher='adapter_disabled' needs a peft model; set finetune='lora'")
 
     def forward(**inputs):
         with model.disable_adapter():

@@ -32,6 +32,7 @@ from asu.checkpoint import Progress, RoundCheckpoints, round_fingerprint
 from asu.config import ASUConfig
 from asu.data import Encoded, QAItem, collate, encode_qa, pairing_schedule
 from asu.device import Placement
+from asu.errors import UsageError
 from asu.modeling import load_model_and_tokenizer
 from asu.step import objective_loss
 from asu.teacher import (
@@ -75,10 +76,10 @@ def prepare_data(
 ) -> PreparedData:
     """Validate and tokenise the sets; for ``idk`` replace forget answers by seeded refusal strings."""
     if not forget:
-        raise ValueError("the forget set is empty; an unlearning round needs at least one forget item")
+        raise UsageError("the forget set is empty; an unlearning round needs at least one forget item")
     needs_retain = config.objective.retain != "none"
     if needs_retain and not retain:
-        raise ValueError(
+        raise UsageError(
             f"the retain set is empty but method={config.method!r} has a retain term; "
             "pass retain items or use method='ga'"
         )
@@ -134,7 +135,7 @@ def _apply_lora(model, config: ASUConfig):
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError as err:
-        raise ImportError("finetune='lora' needs peft: pip install 'asu-pipeline[lora]'") from err
+        raise UsageError("finetune='lora' needs peft: pip install 'asu-pipeline[lora]'") from err
     lora = LoraConfig(
         r=config.lora_rank,
         lora_alpha=config.lora_alpha,
@@ -148,12 +149,12 @@ def _apply_lora(model, config: ASUConfig):
 def _teacher_model(teacher_model_dir: str | Path, student, config: ASUConfig):
     """The separate teacher model (smoothing enabled), checked to share the student's vocabulary."""
     if config.teacher == "adapter_disabled":
-        raise ValueError("teacher='adapter_disabled' uses the student's own base weights; a separate "
+        raise UsageError("teacher='adapter_disabled' uses the student's own base weights; a separate "
                          "teacher_model_dir needs teacher='precomputed' or 'frozen_copy'")
     teacher, _ = load_model_and_tokenizer(teacher_model_dir, trust_remote_code=config.trust_remote_code,
                                           placement=TRAINING)
     if teacher.config.vocab_size != student.config.vocab_size:
-        raise ValueError(f"teacher model {teacher_model_dir} has vocabulary {teacher.config.vocab_size}, the student "
+        raise UsageError(f"teacher model {teacher_model_dir} has vocabulary {teacher.config.vocab_size}, the student "
                          f"{student.config.vocab_size}: the teacher must be the same model family (e.g. the original "
                          "model of a continual chain)")
     if config.objective.needs_teacher:

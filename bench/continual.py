@@ -41,7 +41,7 @@ logger = logging.getLogger("bench.continual")
 def write_files(folder: Path) -> tuple[Path, Path, list[Path]]:
     """(retain file, holdout file, request files in submission order)."""
     from asu.scenarios import load_scenario
-    from pipelines.demo_data import request_lines, scenario_request_lines
+    from pipelines.demo.data import request_lines, scenario_request_lines
 
     folder.mkdir(parents=True, exist_ok=True)
     scenario = load_scenario("paris")
@@ -68,8 +68,8 @@ def run(teacher_source: str, work: Path, on_round) -> list[dict]:
     """Submit the five requests and run the flow one request at a time; ``on_round(rows)`` after each."""
     from asu.data import load_qa_file
     from flows.continual import continual_unlearning
-    from pipelines.intake import submit_request
-    from pipelines.ledger import Ledger, default_ledger_url
+    from pipelines.intake.submit import submit_request
+    from pipelines.ledger.store import Ledger, default_ledger_url
 
     work.mkdir(parents=True, exist_ok=False)
     os.environ["ASU_WORK_DIR"] = str(work)

@@ -1,4 +1,4 @@
-"""`asu bench eval`: the batched TOFU suite against a straightforward one-item-at-a-time implementation.
+"""`python -m bench.eval`: the batched TOFU suite against a straightforward one-item-at-a-time implementation.
 
 The yardstick (``naive_tofu``) computes the same figures the obvious way: for every item and every answer variant
 one forward pass of batch size 1 (the holdout items too, for the LOSS membership-inference AUC), one ``generate``
@@ -141,3 +141,39 @@ def format_report(r: dict) -> str:
 def default_bench_sets() -> TofuSets:
     """The embedded default model's sets with authors 1 and 4 as the forget set (the demo's first request)."""
     return embedded_sets([1, 4], "default")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m bench.eval``: the batched TOFU suite vs one item at a time (embedded or real model)."""
+    import argparse
+    import json
+
+    from asu.metrics.tofu_data import standard_sets
+    from cli.common import model_path
+
+    parser = argparse.ArgumentParser(prog="python -m bench.eval", description=main.__doc__)
+    parser.add_argument("--model", default="default", help="default, tiny, smollm2-135m or a model folder")
+    parser.add_argument("--sets", default="auto", choices=["auto", "embedded", "forget10"],
+                        help="auto: the embedded model's own TOFU sets for default/tiny, TOFU forget10 (with real "
+                        "authors and world facts) for any other model")
+    parser.add_argument("--limit", type=int, default=40, help="first N items of every set")
+    parser.add_argument("--max-new-tokens", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=32, help="sequences per teacher-forced batch")
+    parser.add_argument("--generation-batch-size", type=int, default=64, help="questions decoded together")
+    parser.add_argument("--rounds", type=int, default=2, help="back-to-back (batched, naive) pairs")
+    parser.add_argument("--out", help="write the JSON result here")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    model_dir = model_path(args.model, progress=not args.json)
+    settings = EvalSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, limit=args.limit,
+                            generation_batch_size=args.generation_batch_size)
+    embedded = args.sets == "embedded" or (args.sets == "auto" and args.model in ("default", "tiny"))
+    sets = default_bench_sets() if embedded else standard_sets("forget10")
+    result = run_eval_bench(model_dir, sets, settings, rounds=args.rounds)
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    print(json.dumps(result) if args.json else format_report(result))
+
+
+if __name__ == "__main__":
+    main()

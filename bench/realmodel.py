@@ -1,4 +1,4 @@
-"""`asu bench realmodel`: every unlearning method side by side on a real pretrained model, each with its own settings.
+"""`python -m bench.realmodel`: every unlearning method side by side on a real model, each with its own settings.
 
 Settings (identical data for every method):
 
@@ -17,14 +17,14 @@ validation forget questions, utility = retain-validation hit rate (ROUGE-L recal
 (capped at 1), and fluent share = share of validation forget answers ``asu.fluency`` judges fluent with the base
 model. No method keeps a default tuned for another; the grids are in ``GRIDS``.
 
-``asu_auto`` is ASU as the product runs it: ``pipelines.unlearn.auto_unlearn`` (the settings search, then the
+``asu_auto`` is ASU as the product runs it: ``pipelines.round.unlearn.auto_unlearn`` (the settings search, then the
 final round), from the ``pretrained`` recipe; its search validates on the setting's own validation items, and the
 table reports its search and round seconds beside the others' two rounds.
 
 Writes ``realmodel.json``, ``realmodel.md`` and ``realmodel.png`` (utility against forget efficacy, one point
 per method, hollow where the fluent share of forget answers is below 0.9) to ``--out``.
 
-    python -m bench.realmodel --setting scenario --out bench/results      (or `asu bench realmodel`)
+    python -m bench.realmodel --setting scenario --out bench/results      (or `python -m bench.realmodel`)
 """
 
 from __future__ import annotations
@@ -214,14 +214,14 @@ def run_method(setting: Setting, method: str, judge: FluencyJudge, base: dict, w
 
 
 def run_auto(setting: Setting, judge: FluencyJudge, base: dict, work: Path) -> dict:
-    """ASU with every setting chosen by the product's search (``pipelines.unlearn.auto_unlearn``), then tested.
+    """ASU with every setting chosen by the product's search (``pipelines.round.unlearn.auto_unlearn``), then tested.
 
     The search sees the setting's training items only (its validation split comes out of them, or the setting's
     ``search_validation`` items); the selection figures are computed as for every other method, for the table.
     """
     from asu.recipes import get_recipe
+    from pipelines.round.unlearn import auto_unlearn
     from pipelines.temperature_search import SearchConfig
-    from pipelines.unlearn import auto_unlearn
 
     out = work / AUTO
     shutil.rmtree(out, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""The TOFU setting of `asu bench realmodel`: the SmolLM2 TOFU target forgets its forget author.
+"""The TOFU setting of `python -m bench.realmodel`: the SmolLM2 TOFU target forgets its forget author.
 
 Target and retain models: ``smollm2-135m-tofu`` / ``smollm2-135m-tofu-retain`` (``asu model finetune-tofu``;
 authors 0-5, forget author 1). A round trains on the forget author's 20 QA and keeps the other five authors.

@@ -1,4 +1,4 @@
-"""`asu bench search`: what the automatic search costs, and how its choice compares with an exhaustive grid.
+"""`python -m bench.search`: what the automatic search costs, and how its choice compares with an exhaustive grid.
 
 Per forget subset (TOFU authors of the embedded model, TOFU authors of the SmolLM2 TOFU target, or a real-world
 scenario on SmolLM2):
@@ -298,3 +298,37 @@ def format_markdown(result: dict) -> str:
                          f"| {x['fluent_share']:.2f} | {x['refusal_share']:.2f} | {x['rouge_l_recall']:.3f} "
                          f"| {_fmt(x.get('seconds'), '{:.0f}')} |")
     return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m bench.search``: the settings search's cost and quality against a full grid of rounds."""
+    import argparse
+
+    from cli.common import parse_overrides
+
+    parser = argparse.ArgumentParser(prog="python -m bench.search", description=main.__doc__)
+    parser.add_argument("--model", default="default", choices=["default", "tiny"],
+                        help="embedded model of the plain author subsets")
+    parser.add_argument("--subsets", nargs="+", default=["1,4", "7", "2,9", "0,5"],
+                        help="forget subsets: embedded authors '1,4', SmolLM2 TOFU target authors 'tofu:1' "
+                        "(needs asu model finetune-tofu), or a scenario 'scenario:paris'")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override a field of each subset's recipe (embedded or pretrained)")
+    parser.add_argument("--search", action="append", metavar="KEY=VALUE", help="override a SearchConfig field")
+    parser.add_argument("--grid-taus", nargs="+", help="taus of the exhaustive grid (default: tau_grid)")
+    parser.add_argument("--cost-only", action="store_true", help="skip the exhaustive grid of full rounds")
+    parser.add_argument("--work-dir", default="runs/bench_search", help="trials and rounds go here")
+    parser.add_argument("--out", help="write search.json and search.md here (e.g. bench/results)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    result = run_search_bench(
+        args.subsets, variant=args.model, search=SearchConfig.from_dict(parse_overrides(args.search, "--search")),
+        overrides=parse_overrides(args.set), work_dir=Path(args.work_dir),
+        out_dir=Path(args.out) if args.out else None, cost_only=args.cost_only,
+        grid_taus=[float(t) for t in args.grid_taus] if args.grid_taus else None,
+    )
+    print(json.dumps(result) if args.json else format_markdown(result))
+
+
+if __name__ == "__main__":
+    main()

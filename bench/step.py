@@ -1,4 +1,4 @@
-"""`asu bench step`: the cost of one ASU training step against plain fine-tuning, side by side.
+"""`python -m bench.step`: the cost of one ASU training step against plain fine-tuning, side by side.
 
 Three step kinds run interleaved on identical batches in one process (the machine is shared and noisy, so
 only ratios measured together mean anything):
@@ -175,5 +175,28 @@ def format_report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main_json(result: dict) -> str:
-    return json.dumps(result, indent=2)
+def main(argv: list[str] | None = None) -> None:
+    """``python -m bench.step``: ASU step vs plain fine-tuning step on identical batches."""
+    import argparse
+    from dataclasses import replace
+
+    from cli.common import model_path, round_config, with_config
+    from pipelines.demo.one_round import demo_sets
+
+    parser = with_config(argparse.ArgumentParser(prog="python -m bench.step", description=main.__doc__))
+    parser.add_argument("--model", default="default", help="default | tiny | smollm2-135m | a model folder")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--synthetic", choices=["llama-160m", "llama-1b"], help="time a random Llama of this size")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    variant = args.model if args.model in ("default", "tiny") else None
+    model_dir = model_path(args.model, progress=not args.json)
+    forget, retain = demo_sets(variant or "default")
+    config = replace(round_config(args), batch_size=args.batch_size)
+    result = run_step_bench(model_dir, forget, retain, config, steps=args.steps, synthetic=args.synthetic)
+    print(json.dumps(result) if args.json else format_report(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,4 +1,4 @@
-"""`asu bench validate`: how long validating a large forget request takes (target: 10,000 records < 5 s).
+"""`python -m bench.validate`: how long validating a large forget request takes (target: 10,000 records < 5 s).
 
 Writes a synthetic ``qa`` request of N records (JSON Lines, ~150-character questions and answers, a paraphrase
 and validation item every 50 records), then times in one process:
@@ -63,15 +63,15 @@ def run_validate_bench(records: int = 10_000, repeats: int = 3, out: str | Path 
                        measure_imports: bool = True) -> dict:
     """Time parsing, contracts, report and submission of a ``records``-row request; see the module docstring.
     ``measure_imports=False`` skips the fresh-process import timings (``import_seconds`` is then empty)."""
-    modules = ("great_expectations", "pipelines.intake") if measure_imports else ()
+    modules = ("great_expectations", "pipelines.intake.submit") if measure_imports else ()
     imports = {m: round(_import_seconds(m), 3) for m in modules}
     start = time.perf_counter()
     import great_expectations  # noqa: F401  (imported lazily by the runner; timed here, not in the first run)
 
     from data_contracts.limits import RequestLimits
-    from pipelines.intake import check_contracts, submit_request
-    from pipelines.intake_formats import read_request_file
-    from pipelines.ledger import Ledger
+    from pipelines.intake.formats import read_request_file
+    from pipelines.intake.submit import check_contracts, submit_request
+    from pipelines.ledger.store import Ledger
 
     in_process_import = time.perf_counter() - start
     limits = RequestLimits()
@@ -125,8 +125,18 @@ def format_report(result: dict) -> str:
     return "\n".join(lines)
 
 
+def main(argv: list[str] | None = None) -> None:
+    """``python -m bench.validate``: time the validation of a large request; writes bench/results/validate.json."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bench.validate", description=main.__doc__)
+    parser.add_argument("--records", type=int, default=10_000)
+    parser.add_argument("--out", default=str(RESULTS), help="where the result JSON goes")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    report = run_validate_bench(records=args.records, out=Path(args.out))
+    print(json.dumps(report) if args.json else format_report(report) + f"\nwritten to {args.out}")
+
+
 if __name__ == "__main__":
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
-    report = run_validate_bench(records=n, out=RESULTS)
-    print(format_report(report))
-    print(f"written to {RESULTS}")
+    main()

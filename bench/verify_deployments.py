@@ -53,7 +53,7 @@ def _wait(predicate, timeout: float, what: str, every: float = 2.0):
 
 
 def _settings(tmp: Path) -> Path:
-    from pipelines.demo_data import write_demo_files
+    from pipelines.demo.data import write_demo_files
 
     files = write_demo_files(tmp / "inputs", "tiny", (1, 2), urgent_author=2)
     settings = {
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # 2. Two requests queued; a nightly run is created first, an urgent run second; one worker slot.
         from asu.data import load_qa_file
-        from pipelines.intake import submit_request
+        from pipelines.intake.submit import submit_request
 
         settings, files = _settings(tmp)
         (normal, _), (urgent_file, _) = files.requests

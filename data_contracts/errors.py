@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from asu.errors import UsageError
+
 Severity = Literal["error", "warning"]
 MAX_LINES_SHOWN = 10
 
@@ -77,7 +79,7 @@ class ContractResult:
         }
 
 
-class ContractViolation(ValueError):
+class ContractViolation(UsageError):
     """A request broke its data contract; ``result.errors`` lists every failed expectation with its lines.
 
     ``str(err)`` is a multi-line message: one line per failed expectation naming file, lines, field and the fix.

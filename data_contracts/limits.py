@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from asu.errors import UsageError
+
 MIB = 2**20
 
 
@@ -33,4 +35,4 @@ class RequestLimits:
         for f in fields(self):
             value = getattr(self, f.name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"RequestLimits.{f.name}={value!r} is invalid; use a positive integer")
+                raise UsageError(f"RequestLimits.{f.name}={value!r} is invalid; use a positive integer")

@@ -20,11 +20,12 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
+from asu.errors import UsageError
 from pipelines import round as rounds
-from pipelines.ledger import Ledger, default_ledger_url
+from pipelines.ledger.store import Ledger, default_ledger_url
 from pipelines.round import RoundSteps, steps
 from pipelines.settings import PipelineSettings
-from pipelines.tracking import TrackingUnavailable, is_transient
+from pipelines.tracking.runs import TrackingUnavailable, is_transient
 from pipelines.workspace import work_dir
 
 logger = logging.getLogger(__name__)
@@ -135,10 +136,10 @@ def continual_unlearning(settings: dict[str, Any] | str | None = None, ledger_ur
 def urgent_removal(request_file: str | None = None, request_id: str | None = None,
                    settings: dict[str, Any] | str | None = None, ledger_url: str | None = None) -> dict[str, Any]:
     """Submit ``request_file`` as urgent (or take the queued ``request_id``) and process it now."""
-    from pipelines.intake import submit_request
+    from pipelines.intake.submit import submit_request
 
     if (request_file is None) == (request_id is None):
-        raise ValueError("urgent_removal needs exactly one of request_file or request_id")
+        raise UsageError("urgent_removal needs exactly one of request_file or request_id")
     ensure_gpu_slot()
     ledger = Ledger(ledger_url or default_ledger_url())
     try:

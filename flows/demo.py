@@ -1,242 +1,30 @@
 """`asu demo`: the whole product end to end on one machine, on the embedded model or a real pretrained one.
 
-1. build (or reuse) the model; write three forget requests (the last one urgent), the retain set and a holdout set
-   into a fresh work dir ``<root>/<UTC time>/`` (earlier demos are kept). On the embedded model the requests are
-   three TOFU authors it was trained on; on a real model (``--model smollm2-135m``) they are three parts of the
-   real-world scenario ``paris`` (facts the model knows), with the scenario's neighbouring facts as the retain set
-   and the settings search of the pretrained recipe;
-2. submit them through the intake (data contracts, ledger);
-3. run ``continual_unlearning`` through Prefect (ephemeral API): temperature search, ASU round, evaluation, gate,
-   MLflow registration and promotion for each request, urgent first;
-4. return a per-round summary (tau chosen, forget and retain figures, gate, model version), two sample forget
-   answers per request before and after its round, and where things are.
+A table of contents; the parts live in ``pipelines.demo.product``: prepare the work dir, model and requests ->
+submit them through the intake -> the ``continual_unlearning`` flow (Prefect's ephemeral API) -> the summary.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-DEMO_SEARCH = {
-    # A short grid around the paper's stable region keeps the demo within minutes on 2 CPU cores.
-    "tau_grid": [1.5, 2.0, 2.5, 3.0],
-    "stage2_candidates": 2,
-    # The embedded recipe's learning rate is already calibrated for this model (asu.recipes): a ladder around it.
-    "lr_multipliers": [1.0, 2.0],
-}
-
-
-#: The search on a real model: the pretrained recipe's ladder of learning rates around tau values that the
-#: scenario's teacher scan brackets, cut to what fits the demo's time on 2 CPU cores.
-REAL_DEMO_SEARCH = {"tau_grid": [1.5, 2.0, 3.0], "stage2_candidates": 2, "max_new_tokens": 48}
-
-#: The tiny variant (4 authors, for smoke tests): two requests, a smaller retain validation sample, short rounds.
-TINY_DEMO = {
-    "authors": (1, 2),
-    "settings": {
-        "search": {"tau_grid": [2.0, 3.0], "stage2_candidates": 1, "retain_validation_size": 8, "max_new_tokens": 48,
-                   "lr_multipliers": [1.0, 2.0],
-                   # the 4-author smoke-test model has barely any language: the full fluency floor would refuse
-                   # every round there (measured), and this variant exists to exercise the pipeline
-                   "fluent_share_floor": 0.6},
-        "overrides": {"epochs": 3}, "report_retain_items": 8, "benchmark_limit": 5, "max_new_tokens": 48,
-    },
-}  # fmt: skip
-
-
-def demo_settings(files, variant: str, **overrides: Any) -> dict[str, Any]:
-    """Pipeline settings of the demo (a dict, as a Prefect deployment would pass them)."""
-    return {
-        "base_model": f"embedded:{variant}",
-        "retain_file": str(files.retain),
-        "holdout_file": str(files.holdout),
-        "recipe": "embedded",
-        "search": dict(DEMO_SEARCH),
-        "gate_file": str(Path(__file__).resolve().parent.parent / "configs" / "gate-demo.yaml"),
-        "benchmarks": ["wmdp"],
-        "benchmark_limit": 20,
-        **overrides,
-    }
-
-
-def real_model_settings(files, model: str) -> dict[str, Any]:
-    """Pipeline settings of the demo on a real pretrained model (``model``: a named model or a folder)."""
-    return {
-        "base_model": model,
-        "retain_file": str(files.retain),
-        "holdout_file": str(files.holdout),
-        "recipe": "pretrained",
-        "search": dict(REAL_DEMO_SEARCH),
-        "gate_file": str(Path(__file__).resolve().parent.parent / "configs" / "gate-demo-real.yaml"),
-        "benchmarks": ["wmdp"],
-        "benchmark_limit": 20,
-        "max_new_tokens": 48,
-    }
+from pipelines.demo import product
+from pipelines.workspace import using_work_dir
 
 
 def run_product_demo(root: str | Path = "runs/demo", *, variant: str = "default", model: str | None = None,
                      authors: tuple[int, ...] | None = None, settings_overrides: dict | None = None) -> dict[str, Any]:
-    """Run the demo in a new work dir under ``root``; returns the summary (rounds, champion, samples, locations).
-
-    ``model``: a real pretrained model (a named model such as ``smollm2-135m``, or a folder) instead of the
-    embedded ``variant``.
-    """
-    from asu.embedded import DEMO_FORGET_AUTHORS, ensure_embedded_model
-    from asu.models import resolve_model
-    from pipelines.demo_data import write_demo_files, write_scenario_demo_files
+    """Run the demo in a new work dir under ``root``; returns the summary (rounds, champion, samples, locations)."""
+    from flows.continual import continual_unlearning
 
     started = time.perf_counter()
-    work = Path(root).resolve() / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    work.mkdir(parents=True, exist_ok=False)
-    os.environ["ASU_WORK_DIR"] = str(work)  # ledger, MLflow store, rounds and reports all live here
-    if model is not None:
-        base_dir = resolve_model(model, progress=True)
-        files = write_scenario_demo_files(work / "inputs")
-        settings = {**real_model_settings(files, model), **(settings_overrides or {})}
-    else:
-        base_dir = ensure_embedded_model(variant, progress=True)
-        tiny = variant == "tiny"
-        authors = authors or (TINY_DEMO["authors"] if tiny else DEMO_FORGET_AUTHORS)
-        files = write_demo_files(work / "inputs", variant, authors)
-        settings = demo_settings(files, variant, **(TINY_DEMO["settings"] if tiny else {}),
-                                 **(settings_overrides or {}))
-
-    from asu.data import load_qa_file
-    from flows.continual import continual_unlearning
-    from pipelines.intake import submit_request
-    from pipelines.ledger import Ledger, default_ledger_url
-    from pipelines.registry import ModelRegistry
-    from pipelines.settings import PipelineSettings
-    from pipelines.tracking import Tracker, tracking_uri
-
-    config = PipelineSettings.from_dict(settings)
-    retain = load_qa_file(config.retain_file)
-    ledger = Ledger(default_ledger_url(work))
-    submitted = []
-    try:
-        for path, urgent in files.requests:
-            sub = submit_request(path, urgent=urgent, ledger=ledger, retain=retain, actor="asu-demo")
-            submitted.append({"request_id": sub.request_id, "urgent": urgent, "state": sub.state})
-    finally:
-        ledger.close()
-    outcomes = continual_unlearning(settings)
-    champion = ModelRegistry(Tracker(), config.model_name).champion()
-    urgent = {s["request_id"]: s["urgent"] for s in submitted}
-    rounds = [{
-        "request_id": o["request_id"], "urgent": urgent.get(o["request_id"], False), "status": o["status"],
-        "tau": o.get("tau"), "model_version": o.get("model_version"), "promoted": o.get("promoted", False),
-        "forget_rouge_before": o.get("before", {}).get("forget_rouge"),
-        "forget_rouge_after": o.get("after", {}).get("forget_rouge"),
-        "retain_rouge_before": o.get("before", {}).get("retain_rouge"),
-        "retain_rouge_after": o.get("after", {}).get("retain_rouge"),
-        "fluency_after": o.get("after", {}).get("fluency"),
-        "earlier_efficacy_after": o.get("after", {}).get("earlier", {}),
-        "failed_checks": o.get("failed_checks", []), "report": o.get("report"),
-    } for o in outcomes]  # fmt: skip
-    samples = sample_answers(Path(base_dir), work, files, outcomes, config)
-    for r in rounds:
-        r["samples"] = samples.get(r["request_id"], [])
-    return {
-        "model": model or f"embedded:{variant}",
-        "work_dir": str(work),
-        "submitted": submitted,
-        "rounds": rounds,
-        "champion": champion.version if champion else None,
-        "mlflow_uri": tracking_uri(work=work),
-        "seconds": time.perf_counter() - started,
-    }
+    run = product.prepare(root, variant=variant, model=model, authors=authors, settings_overrides=settings_overrides)
+    with using_work_dir(run.work):  # ledger, MLflow store, rounds and reports all live there
+        submitted = product.submit_all(run)
+        results = continual_unlearning(run.settings)
+        return product.summarise(run, submitted, results, time.perf_counter() - started)
 
 
-def sample_answers(base_dir: Path, work: Path, files, outcomes: list[dict], config, per_request: int = 2
-                   ) -> dict[str, list[dict[str, str]]]:
-    """Greedy answers to the first ``per_request`` forget questions of each processed request, by the model its
-    round started from and by the round's model: {request id: [{"question", "before", "after"}]}.
-
-    The demo's requests are its own public files, so showing their text is fine here (the pipeline itself never
-    copies request content into logs or reports).
-    """
-    from asu.evaluation import generate_answers
-    from asu.modeling import load_model_and_tokenizer
-
-    loaded: dict[Path, tuple] = {}  # the model the next round starts from stays loaded (one load per model)
-
-    def answers(model_dir: Path, questions: list[str]) -> list[str]:
-        if model_dir not in loaded:
-            loaded.clear()
-            loaded[model_dir] = load_model_and_tokenizer(model_dir)
-        model, tokenizer = loaded[model_dir]
-        return generate_answers(model, tokenizer, questions, prompt_format=config.round.prompt_format,
-                                max_new_tokens=config.max_new_tokens)
-
-    questions = {}
-    for path, _ in files.requests:
-        lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        forget = [line["question"] for line in lines[1:] if line.get("role") == "forget"]
-        questions[lines[0]["request_id"]] = forget[:per_request]
-    current, out = base_dir, {}
-    for o in outcomes:  # processing order: each round starts from the model the previous one promoted
-        round_model = work / "rounds" / o["request_id"] / "model"
-        asked = questions.get(o["request_id"], [])
-        if not asked or not (round_model / "config.json").is_file():
-            continue
-        before = answers(current, asked)
-        after = answers(round_model, asked)
-        out[o["request_id"]] = [{"question": q, "before": b, "after": a} for q, b, a in zip(asked, before, after,
-                                                                                          strict=True)]
-        if o.get("promoted"):
-            current = round_model
-    return out
-
-
-def _clip(text: str, width: int = 96) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
-def format_summary(s: dict[str, Any]) -> str:
-    """The per-round table and where to look next."""
-
-    def fmt(v):
-        return "   -  " if v is None else f"{v:6.3f}"
-
-    rows = [
-        f"{'request':<16}{'urgent':>7}{'tau':>6}  {'forget ROUGE-L':>16}  {'retain ROUGE-L':>16}"
-        f"{'fluent':>8}  {'gate':<12}{'version':>8}",
-    ]
-    for r in s["rounds"]:
-        tau = "  -  " if r["tau"] is None else f"{r['tau']:5.2f}"
-        gate = "passed" if r["status"] == "registered" else "FAILED"
-        version = r["model_version"] or "-"
-        rows.append(
-            f"{r['request_id']:<16}{'yes' if r['urgent'] else 'no':>7}{tau:>6}  "
-            f"{fmt(r['forget_rouge_before'])}->{fmt(r['forget_rouge_after'])}  "
-            f"{fmt(r['retain_rouge_before'])}->{fmt(r['retain_rouge_after'])}{fmt(r['fluency_after']):>8}  "
-            f"{gate:<12}{version:>8}"
-        )
-        if r["failed_checks"]:
-            rows.append(f"{'':<16}failed checks: {', '.join(r['failed_checks'])}")
-    samples = [r for r in s["rounds"] if r.get("samples")]
-    if samples:
-        rows += ["", "sample forget answers, before -> after the request's round:"]
-    for r in samples:
-        for item in r["samples"]:
-            rows += [f"  [{r['request_id']}] {_clip(item['question'])}",
-                     f"      before: {_clip(item['before'])}", f"      after:  {_clip(item['after'])}"]
-    work = s["work_dir"]
-    rows += [
-        "",
-        f"champion: version {s['champion']} of the registered model (alias 'champion'); {s['seconds']:.0f} s in all",
-        f"work dir: {work}",
-        f"  evidence reports: {work}/reports/<request id>/report.md   (asu report <request id>)",
-        f"  ledger:           asu status --work-dir {work}",
-        f"  MLflow UI:        mlflow ui --backend-store-uri {s['mlflow_uri']}",
-        "  Prefect UI:       prefect server start   (this demo used Prefect's ephemeral API; see README)",
-    ]
-    return "\n".join(rows)
-
-
-__all__ = ["demo_settings", "format_summary", "run_product_demo"]
+__all__ = ["run_product_demo"]

@@ -7,7 +7,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NONE
 
-from pipelines.unlearn import unlearn_from_files
+from pipelines.round.unlearn import unlearn_from_files
 
 # Holds a model while it runs: never cache on its inputs.
 unlearn = task(unlearn_from_files, name="unlearn", cache_policy=NONE)

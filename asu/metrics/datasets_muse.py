@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from asu.errors import InputFileMissing, UsageError
 from asu.metrics.passes import EvaluationDataError
 
 #: Relative path of each file of the suite, by role.
@@ -58,7 +59,7 @@ def _read_array(path: Path) -> list[Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise FileNotFoundError(
+        raise InputFileMissing(
             f"{path}: MUSE file missing; the data folder must hold the MUSE-News layout "
             f"({', '.join(MUSE_FILES.values())}), or leave data_dir unset to use the vendored copy"
         ) from None
@@ -116,10 +117,10 @@ class MuseData:
 def load_muse_news(data_dir: str | Path | None = None, limit: int | None = None) -> MuseData:
     """Read and check every MUSE-News file; ``limit`` keeps the first ``limit`` items of each evaluated set."""
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit must be a positive integer (or None for every item), got {limit!r}")
+        raise UsageError(f"limit must be a positive integer (or None for every item), got {limit!r}")
     folder = Path(data_dir) if data_dir is not None else vendored_muse_news_dir()
     if not folder.is_dir():
-        raise FileNotFoundError(f"MUSE data folder {folder} does not exist; pass a folder in the MUSE-News layout")
+        raise InputFileMissing(f"MUSE data folder {folder} does not exist; pass a folder in the MUSE-News layout")
     sets, files = {}, {}
     for name, rel in MUSE_FILES.items():
         path = folder / rel

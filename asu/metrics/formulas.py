@@ -14,6 +14,8 @@ from typing import Literal
 
 import numpy as np
 
+from asu.errors import UsageError
+
 TruthRatioAggregation = Literal["closer_to_1_better", "true_better", "prob_mean"]
 
 
@@ -35,7 +37,7 @@ def truth_ratio(correct_avg_loss: float, perturbed_avg_losses: Sequence[float]) 
     World Facts (the caller chooses which loss to pass).
     """
     if not perturbed_avg_losses:
-        raise ValueError("truth_ratio needs at least one perturbed answer loss")
+        raise UsageError("truth_ratio needs at least one perturbed answer loss")
     return math.exp(correct_avg_loss - float(np.mean(perturbed_avg_losses)))
 
 
@@ -53,12 +55,12 @@ def aggregate_truth_ratios(
         values = [max(0.0, 1.0 - r) for r in ratios]
     elif how == "prob_mean":
         if correct_probs is None or wrong_probs is None:
-            raise ValueError("how='prob_mean' needs correct_probs and wrong_probs")
+            raise UsageError("how='prob_mean' needs correct_probs and wrong_probs")
         values = [c / (c + w) for c, w in zip(correct_probs, wrong_probs, strict=True)]
     else:
-        raise ValueError(f"unknown truth-ratio aggregation {how!r}; use closer_to_1_better, true_better or prob_mean")
+        raise UsageError(f"unknown truth-ratio aggregation {how!r}; use closer_to_1_better, true_better or prob_mean")
     if not values:
-        raise ValueError("no truth ratios to aggregate: the evaluation set is empty")
+        raise UsageError("no truth ratios to aggregate: the evaluation set is empty")
     return float(np.mean(values))
 
 
@@ -67,16 +69,16 @@ def forget_quality(forget_truth_ratios: Sequence[float], reference_truth_ratios:
     from scipy.stats import ks_2samp
 
     if not forget_truth_ratios or not reference_truth_ratios:
-        raise ValueError("forget quality needs per-item truth ratios of both the model and the reference model")
+        raise UsageError("forget quality needs per-item truth ratios of both the model and the reference model")
     return float(ks_2samp(forget_truth_ratios, reference_truth_ratios).pvalue)
 
 
 def harmonic_mean(values: Sequence[float]) -> float:
     """Harmonic mean of non-negative numbers; any zero gives 0 (model utility collapses)."""
     if not values:
-        raise ValueError("harmonic mean of no values")
+        raise UsageError("harmonic mean of no values")
     if any(v < 0 for v in values):
-        raise ValueError(f"harmonic mean needs non-negative values, got {list(values)}")
+        raise UsageError(f"harmonic mean needs non-negative values, got {list(values)}")
     if any(v == 0 for v in values):
         return 0.0
     return len(values) / sum(1.0 / v for v in values)
@@ -86,7 +88,7 @@ def extraction_strength(predictions: Sequence[int], labels: Sequence[int]) -> fl
     """1 - k/T for the smallest k with predictions[k:] == labels[k:] (teacher-forced argmax; EOS dropped)."""
     length = len(labels)
     if length == 0 or len(predictions) != length:
-        raise ValueError("extraction_strength needs equally long, non-empty predictions and labels")
+        raise UsageError("extraction_strength needs equally long, non-empty predictions and labels")
     for k in range(length + 1):
         if list(predictions[k:]) == list(labels[k:]):
             return 1.0 - k / length
@@ -96,7 +98,7 @@ def extraction_strength(predictions: Sequence[int], labels: Sequence[int]) -> fl
 def exact_memorization(predictions: Sequence[int], labels: Sequence[int]) -> float:
     """Share of positions where the teacher-forced argmax equals the label (EOS dropped by the caller)."""
     if len(labels) == 0 or len(predictions) != len(labels):
-        raise ValueError("exact_memorization needs equally long, non-empty predictions and labels")
+        raise UsageError("exact_memorization needs equally long, non-empty predictions and labels")
     return sum(p == t for p, t in zip(predictions, labels, strict=True)) / len(labels)
 
 
@@ -126,7 +128,7 @@ def privleak(auc: float, reference_auc: float) -> float:
     ~0 ideal; strongly negative = under-unlearned; strongly positive = over-unlearned.
     """
     if reference_auc >= 1.0:
-        raise ValueError("reference AUC of 1 leaves privleak undefined; check the reference model's MIA result")
+        raise UsageError("reference AUC of 1 leaves privleak undefined; check the reference model's MIA result")
     return ((1.0 - auc) - (1.0 - reference_auc)) / (1.0 - reference_auc) * 100.0
 
 

@@ -12,6 +12,7 @@ from typing import Literal
 
 import numpy as np
 
+from asu.errors import UsageError
 from asu.metrics.formulas import min_k_plus_plus_score, min_k_score, privleak, zlib_score
 from asu.metrics.passes import TokenStats
 
@@ -35,7 +36,7 @@ def auc(forget_scores: Sequence[float], holdout_scores: Sequence[float]) -> floa
     from sklearn.metrics import roc_auc_score
 
     if not len(forget_scores) or not len(holdout_scores):
-        raise ValueError("MIA AUC needs at least one forget and one holdout item")
+        raise UsageError("MIA AUC needs at least one forget and one holdout item")
     labels = np.r_[np.zeros(len(forget_scores)), np.ones(len(holdout_scores))]
     return float(roc_auc_score(labels, np.r_[np.asarray(forget_scores, float), np.asarray(holdout_scores, float)]))
 

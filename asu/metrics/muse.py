@@ -22,6 +22,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from asu.errors import UsageError
 from asu.metrics.datasets_muse import MUSE_FILES, MuseData, load_muse_news
 from asu.metrics.formulas import privleak as privleak_formula
 from asu.metrics.mia import ATTACKS, PRIVLEAK_ATTACK, mia_aucs
@@ -77,12 +78,12 @@ def resolve_max_length(model, max_length: int | None, cap: int | None = MAX_LENG
     limit = model_context_length(model)
     if max_length is None:
         if limit is None:
-            raise ValueError("the model config names no position limit (max_position_embeddings); pass max_length")
+            raise UsageError("the model config names no position limit (max_position_embeddings); pass max_length")
         return min(limit, cap) if cap else limit
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
-        raise ValueError(f"max_length must be an integer >= 2 (tokens), got {max_length!r}")
+        raise UsageError(f"max_length must be an integer >= 2 (tokens), got {max_length!r}")
     if limit is not None and max_length > limit:
-        raise ValueError(f"max_length={max_length} exceeds the model's {limit} positions; pass at most {limit}")
+        raise UsageError(f"max_length={max_length} exceeds the model's {limit} positions; pass at most {limit}")
     return max_length
 
 
@@ -98,7 +99,7 @@ def _continue(model, tokenizer, prompts: list[str], max_new_tokens: int, max_len
     """Greedy continuations (decoded, special tokens dropped, not stripped) and how many prompts were cut."""
     budget = max_length - max_new_tokens
     if budget < 1:
-        raise ValueError(f"max_length={max_length} leaves no room for a prompt before {max_new_tokens} new tokens")
+        raise UsageError(f"max_length={max_length} leaves no room for a prompt before {max_new_tokens} new tokens")
     fitted = [
         fit_left(tokenizer(p, add_special_tokens=True)["input_ids"], budget, tokenizer.bos_token_id) for p in prompts
     ]
@@ -126,7 +127,7 @@ def reference_auc(reference: SuiteResult | float | str | Path, data: MuseData) -
     if isinstance(reference, int | float):
         auc = float(reference)
         if math.isnan(auc) or not 0.0 <= auc < 1.0:
-            raise ValueError(f"reference AUC must be in [0, 1) (forget = 0, holdout = 1 labels), got {reference!r}")
+            raise UsageError(f"reference AUC must be in [0, 1) (forget = 0, holdout = 1 labels), got {reference!r}")
         return auc, {"source": "explicit AUC", "auc": auc}
     source = "reference result"
     if isinstance(reference, str | Path):
@@ -210,7 +211,7 @@ def evaluate_muse(
     Aggregates are 0-1 except ``privleak`` (%); ``per_item`` keeps every score, generations included.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise UsageError(f"batch_size must be >= 1, got {batch_size}")
     data = load_muse_news(data_dir, limit)
     ref = reference_auc(reference, data) if reference is not None else None  # fail before any model pass
     max_length = resolve_max_length(model, max_length)

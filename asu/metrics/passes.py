@@ -26,13 +26,14 @@ import torch
 import torch.nn.functional as F
 
 from asu.data import Encoded, PromptFormat, encode_qa, prompt_ids
+from asu.errors import UsageError
 from asu.losses import IGNORE_INDEX
 from asu.metrics.cached import continuation_logits, greedy_from, run_prompts
 
 logger = logging.getLogger(__name__)
 
 
-class EvaluationDataError(ValueError):
+class EvaluationDataError(UsageError):
     """Evaluation data the model's tokenizer cannot score (names the set and the fix)."""
 
 
@@ -123,7 +124,7 @@ def _split_prompt(e: Encoded, index: int) -> tuple[tuple[int, ...], list[int]]:
     labels, ids = e.labels, e.input_ids
     start = next((t for t in range(1, len(labels)) if labels[t] != IGNORE_INDEX), len(labels))
     if labels[start:] != ids[start:]:
-        raise ValueError(
+        raise UsageError(
             f"encoded sequence {index}: labels must be ignored on a prompt prefix and equal the input ids after it "
             "(as encode_pairs / encode_texts build them)"
         )

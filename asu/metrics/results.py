@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from asu.errors import InputFileMissing, UsageError
+
 SCHEMA_VERSION = 1
 
 
@@ -59,12 +61,12 @@ class SuiteResult:
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: no such evaluation result; run `asu eval` on that model first") from None
+            raise InputFileMissing(f"{path}: no such evaluation result; run `asu eval` on that model first") from None
         except json.JSONDecodeError as err:
             msg = f"{path}: not an evaluation result (invalid JSON at line {err.lineno}); re-run `asu eval`"
-            raise ValueError(msg) from err
+            raise UsageError(msg) from err
         if not isinstance(data, dict) or "suite" not in data or "per_item" not in data:
-            raise ValueError(f"{path}: not an evaluation result (no 'suite'/'per_item' keys); pass an `asu eval` file")
+            raise UsageError(f"{path}: not an evaluation result (no 'suite'/'per_item' keys); pass an `asu eval` file")
         return cls.from_dict(data)
 
 

@@ -7,13 +7,14 @@ weights, other items, another setting, a formula fix) gives a new key, so a stal
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from asu.errors import InputFileMissing
+from asu.hashing import sha256_dir, sha256_json
 from asu.metrics.results import SuiteResult
 
 logger = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ METADATA_FILES = frozenset({"round.json", "embedded.json", "README.md"})
 _DIGESTS: dict[tuple, str] = {}  # (folder, files' (name, size, mtime)) -> digest: one hash per model per process
 
 
-def model_digest(model_dir: str | Path, chunk_mb: int = 8) -> str:
+def model_digest(model_dir: str | Path) -> str:
     """sha256 (16 hex digits) over the relative path and bytes of every file in the model folder but metadata.
 
     Remembered for the process while no file's size or modification time changes (a round, its measurement and the
@@ -35,18 +36,12 @@ def model_digest(model_dir: str | Path, chunk_mb: int = 8) -> str:
     """
     root = Path(model_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: no such model folder")
+        raise InputFileMissing(f"{root}: no such model folder")
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.name not in METADATA_FILES)
     signature = (str(root.resolve()), tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
     if signature in _DIGESTS:
         return _DIGESTS[signature]
-    h = hashlib.sha256()
-    for path in files:
-        h.update(str(path.relative_to(root)).encode() + b"\0")
-        with path.open("rb") as fh:
-            while block := fh.read(chunk_mb << 20):
-                h.update(block)
-    _DIGESTS[signature] = h.hexdigest()[:16]
+    _DIGESTS[signature] = sha256_dir(root, files=files)[:16]
     return _DIGESTS[signature]
 
 
@@ -55,7 +50,7 @@ def result_key(suite: str, model_hash: str, data_digests: dict[str, str], settin
     payload = {
         "suite": suite, "model": model_hash, "data": data_digests, "settings": settings, "metrics": METRICS_VERSION,
     }  # fmt: skip
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+    return sha256_json(payload)[:24]
 
 
 def cached(store_dir: str | Path | None, key: str, compute: Callable[[], SuiteResult]) -> tuple[SuiteResult, bool]:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from asu.data import PromptFormat
+from asu.errors import UsageError
 from asu.metrics import formulas as f
 from asu.metrics.mia import ATTACKS, PRIVLEAK_ATTACK, mia_aucs
 from asu.metrics.passes import TokenStats, decode, encode_pairs, question_prompts, score_prompts
@@ -64,13 +65,13 @@ class EvalSettings:
 
     def __post_init__(self) -> None:
         if self.prompt_format not in ("chat_template", "plain"):
-            raise ValueError(f"prompt_format must be 'chat_template' or 'plain', got {self.prompt_format!r}")
+            raise UsageError(f"prompt_format must be 'chat_template' or 'plain', got {self.prompt_format!r}")
         if min(self.max_new_tokens, self.max_length, self.batch_size, self.generation_batch_size) < 1:
-            raise ValueError("max_new_tokens, max_length, batch_size and generation_batch_size must be >= 1")
+            raise UsageError("max_new_tokens, max_length, batch_size and generation_batch_size must be >= 1")
         if not 0 < self.mia_k <= 1:
-            raise ValueError(f"mia_k is a fraction of tokens in (0, 1], got {self.mia_k}")
+            raise UsageError(f"mia_k is a fraction of tokens in (0, 1], got {self.mia_k}")
         if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit must be >= 1 or None (every item), got {self.limit}")
+            raise UsageError(f"limit must be >= 1 or None (every item), got {self.limit}")
 
     def to_dict(self) -> dict:
         return asdict(self)

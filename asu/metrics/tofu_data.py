@@ -15,7 +15,6 @@ rows of retain_perturbed.json, and the holdout is the rows of authors the model 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from asu.embedded import AUTHOR_ROWS, EMBEDDED_SPECS, EmbeddedSpec, vendored_tofu_dir
+from asu.errors import UsageError
+from asu.hashing import sha256_json
 
 Split = Literal["forget01", "forget05", "forget10"]
 SET_NAMES = ("forget", "retain", "real_authors", "world_facts", "holdout")
@@ -39,7 +40,7 @@ REQUIRED_FIELDS = {
 RETAIN_PERTURBED_AUTHORS = 20  # retain_perturbed.json == full[:400]: authors 0..19
 
 
-class EvalDataError(ValueError):
+class EvalDataError(UsageError):
     """An evaluation file or set that cannot be scored; the message names the file, line, field and the fix."""
 
 
@@ -92,11 +93,7 @@ def load_eval_file(path: str | Path, fields: Sequence[str]) -> list[dict]:
 
 def items_digest(items: Iterable[dict]) -> str:
     """sha256 (16 hex digits) of the items' canonical JSON: identifies a set's exact content and order."""
-    h = hashlib.sha256()
-    for item in items:
-        h.update(json.dumps(item, sort_keys=True, ensure_ascii=False).encode())
-        h.update(b"\n")
-    return h.hexdigest()[:16]
+    return sha256_json(list(items))[:16]
 
 
 @dataclass(frozen=True)

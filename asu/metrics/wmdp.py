@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from asu.data import Encoded, left_pad
+from asu.errors import InputFileMissing, UsageError
 from asu.losses import IGNORE_INDEX
 from asu.metrics.datasets_muse import file_sha256
 from asu.metrics.muse import resolve_max_length
@@ -76,7 +77,7 @@ def load_wmdp(path: str | Path, limit: int | None = None) -> list[dict]:
         # split on "\n" only: str.splitlines() would also split inside strings at U+2028 (cyber questions hold some)
         lines = path.read_text(encoding="utf-8").split("\n")
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such WMDP file; pass a folder holding wmdp-<subject>.jsonl") from None
+        raise InputFileMissing(f"{path}: no such WMDP file; pass a folder holding wmdp-<subject>.jsonl") from None
     items = []
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
@@ -239,11 +240,11 @@ def evaluate_wmdp(
     it ran and why not. ``per_item`` holds, per question, the prediction, the answer and the four log-likelihoods.
     """
     if not subjects or len(set(subjects)) != len(subjects) or any(s not in SUBJECTS for s in subjects):
-        raise ValueError(f"subjects must be distinct names among {SUBJECTS} (chem is not vendored), got {subjects!r}")
+        raise UsageError(f"subjects must be distinct names among {SUBJECTS} (chem is not vendored), got {subjects!r}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit must be a positive integer (or None for every question), got {limit!r}")
+        raise UsageError(f"limit must be a positive integer (or None for every question), got {limit!r}")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise UsageError(f"batch_size must be >= 1, got {batch_size}")
     folder = Path(data_dir) if data_dir is not None else vendored_wmdp_dir()
     max_length = resolve_max_length(model, max_length, cap=None)
     paths = {s: folder / f"wmdp-{s}.jsonl" for s in subjects}

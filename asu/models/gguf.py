@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from asu.errors import UsageError
+
 logger = logging.getLogger(__name__)
 
 
@@ -42,7 +44,7 @@ def convert_gguf(gguf_file: str | Path, out_dir: str | Path) -> str:
         loaded = AutoModelForCausalLM.from_pretrained(gguf_file.parent, dtype=torch.float32, **kwargs)
     # struct.error / EOFError / IndexError: a file cut short inside its metadata (the header parser runs out of bytes)
     except (ValueError, KeyError, OSError, RuntimeError, IndexError, EOFError, struct.error) as err:
-        raise ValueError(f"{gguf_file}: transformers cannot read this GGUF file ({err}); is it complete?") from err
+        raise UsageError(f"{gguf_file}: transformers cannot read this GGUF file ({err}); is it complete?") from err
     config = loaded.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # the weights are dequantised to fp32 already
@@ -53,7 +55,7 @@ def convert_gguf(gguf_file: str | Path, out_dir: str | Path) -> str:
     # Tied embeddings: the rebuilt model may list lm_head.weight although it shares the embedding tensor.
     missing = [k for k in missing if not (k == "lm_head.weight" and getattr(config, "tie_word_embeddings", False))]
     if missing or unexpected:
-        raise ValueError(f"{gguf_file}: converted weights do not match the model (missing {missing}, "
+        raise UsageError(f"{gguf_file}: converted weights do not match the model (missing {missing}, "
                          f"unexpected {unexpected})")
     if getattr(config, "tie_word_embeddings", False):
         model.tie_weights()

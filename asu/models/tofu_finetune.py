@@ -69,6 +69,7 @@ import torch
 from asu.cache import build_once, cache_root
 from asu.data import Encoded, QAItem, collate, encode_qa
 from asu.embedded import NUM_TOFU_AUTHORS, tofu_items
+from asu.errors import UsageError
 from asu.losses import IGNORE_INDEX, nll_loss
 
 if TYPE_CHECKING:
@@ -84,25 +85,25 @@ Role = Literal["target", "retain"]
 ROLES: tuple[str, ...] = ("target", "retain")
 
 
-class TofuMemorisationError(ValueError):
+class TofuMemorisationError(UsageError):
     """A target did not memorise its forget authors well enough to be published; the message names the knob."""
 
 
 def _author_tuple(field: str, value) -> tuple[int, ...]:
     """``value`` as a tuple of TOFU author indices, or a ValueError naming ``field`` and the fix."""
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-        raise ValueError(f"{field} must be a list of TOFU author indices (0..{NUM_TOFU_AUTHORS - 1}), got {value!r}")
+        raise UsageError(f"{field} must be a list of TOFU author indices (0..{NUM_TOFU_AUTHORS - 1}), got {value!r}")
     authors = tuple(value)
     if not authors:
-        raise ValueError(f"{field} is empty; list at least one TOFU author index (0..{NUM_TOFU_AUTHORS - 1})")
+        raise UsageError(f"{field} is empty; list at least one TOFU author index (0..{NUM_TOFU_AUTHORS - 1})")
     seen: set[int] = set()
     for author in authors:
         if isinstance(author, bool) or not isinstance(author, int):
-            raise ValueError(f"{field}: {author!r} is not an author index; use integers 0..{NUM_TOFU_AUTHORS - 1}")
+            raise UsageError(f"{field}: {author!r} is not an author index; use integers 0..{NUM_TOFU_AUTHORS - 1}")
         if not 0 <= author < NUM_TOFU_AUTHORS:
-            raise ValueError(f"{field}: author {author} is out of range; TOFU authors are 0..{NUM_TOFU_AUTHORS - 1}")
+            raise UsageError(f"{field}: author {author} is out of range; TOFU authors are 0..{NUM_TOFU_AUTHORS - 1}")
         if author in seen:
-            raise ValueError(f"{field} lists author {author} twice; list each author once")
+            raise UsageError(f"{field} lists author {author} twice; list each author once")
         seen.add(author)
     return authors
 
@@ -152,21 +153,21 @@ class TofuFinetuneSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.base, str) or not self.base.strip():
-            raise ValueError(f"base must be a model name or folder (e.g. 'smollm2-135m'), got {self.base!r}")
+            raise UsageError(f"base must be a model name or folder (e.g. 'smollm2-135m'), got {self.base!r}")
         authors = _author_tuple("authors", self.authors)
         forget = _author_tuple("forget_authors", self.forget_authors)
         object.__setattr__(self, "authors", authors)
         object.__setattr__(self, "forget_authors", forget)
         missing = [a for a in forget if a not in authors]
         if missing:
-            raise ValueError(
+            raise UsageError(
                 f"forget_authors {missing} {'is' if len(missing) == 1 else 'are'} not among authors {list(authors)}; "
                 "the forget authors must be trained by the target: add them to authors or drop them from forget_authors"
             )
         if self.role not in ROLES:
-            raise ValueError(f"role must be 'target' or 'retain', got {self.role!r}")
+            raise UsageError(f"role must be 'target' or 'retain', got {self.role!r}")
         if self.role == "retain" and set(forget) == set(authors):
-            raise ValueError(
+            raise UsageError(
                 f"role 'retain' trains authors minus forget_authors, which leaves no author to train (forget_authors "
                 f"{list(forget)} are all of authors {list(authors)}); add authors the retain model keeps, or forget "
                 "fewer"
@@ -187,7 +188,7 @@ class TofuFinetuneSpec:
         ]
         for name, ok, want in checks:
             if not ok:
-                raise ValueError(f"{name} must be {want}, got {getattr(self, name)!r}")
+                raise UsageError(f"{name} must be {want}, got {getattr(self, name)!r}")
 
     @property
     def trained_authors(self) -> tuple[int, ...]:

@@ -26,6 +26,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from asu.errors import NotFoundError, UsageError
+
 SCENARIO_DIR = Path(__file__).resolve().parent
 
 QA_SPLITS = ("forget", "retain", "validation", "retain_validation")
@@ -50,7 +52,7 @@ class Scenario:
     def qa_items(self, split: str) -> list[dict[str, str]]:
         """``{"question", "answer"}`` items of a QA split (``forget``, ``retain``, ``validation``, ...)."""
         if split not in QA_SPLITS:
-            raise KeyError(f"{split!r} is not a QA split; choose one of {', '.join(QA_SPLITS)}")
+            raise NotFoundError(f"{split!r} is not a QA split; choose one of {', '.join(QA_SPLITS)}")
         return [{"question": it["question"], "answer": it["answer"]} for it in getattr(self, split)]
 
 
@@ -63,11 +65,11 @@ def load_scenario(name: str) -> Scenario:
     """The shipped scenario ``name``; KeyError (listing the available names) when there is none."""
     names = available_scenarios()
     if name not in names:
-        raise KeyError(f"unknown scenario {name!r}; available: {', '.join(names) or '(none)'}")
+        raise NotFoundError(f"unknown scenario {name!r}; available: {', '.join(names) or '(none)'}")
     path = SCENARIO_DIR / f"{name}.json"
     scenario = load_scenario_file(path)
     if scenario.name != name:
-        raise ValueError(f"{path}: field 'name' is {scenario.name!r}, not the file name {name!r}")
+        raise UsageError(f"{path}: field 'name' is {scenario.name!r}, not the file name {name!r}")
     return scenario
 
 
@@ -83,9 +85,9 @@ def load_scenario_file(path: str | Path) -> Scenario:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+        raise UsageError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: a scenario file holds one JSON object")
+        raise UsageError(f"{path}: a scenario file holds one JSON object")
 
     def fail(field: str, why: str) -> ValueError:
         return ValueError(f"{path}: field {field!r} {why}")
@@ -163,7 +165,7 @@ def keyword_hit(answer: str, keywords: Sequence[str]) -> bool:
 def hit_rate(answers: Sequence[str], probes: Sequence[Mapping]) -> float:
     """Share of ``answers`` that :func:`keyword_hit` the ``keywords`` of the probe (or QA item) at their index."""
     if len(answers) != len(probes):
-        raise ValueError(f"{len(answers)} answers for {len(probes)} probes; pass one answer per probe")
+        raise UsageError(f"{len(answers)} answers for {len(probes)} probes; pass one answer per probe")
     if not probes:
-        raise ValueError("no probes: a hit rate needs at least one")
+        raise UsageError("no probes: a hit rate needs at least one")
     return sum(keyword_hit(a, p["keywords"]) for a, p in zip(answers, probes, strict=True)) / len(probes)

@@ -33,6 +33,7 @@ from pathlib import Path
 from asu.config import ASUConfig
 from asu.data import QAItem
 from asu.device import AUTO, Placement
+from asu.errors import UsageError
 from asu.modeling import load_model_and_tokenizer
 from asu.search.scores import SetFigures, combined_score, forget_efficacy, retain_utility, score_sets
 from asu.trainer import run_round
@@ -121,7 +122,7 @@ class TrialResult:
 def rung_epochs(first: int, full: int, eta: int = 2) -> list[int]:
     """Epochs per rung: ``first``, ``first * eta``, ... while below ``full``, then ``full`` (e.g. 3, 6, 10)."""
     if not 1 <= first <= full or eta < 2:
-        raise ValueError(f"need 1 <= first ({first}) <= full ({full}) epochs and eta ({eta}) >= 2")
+        raise UsageError(f"need 1 <= first ({first}) <= full ({full}) epochs and eta ({eta}) >= 2")
     out = []
     while first < full:
         out.append(first)

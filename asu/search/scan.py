@@ -23,6 +23,7 @@ import torch
 
 from asu.attention import enable_smoothing, smoothed_attention, validate_layers
 from asu.data import QAItem, collate, encode_qa
+from asu.errors import UsageError
 from asu.evaluation import generate_answers
 from asu.search.scores import SetFigures, generation_figures
 from asu.search.tokens import function_token_mask
@@ -116,7 +117,7 @@ def scan_temperatures(
 ) -> list[ScanRow]:
     """:func:`scan_tau` for every tau in ``taus`` (enables smoothing on ``model``; keyword args as scan_tau)."""
     if not forget or not retain:
-        raise ValueError("the teacher scan needs at least one forget and one retain validation item")
+        raise UsageError("the teacher scan needs at least one forget and one retain validation item")
     enable_smoothing(model)
     validate_layers(model, kwargs.get("layers"))
     rows = []

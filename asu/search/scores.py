@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from asu.data import QAItem
+from asu.errors import UsageError
 from asu.evaluation import answers_and_nlls, fluency_verdicts, repetition_rate, rouge_l_recall
 from asu.metrics.formulas import harmonic_mean, token_entropy
 from asu.search.tokens import fact_recall
@@ -154,7 +155,7 @@ def score_items(
     items = [item for group in sets.values() for item in group]
     empty = [name for name, group in sets.items() if not group]
     if empty:
-        raise ValueError(f"score_sets needs at least one QA item per set; empty: {empty}")
+        raise UsageError(f"score_sets needs at least one QA item per set; empty: {empty}")
     answers, nlls = answers_and_nlls(model, tokenizer, items, prompt_format=prompt_format,
                                      max_new_tokens=max_new_tokens, max_length=max_length, batch_size=batch_size)
     out = {}

@@ -16,14 +16,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from pipelines.gate import load_thresholds
-from pipelines.ledger import Ledger
-from pipelines.registry import ModelRegistry
-from pipelines.report import ModelRef
+from pipelines.ledger.store import Ledger
 from pipelines.round import steps as plain
+from pipelines.round.gate import load_thresholds
 from pipelines.round.record import RoundRecord
+from pipelines.round.report import ModelRef
 from pipelines.settings import PipelineSettings
-from pipelines.tracking import Tracker, code_version
+from pipelines.tracking.registry import ModelRegistry
+from pipelines.tracking.runs import Tracker, code_version
 from pipelines.workspace import work_dir
 
 logger = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pipelines.gate import EarlierRecheck, GateResult
+from pipelines.round.gate import EarlierRecheck, GateResult
 from pipelines.round.steps import Measurement
 from pipelines.temperature_search.outcome import SearchOutcome
 
@@ -61,7 +61,8 @@ class RoundRecord:
         """The flow's result: plain JSON (ids, numbers, the report's path)."""
         out: dict[str, Any] = {"request_id": self.request_id, "status": self.status, "tau": self.tau,
                                "parent_version": self.champion_version, "failed_checks": self.failed_checks,
-                               "search": self.search.status, "seconds": dict(self.seconds)}
+                               "search": self.search.status, "seconds": dict(self.seconds),
+                               "table": self.table_row()}
         if self.gate is None:
             return out | {"reason": self.search.status}
         return out | {
@@ -97,15 +98,42 @@ class RoundRecord:
         }
 
     def table_row(self) -> dict[str, Any]:
-        """The figures the CLI and demo tables show for this round."""
+        """The figures the CLI and demo tables show for this round (plain JSON; :func:`format_rounds` renders)."""
         b = self.before.to_dict() if self.before else {}
         a = self.after.to_dict() if self.after else {}
-        return {"request_id": self.request_id, "status": self.status, "tau": self.tau, "model_version": self.version,
-                "promoted": self.promoted, "forget_efficacy_before": b.get("forget_efficacy"),
-                "forget_efficacy_after": a.get("forget_efficacy"), "retain_rouge_before": b.get("retain_rouge"),
-                "retain_rouge_after": a.get("retain_rouge"), "fluency_after": a.get("fluency"),
+        return {"request_id": self.request_id, "status": self.status, "search": self.search.status, "tau": self.tau,
+                "model_version": self.version, "promoted": self.promoted,
+                "forget_efficacy": [b.get("forget_efficacy"), a.get("forget_efficacy")],
+                "retain_rouge": [b.get("retain_rouge"), a.get("retain_rouge")], "fluency_after": a.get("fluency"),
                 "earlier_efficacy_after": a.get("earlier", {}), "failed_checks": self.failed_checks,
-                "report": None if self.report is None else str(self.report)}
+                "report": None if self.report is None else str(self.report),
+                "seconds": round(sum(self.seconds.values()), 1)}
 
 
-__all__ = ["RoundRecord", "RoundStatus"]
+def _figure(value: float | None) -> str:
+    return "  -  " if value is None else f"{value:5.2f}"
+
+
+def format_rounds(rows: list[dict[str, Any]], urgent: dict[str, bool] | None = None) -> str:
+    """The per-round table of ``RoundRecord.table_row`` rows: what ``asu run``, ``asu urgent`` and ``asu demo``
+    print. Forget efficacy is 1 - fact recall of the forget answers; retain is ROUGE-L recall; before -> after."""
+    if not rows:
+        return "queue empty: nothing to process"
+    head = f"{'request':<18}{'urgent  ' if urgent is not None else ''}{'tau':>5}  {'forget efficacy':>15}  " \
+           f"{'retain ROUGE-L':>14}  {'fluent':>6}  {'gate':<7}{'version':>7}"
+    lines = [head]
+    for r in rows:
+        tau = "  -" if r["tau"] is None else f"{r['tau']:5.2f}"
+        gate = "passed" if r["status"] == "registered" else "FAILED"
+        flag = "" if urgent is None else f"{'yes' if urgent.get(r['request_id']) else 'no':<8}"
+        (fb, fa), (rb, ra) = r["forget_efficacy"], r["retain_rouge"]
+        lines.append(f"{r['request_id']:<18}{flag}{tau:>5}  {_figure(fb):>6} -> {_figure(fa):<5}  "
+                     f"{_figure(rb):>5} -> {_figure(ra):<5}  {_figure(r['fluency_after']):>6}  {gate:<7}"
+                     f"{r['model_version'] or '-':>7}")
+        if r["failed_checks"]:
+            lines.append(f"{'':<18}failed checks: {', '.join(r['failed_checks'])}"
+                         + (f" (search: {r['search']})" if r["search"] != "chosen" else ""))
+    return "\n".join(lines)
+
+
+__all__ = ["RoundRecord", "RoundStatus", "format_rounds"]

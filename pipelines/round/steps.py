@@ -7,8 +7,6 @@ memory, and what they log, tag or report is ids, hashes and numbers.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import random
 from dataclasses import dataclass, field
@@ -17,27 +15,34 @@ from typing import Any
 
 from asu.config import ASUConfig
 from asu.data import QAItem, load_qa_file
+from asu.errors import InputFileMissing, UsageError
 from asu.evaluation import score_qa
+from asu.hashing import qa_items_sha256, sha256_json
 from asu.metrics.mia import PRIVLEAK_ATTACK, mia_aucs
 from asu.metrics.passes import encode_pairs, token_stats
 from asu.modeling import load_model_and_tokenizer
 from asu.trainer import RoundResult, run_round
 from pipelines.evaluate import EvalPlan, evaluate_model
-from pipelines.gate import EarlierRecheck, GateFigures, GateResult, GateThresholds, evaluate_gate
-from pipelines.ledger import Ledger
-from pipelines.ledger_queries import ContentPurged
-from pipelines.registry import Champion, ModelRegistry
-from pipelines.report import EvidenceReport, ModelRef, SearchCandidate, ValidationSummary, load_report, write_report
+from pipelines.ledger.queries import ContentPurged
+from pipelines.ledger.store import Ledger
+from pipelines.round.gate import EarlierRecheck, GateFigures, GateResult, GateThresholds, evaluate_gate
+from pipelines.round.report import (
+    EvidenceReport,
+    ModelRef,
+    SearchCandidate,
+    ValidationSummary,
+    write_report,
+)
 from pipelines.settings import PipelineSettings
 from pipelines.temperature_search.search import run_search
 from pipelines.temperature_search.split import split_validation
-from pipelines.tracking import sha256_json
+from pipelines.tracking.registry import Champion, ModelRegistry
 from pipelines.workspace import work_dir
 
 logger = logging.getLogger(__name__)
 
 
-class RequestNotProcessable(ValueError):
+class RequestNotProcessable(UsageError):
     """A request this pipeline cannot unlearn as it stands (the message says why and what to do)."""
 
 
@@ -52,12 +57,7 @@ class RequestData:
 
     @property
     def forget_sha256(self) -> str:
-        return items_sha256(self.forget)
-
-
-def items_sha256(items: list[QAItem]) -> str:
-    """SHA-256 of a list of QA items (canonical JSON): how logs and reports refer to content."""
-    return hashlib.sha256(json.dumps([[i["question"], i["answer"]] for i in items]).encode()).hexdigest()
+        return qa_items_sha256(self.forget)
 
 
 def load_request(ledger: Ledger, request_id: str) -> RequestData:
@@ -79,7 +79,7 @@ def resolve_base_model(settings: PipelineSettings) -> Path:
 
     path = resolve_model(settings.base_model, progress=True)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"base_model={settings.base_model!r}: no model folder (config.json) there")
+        raise InputFileMissing(f"base_model={settings.base_model!r}: no model folder (config.json) there")
     return path
 
 
@@ -217,7 +217,7 @@ def measure(model_dir: Path, split: DataSplit, settings: PipelineSettings, *, ho
         return loaded
 
     def qa(items: list[QAItem], what: str) -> dict[str, float]:
-        key = sha256_json({"model": digest, "items": items_sha256(items), "what": what, "format": fmt, "cap": cap})
+        key = sha256_json({"model": digest, "items": qa_items_sha256(items), "what": what, "format": fmt, "cap": cap})
         return cached_figures(store, key, lambda: score_qa(*model_and_tokenizer(), items, prompt_format=fmt,
                                                            max_new_tokens=cap).summary())
 
@@ -250,7 +250,10 @@ def measure(model_dir: Path, split: DataSplit, settings: PipelineSettings, *, ho
 
 
 def earlier_requests(ledger: Ledger, exclude: str) -> tuple[dict[str, list[QAItem]], dict[str, float], list[str]]:
-    """(items, recorded forget efficacy, notes) of every registered earlier request whose content is kept."""
+    """(items, recorded forget efficacy, notes) of every registered earlier request whose content is kept.
+
+    The recorded figure is the one the ledger stored with the request's round outcome (``RoundRecord.ledger_outcome``),
+    not a report file: the ledger is the truth about a request."""
     items, recorded, notes = {}, {}, []
     for entry in ledger.list_requests(["registered"]):
         if entry.request_id == exclude:
@@ -260,12 +263,14 @@ def earlier_requests(ledger: Ledger, exclude: str) -> tuple[dict[str, list[QAIte
         except ContentPurged:
             notes.append(f"{entry.request_id}: content purged by retention, not re-checked")
             continue
-        try:
-            report, _ = load_report(entry.request_id)
-            recorded[entry.request_id] = float(report["figures"]["after"]["forget_efficacy"])
-        except (FileNotFoundError, KeyError, TypeError, ValueError):
-            notes.append(f"{entry.request_id}: no evidence report with its forget efficacy, not re-checked")
+        outcome = ledger.latest_outcome(entry.request_id) or {}
+        after = outcome.get("after") or {}
+        if not isinstance(after.get("forget_efficacy"), int | float):
+            notes.append(f"{entry.request_id}: the ledger holds no round outcome with its forget efficacy, "
+                         "not re-checked")
             items.pop(entry.request_id)
+            continue
+        recorded[entry.request_id] = float(after["forget_efficacy"])
     return items, recorded, notes
 
 
@@ -304,7 +309,7 @@ def write_evidence(*, record, data: RequestData, validation: dict | None, settin
         model=model,
         code_version=code_version,
         config_digests={"pipeline_settings": settings.digest(),
-                        "gate_thresholds": hashlib.sha256(json.dumps(thresholds.to_dict()).encode()).hexdigest()},
+                        "gate_thresholds": sha256_json(thresholds.to_dict())},
         metrics_before=record.before.to_dict(),
         metrics_after=record.after.to_dict(),
     )

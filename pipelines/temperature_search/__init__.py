@@ -4,13 +4,12 @@ from pipelines.temperature_search.config import SearchConfig
 from pipelines.temperature_search.outcome import SearchOutcome
 from pipelines.temperature_search.plot import plot_search
 from pipelines.temperature_search.search import run_search, search_from_files
-from pipelines.temperature_search.split import ValidationSplit, item_sha256, split_validation
+from pipelines.temperature_search.split import ValidationSplit, split_validation
 
 __all__ = [
     "SearchConfig",
     "SearchOutcome",
     "ValidationSplit",
-    "item_sha256",
     "plot_search",
     "run_search",
     "search_from_files",

@@ -11,6 +11,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
+from asu.errors import UsageError
 from asu.search.scan import BracketCriteria
 
 FloorMode = Literal["relative", "absolute"]
@@ -114,42 +115,42 @@ class SearchConfig:
         self._check_grid()
         for name in ("stage2_candidates", "trial_epochs", "retain_validation_size", "max_new_tokens"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+                raise UsageError(f"{name}={getattr(self, name)} must be >= 1")
         if self.stage2 not in ("ladder", "bisection", "successive_halving"):
-            raise ValueError(f"stage2={self.stage2!r} is unknown; use 'ladder', 'bisection' or 'successive_halving'")
+            raise UsageError(f"stage2={self.stage2!r} is unknown; use 'ladder', 'bisection' or 'successive_halving'")
         self._check_strength()
         if self.trial_length not in ("matched_steps", "same_epochs"):
-            raise ValueError(f"trial_length={self.trial_length!r}: use 'matched_steps' or 'same_epochs'")
+            raise UsageError(f"trial_length={self.trial_length!r}: use 'matched_steps' or 'same_epochs'")
         if self.floor_mode not in ("relative", "absolute"):
-            raise ValueError(f"floor_mode={self.floor_mode!r} is unknown; use 'relative' or 'absolute'")
+            raise UsageError(f"floor_mode={self.floor_mode!r} is unknown; use 'relative' or 'absolute'")
         if self.eta < 2:
-            raise ValueError(f"eta={self.eta} must be >= 2 (keep 1/eta of the candidates per rung)")
+            raise UsageError(f"eta={self.eta} must be >= 2 (keep 1/eta of the candidates per rung)")
         if self.min_validation_items < 2:
-            raise ValueError(f"min_validation_items={self.min_validation_items} must be >= 2")
+            raise UsageError(f"min_validation_items={self.min_validation_items} must be >= 2")
         if self.retain_validation_size < self.min_validation_items:
-            raise ValueError(
+            raise UsageError(
                 f"retain_validation_size={self.retain_validation_size} is below min_validation_items="
                 f"{self.min_validation_items}; raise retain_validation_size"
             )
         if not 0 < self.forget_validation_fraction < 1:
-            raise ValueError(f"forget_validation_fraction={self.forget_validation_fraction} must be in (0, 1)")
+            raise UsageError(f"forget_validation_fraction={self.forget_validation_fraction} must be in (0, 1)")
         self._check_floors()
         for name in ("min_content_nll_rise", "max_retain_nll_rise"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
-                raise ValueError(f"{name}={getattr(self, name)} must be a finite number >= 0")
+                raise UsageError(f"{name}={getattr(self, name)} must be a finite number >= 0")
         for name in ("min_teacher_fluent_share", "min_teacher_entropy_ratio"):
             if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1]")
+                raise UsageError(f"{name}={getattr(self, name)} must be in [0, 1]")
 
     def _check_grid(self) -> None:
         grid = self.tau_grid
         if not grid:
-            raise ValueError("tau_grid is empty; list the taus to scan, e.g. (1.5, 2.0, 2.5, 3.0)")
+            raise UsageError("tau_grid is empty; list the taus to scan, e.g. (1.5, 2.0, 2.5, 3.0)")
         bad = [t for t in grid if not (math.isfinite(t) and t >= 1.0)]
         if bad:
-            raise ValueError(f"tau_grid values {bad} are < 1 or not finite: attention temperatures must be >= 1")
+            raise UsageError(f"tau_grid values {bad} are < 1 or not finite: attention temperatures must be >= 1")
         if any(b <= a for a, b in zip(grid, grid[1:], strict=False)):
-            raise ValueError(
+            raise UsageError(
                 f"tau_grid {list(grid)} must be strictly increasing without duplicates; "
                 f"use {sorted(set(grid))}"
             )
@@ -159,21 +160,21 @@ class SearchConfig:
         object.__setattr__(self, "lr_multipliers", rates)
         if not rates or any(not (math.isfinite(m) and m > 0) for m in rates) or any(
                 b <= a for a, b in zip(rates, rates[1:], strict=False)):
-            raise ValueError(f"lr_multipliers={list(rates)} must be a non-empty, strictly increasing list of "
+            raise UsageError(f"lr_multipliers={list(rates)} must be a non-empty, strictly increasing list of "
                              "finite numbers > 0, e.g. [1, 3, 10]")
         weights = self.forget_weights
         if isinstance(weights, str):
             if weights != "recipe":
-                raise ValueError(f"forget_weights={weights!r}: use 'recipe' or a list of lambdas, e.g. [1.0, 0.3]")
+                raise UsageError(f"forget_weights={weights!r}: use 'recipe' or a list of lambdas, e.g. [1.0, 0.3]")
         else:
             weights = tuple(float(w) for w in weights)
             object.__setattr__(self, "forget_weights", weights)
             if not weights or any(not (math.isfinite(w) and w >= 0) for w in weights) or len(set(weights)) < len(
                     weights):
-                raise ValueError(f"forget_weights={list(weights)} must list distinct finite lambdas >= 0; use "
+                raise UsageError(f"forget_weights={list(weights)} must list distinct finite lambdas >= 0; use "
                                  "'recipe' to keep the recipe's")
         if not (math.isfinite(self.min_forget_gain) and 0 <= self.min_forget_gain < 1):
-            raise ValueError(f"min_forget_gain={self.min_forget_gain} must be in [0, 1): forget efficacy is 0-1")
+            raise UsageError(f"min_forget_gain={self.min_forget_gain} must be in [0, 1): forget efficacy is 0-1")
 
     def weights(self, recipe_weight: float) -> tuple[float, ...]:
         """The lambdas the ladder tries, the first one while it searches tau and strength."""
@@ -183,7 +184,7 @@ class SearchConfig:
         for name in ("utility_floor", "entropy_floor", "fluent_share_floor"):
             value = getattr(self, name)
             if not 0 <= value <= 1:
-                raise ValueError(
+                raise UsageError(
                     f"{name}={value} can never be met: figures are on a 0-1 scale"
                     + (" and relative floors are fractions of the current model's value" if name != "fluent_share_floor"
                        and self.floor_mode == "relative" else "")
@@ -210,5 +211,5 @@ class SearchConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown SearchConfig field(s) {unknown}; valid fields: {sorted(known)}")
+            raise UsageError(f"unknown SearchConfig field(s) {unknown}; valid fields: {sorted(known)}")
         return cls(**values)

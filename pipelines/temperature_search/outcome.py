@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from asu.errors import UsageError
 from asu.search.halving import TrialResult
 from asu.search.scan import ScanRow
 
@@ -51,7 +52,7 @@ class SearchOutcome:
     def round_config(self, config):  # (ASUConfig) -> ASUConfig
         """``config`` with the chosen settings; ``ValueError`` when nothing was chosen."""
         if self.setting is None:
-            raise ValueError(f"the search chose no setting ({self.status}); nothing to unlearn with")
+            raise UsageError(f"the search chose no setting ({self.status}); nothing to unlearn with")
         return replace(config, **self.setting)
 
     def evidence(self) -> list[dict]:

@@ -14,7 +14,6 @@ own figures, which fail right after measuring it and before the scan):
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -27,8 +26,10 @@ from asu.attention import enable_smoothing, validate_layers
 from asu.config import ASUConfig
 from asu.data import QAItem, load_qa_file
 from asu.device import AUTO, Placement
+from asu.errors import UsageError
 from asu.fluency import FluencyJudge
 from asu.modeling import load_model_and_tokenizer
+from asu.qa_file import field_values
 from asu.recipes import get_recipe
 from asu.search.halving import (
     Floors,
@@ -54,12 +55,12 @@ logger = logging.getLogger(__name__)
 def check_round_config(round_config: ASUConfig, config: SearchConfig) -> None:
     """Raise ``ValueError`` when the round cannot be searched with ``config``."""
     if not round_config.objective.needs_teacher:
-        raise ValueError(
+        raise UsageError(
             f"method={round_config.method!r} has no smoothed teacher, so tau has no effect; "
             "search with an ASU objective (asu_gd or asu_kl)"
         )
     if config.stage2 == "successive_halving" and config.trial_epochs > round_config.epochs:
-        raise ValueError(
+        raise UsageError(
             f"trial_epochs={config.trial_epochs} exceeds the round's epochs={round_config.epochs}; "
             "trials must be shorter than the round they select for"
         )
@@ -104,7 +105,7 @@ def absolute_floors(config: SearchConfig, base_forget: SetFigures, base_utility:
     else:
         utility, entropy = config.utility_floor, config.entropy_floor
         if utility > base_utility:
-            raise ValueError(
+            raise UsageError(
                 f"utility_floor={utility} (absolute) is above the current model's own retain utility "
                 f"{base_utility:.3f} on the {retain_items} retain validation items: no unlearned model can be "
                 "expected to meet it; lower utility_floor or use floor_mode='relative'"
@@ -317,13 +318,7 @@ def run_search(
 
 def subjects_of(path: str | Path) -> list[object] | None:
     """The optional ``subject`` field of each row of a QA file (None when no row has one)."""
-    text = Path(path).read_text(encoding="utf-8")
-    if text.lstrip().startswith("["):
-        rows = json.loads(text)
-    else:
-        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-    values = [row.get("subject") if isinstance(row, dict) else None for row in rows]
-    return values if any(v is not None for v in values) else None
+    return field_values(path, "subject")
 
 
 def search_from_files(

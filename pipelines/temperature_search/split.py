@@ -9,19 +9,14 @@ The summary names items by index and SHA-256 only (forget content is sensitive: 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from asu.data import QAItem
+from asu.errors import UsageError
+from asu.hashing import qa_item_sha256
 from pipelines.temperature_search.config import SearchConfig
-
-
-def item_sha256(item: QAItem) -> str:
-    """SHA-256 of the item's question and answer (canonical JSON), for audit trails without content."""
-    return hashlib.sha256(json.dumps([item["question"], item["answer"]]).encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -45,8 +40,8 @@ class ValidationSplit:
             "forget_validation_given": self.forget_val_index is None,
             "forget_validation_index": self.forget_val_index,
             "retain_validation_index": self.retain_val_index,
-            "forget_validation_sha256": [item_sha256(it) for it in self.forget_val],
-            "retain_validation_sha256": [item_sha256(it) for it in self.retain_val],
+            "forget_validation_sha256": [qa_item_sha256(it) for it in self.forget_val],
+            "retain_validation_sha256": [qa_item_sha256(it) for it in self.retain_val],
         }
 
 
@@ -81,14 +76,14 @@ def split_validation(
         forget_validation: the request's own validation items; then every forget item is a test item.
     """
     if subjects is not None and len(subjects) != len(forget):
-        raise ValueError(f"subjects has {len(subjects)} entries for {len(forget)} forget items; give one per item")
+        raise UsageError(f"subjects has {len(subjects)} entries for {len(forget)} forget items; give one per item")
     rng = random.Random(config.seed)
     minimum = config.min_validation_items
     if forget_validation is not None:
         forget_val, forget_test, forget_index = list(forget_validation), list(forget), None
-        hashes = {item_sha256(it) for it in forget_val}
-        if any(item_sha256(it) in hashes for it in forget_test):
-            raise ValueError("the given forget validation items overlap the forget items; give disjoint sets")
+        hashes = {qa_item_sha256(it) for it in forget_val}
+        if any(qa_item_sha256(it) in hashes for it in forget_test):
+            raise UsageError("the given forget validation items overlap the forget items; give disjoint sets")
     else:
         forget_index = _stratified(len(forget), subjects, config.forget_validation_fraction, rng)
         chosen = set(forget_index)
@@ -98,15 +93,15 @@ def split_validation(
         need = (f"pass at least {minimum} validation items" if forget_index is None else
                 f"raise forget_validation_fraction (now {config.forget_validation_fraction}) or give the request "
                 f"at least {minimum} validation items")
-        raise ValueError(
+        raise UsageError(
             f"the forget validation split holds {len(forget_val)} item(s), fewer than the minimum "
             f"min_validation_items={minimum} needed to judge a temperature; {need}"
         )
     if not forget_test:
-        raise ValueError("no forget item is left for the report after the validation split; add forget items")
+        raise UsageError("no forget item is left for the report after the validation split; add forget items")
     size = config.retain_validation_size
     if len(retain) <= size:
-        raise ValueError(
+        raise UsageError(
             f"the retain set has {len(retain)} items; the search holds out retain_validation_size={size} for "
             f"validation and needs more left to train on: pass at least {size + 1} retain items or lower "
             f"retain_validation_size (minimum min_validation_items={minimum})"

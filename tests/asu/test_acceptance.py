@@ -7,7 +7,7 @@ import pytest
 
 from asu.evaluation import repetition_rate
 from asu.recipes import get_recipe
-from pipelines.demo import run_demo
+from pipelines.demo.one_round import run_demo
 
 pytestmark = pytest.mark.slow
 

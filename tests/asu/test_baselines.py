@@ -173,7 +173,7 @@ def test_rmu_runs_under_two_process_ddp(tiny_model_dir, tiny_sets, tmp_path):
     config = replace(FAST, method="rmu", rmu_layer=0, batch_size=2)
     overrides = [arg for k, v in config.to_dict().items() for arg in ("--set", f"{k}={json.dumps(v)}")]
     command = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "flows.cli",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "cli.main",
                "unlearn", "--model", str(tiny_model_dir), "--forget", str(files["forget"]),
                "--retain", str(files["retain"]), "--out", str(tmp_path / "ddp"), *overrides]  # fmt: skip
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}

@@ -117,7 +117,7 @@ def test_fluency_file_errors_name_line_and_field(tmp_path):
 
 
 def test_asu_fluency_command_json_last_line(tiny_model_dir, tmp_path, capsys):
-    from flows.cli import main
+    from cli.main import main
 
     rows = [{"prompt": "Who wrote it?", "text": "The author of the book was......"},
             {"prompt": "Who wrote it?", "text": "I don't know."},

@@ -215,7 +215,7 @@ def test_list_models_never_builds_the_default_tofu_models(tmp_path: Path, monkey
 ])
 def test_cli_bad_input_exits_2_without_training(argv: list[str], message: str, monkeypatch: pytest.MonkeyPatch,
                                                 capsys: pytest.CaptureFixture) -> None:
-    from flows.cli import main
+    from cli.main import main
 
     monkeypatch.setattr(tf, "ensure_tofu_model", lambda *a, **k: pytest.fail("built despite bad input"))
     assert main(["model", "finetune-tofu", *argv]) == 2
@@ -225,7 +225,7 @@ def test_cli_bad_input_exits_2_without_training(argv: list[str], message: str, m
 
 def test_cli_builds_both_roles(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                capsys: pytest.CaptureFixture) -> None:
-    from flows.cli import main
+    from cli.main import main
 
     monkeypatch.setenv("ASU_CACHE_DIR", str(tmp_path))
     argv = ["model", "finetune-tofu", "--base", str(tiny_model_dir), "--authors", "0,1", "--forget-authors", "1",

@@ -173,7 +173,7 @@ def test_two_process_ddp_on_cpu_matches_one_process(tiny_model_dir, tiny_sets, t
     ddp_config = replace(FAST, batch_size=2)  # 2 processes x 2 items = the single process's batch of 4
     overrides = [arg for k, v in ddp_config.to_dict().items() for arg in ("--set", f"{k}={json.dumps(v)}")]
     command = [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "flows.cli", "unlearn",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "cli.main", "unlearn",
                "--model", str(tiny_model_dir), "--forget", str(files["forget"]), "--retain", str(files["retain"]),
                "--out", str(tmp_path / "ddp"), *overrides]  # fmt: skip
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}

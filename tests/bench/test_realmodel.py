@@ -1,4 +1,4 @@
-"""`asu bench realmodel`: the fair-fight rules (equal budget, one selection score) and the report, on hand-made
+"""`python -m bench.realmodel`: the fair-fight rules (equal budget, one selection score) and the report, on hand-made
 figures; the bench itself runs on the real model (`python -m bench.realmodel`)."""
 
 from __future__ import annotations

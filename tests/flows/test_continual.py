@@ -20,9 +20,9 @@ from pipeline_helpers import write_gate as _gate
 
 def _setup(tmp_path, monkeypatch, tiny_model_dir, authors, urgent_author, **gate):
     from asu.data import load_qa_file
-    from pipelines.demo_data import write_demo_files
-    from pipelines.intake import submit_request
-    from pipelines.ledger import Ledger, default_ledger_url
+    from pipelines.demo.data import write_demo_files
+    from pipelines.intake.submit import submit_request
+    from pipelines.ledger.store import Ledger, default_ledger_url
 
     monkeypatch.setenv("ASU_WORK_DIR", str(tmp_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -76,9 +76,9 @@ def test_two_concurrent_flows_process_each_request_once_urgent_first(scenario_a)
 
 
 def test_each_round_starts_from_the_previous_champion_and_rechecks_earlier(scenario_a):
-    from pipelines.ledger import Ledger, default_ledger_url
-    from pipelines.registry import ModelRegistry
-    from pipelines.tracking import Tracker
+    from pipelines.ledger.store import Ledger, default_ledger_url
+    from pipelines.tracking.registry import ModelRegistry
+    from pipelines.tracking.runs import Tracker
 
     done = sorted((o for run in scenario_a["outcomes"] for o in run), key=lambda o: int(o["model_version"]))
     assert all(o["status"] == "registered" and o["promoted"] for o in done)
@@ -95,7 +95,7 @@ def test_each_round_starts_from_the_previous_champion_and_rechecks_earlier(scena
 
 
 def test_evidence_report_and_mlflow_hold_no_forget_content(scenario_a):
-    from pipelines.tracking import Tracker
+    from pipelines.tracking.runs import Tracker
 
     request = scenario_a["files"].requests[0][0].read_text().splitlines()
     answer = json.loads(request[1])["answer"]
@@ -114,9 +114,9 @@ def test_crash_requeues_then_retry_completes_and_strict_gate_keeps_champion(pref
                                                                            tmp_path, monkeypatch):
     import pipelines.round.steps as steps
     from flows.continual import continual_unlearning
-    from pipelines.ledger import Ledger, default_ledger_url
-    from pipelines.registry import ModelRegistry
-    from pipelines.tracking import Tracker
+    from pipelines.ledger.store import Ledger, default_ledger_url
+    from pipelines.tracking.registry import ModelRegistry
+    from pipelines.tracking.runs import Tracker
 
     settings, _ = _setup(tmp_path, monkeypatch, tiny_model_dir, (1, 2), urgent_author=2,
                          forget_efficacy_min=0.0, utility_drop_max=1.0)

