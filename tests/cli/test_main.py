@@ -1,4 +1,4 @@
-"""`asu` errors -> exit codes: bad input is exit 2 with one line, a bug is said to be a bug (70), -v shows tracebacks."""
+"""`asu` errors -> exit codes: bad input exits 2 with one line, a bug is said to be one (70), -v shows tracebacks."""
 
 from __future__ import annotations
 
