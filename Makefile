@@ -25,4 +25,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 bench: $(STAMP)
-	$(BIN)/asu bench step
+	$(BIN)/python -m bench.step

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from asu.errors import UsageError
 from asu.objectives import get_objective
+from asu.strict import check_keys
 
 TeacherKind = Literal["precomputed", "frozen_copy", "adapter_disabled"]
 #: When a round writes its crash-resume checkpoint: a named cadence or every N optimizer steps.
@@ -176,11 +177,8 @@ class ASUConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ASUConfig:
-        """Build from a dict; unknown keys raise ``ValueError`` listing the valid ones."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise UsageError(f"unknown ASUConfig field(s) {unknown}; valid fields: {sorted(known)}")
+        """Build from a dict; an unknown key is a ``UsageError`` with the closest valid name (``asu.strict``)."""
+        check_keys(values, cls, what="ASUConfig")
         values = dict(values)
         if values.get("layers") is not None:
             values["layers"] = tuple(values["layers"])

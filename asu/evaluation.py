@@ -8,7 +8,6 @@ MUSE, WMDP) builds on the same batched passes.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -146,22 +145,19 @@ def score_qa(
 
     ``judge``: a ``asu.fluency.FluencyJudge`` of the original model (without it: surface checks only).
     """
-    answers, nlls = answers_and_nlls(model, tokenizer, items, prompt_format=prompt_format,
-                                     max_new_tokens=max_new_tokens, batch_size=batch_size)
-    from asu.search.tokens import fact_recall
+    from asu.search.scores import score_items  # the one per-item scorer (one prompt pass per question)
 
-    rouge = rouge_l_recall(answers, [it["answer"] for it in items])
-    facts = [fact_recall(a, it["answer"], it["question"]) for a, it in zip(answers, items, strict=True)]
-    facts = [r if f != f else f for f, r in zip(facts, rouge, strict=True)]  # NaN (no facts): ROUGE-L recall
-    verdicts = fluency_verdicts(answers, [it["question"] for it in items], judge)
+    per_item = score_items(model, tokenizer, {"items": items}, prompt_format=prompt_format,
+                           max_new_tokens=max_new_tokens, batch_size=batch_size, judge=judge)["items"]
+    means = per_item.mean()
     return QAScores(
-        rouge_l_recall=sum(rouge) / len(rouge),
-        probability=sum(math.exp(-v) for v in nlls) / len(nlls),
-        fluent_share=sum(v.fluent for v in verdicts) / len(verdicts),
-        answers=answers,
-        per_item_rouge=rouge,
-        refusal_share=sum(v.refusal for v in verdicts) / len(verdicts),
-        fact_recall=sum(facts) / len(facts),
+        rouge_l_recall=means.rouge_l_recall,
+        probability=means.probability,
+        fluent_share=means.fluent_share,
+        answers=per_item.answers,
+        per_item_rouge=per_item.rouge_l_recall,
+        refusal_share=means.refusal_share,
+        fact_recall=means.fact_recall,
     )
 
 

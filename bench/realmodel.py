@@ -11,8 +11,8 @@ Settings (identical data for every method):
 
 A **fair fight**: every method gets the same budget, ``len(GRIDS[method])`` full rounds (2: two learning rates,
 its own second knob held at one value, see ``SECOND_KNOB``), and keeps the round of highest *selection score*
-on the same validation items: hmean(forget efficacy, utility relative to the base model, fluent share), where
-forget efficacy = 1 - keyword hit rate (scenario) or 1 - ROUGE-L recall (TOFU) of the greedy answers to the
+on the same validation items: hmean(forget score, utility relative to the base model, fluent share), where
+forget score = 1 - keyword hit rate (scenario) or 1 - ROUGE-L recall (TOFU) of the greedy answers to the
 validation forget questions, utility = retain-validation hit rate (ROUGE-L recall) relative to the base model's
 (capped at 1), and fluent share = share of validation forget answers ``asu.fluency`` judges fluent with the base
 model. No method keeps a default tuned for another; the grids are in ``GRIDS``.
@@ -21,7 +21,7 @@ model. No method keeps a default tuned for another; the grids are in ``GRIDS``.
 final round), from the ``pretrained`` recipe; its search validates on the setting's own validation items, and the
 table reports its search and round seconds beside the others' two rounds.
 
-Writes ``realmodel.json``, ``realmodel.md`` and ``realmodel.png`` (utility against forget efficacy, one point
+Writes ``realmodel.json``, ``realmodel.md`` and ``realmodel.png`` (utility against forget score, one point
 per method, hollow where the fluent share of forget answers is below 0.9) to ``--out``.
 
     python -m bench.realmodel --setting scenario --out bench/results      (or `python -m bench.realmodel`)
@@ -125,11 +125,11 @@ def selection_figures(model, tokenizer, setting: Setting, judge: FluencyJudge) -
 
 
 def selection_score(figures: dict[str, float], base: dict[str, float]) -> dict[str, float]:
-    """hmean(forget efficacy, utility relative to the base model, fluent share) and its parts."""
+    """hmean(forget score, utility relative to the base model, fluent share) and its parts."""
     efficacy = max(0.0, 1.0 - figures["forget_correct"])
     utility = min(1.0, figures["retain_correct"] / base["retain_correct"]) if base["retain_correct"] > 0 else 0.0
-    return {"forget_efficacy": efficacy, "relative_utility": utility, "fluent_share": figures["fluent_share"],
-            "score": harmonic_mean([efficacy, utility, figures["fluent_share"]])}
+    return {"forget_score": efficacy, "relative_utility": utility, "fluent_share": figures["fluent_share"],
+            "combined_score": harmonic_mean([efficacy, utility, figures["fluent_share"]])}
 
 
 def extraction(model, tokenizer, items: Sequence[dict]) -> float:
@@ -196,10 +196,10 @@ def run_method(setting: Setting, method: str, judge: FluencyJudge, base: dict, w
         del model
         trial = {"settings": overrides, "train_seconds": train_seconds, **figures}
         trials.append(trial)
-        logger.warning("%s %s %s: score %.3f (FE %.2f, utility %.2f, fluent %.2f) in %.0f s", setting.name, method,
-                       overrides, figures["score"], figures["forget_efficacy"], figures["relative_utility"],
+        logger.warning("%s %s %s: score %.3f (FS %.2f, utility %.2f, fluent %.2f) in %.0f s", setting.name, method,
+                       overrides, figures["combined_score"], figures["forget_score"], figures["relative_utility"],
                        figures["fluent_share"], train_seconds)
-        if best is None or figures["score"] > best["score"]:
+        if best is None or figures["combined_score"] > best["combined_score"]:
             if best_dir is not None:
                 shutil.rmtree(best_dir, ignore_errors=True)
             best, best_dir = trial, out
@@ -209,7 +209,7 @@ def run_method(setting: Setting, method: str, judge: FluencyJudge, base: dict, w
     test = setting.test(model, tokenizer, judge)
     shutil.rmtree(best_dir, ignore_errors=True)
     return {"method": method, "chosen": best["settings"], "selection": {k: best[k] for k in
-            ("forget_efficacy", "relative_utility", "fluent_share", "score")}, "test": test, "trials": trials,
+            ("forget_score", "relative_utility", "fluent_share", "combined_score")}, "test": test, "trials": trials,
             "round_seconds": best["train_seconds"], "search_seconds": time.perf_counter() - started}
 
 
@@ -299,7 +299,7 @@ def format_markdown(result: dict) -> str:
                                for k, v in row.get("chosen", {}).items() if k != "method") or "-"
             figures = [f"{t[k]:.3f}" if isinstance(t.get(k), float) and math.isfinite(t[k]) else "-"
                        for k, _ in COLUMNS]
-            cells = [method, chosen, f"{row['selection']['score']:.3f}", *figures,
+            cells = [method, chosen, f"{row['selection']['combined_score']:.3f}", *figures,
                      f"{row.get('round_seconds', 0):.0f}", f"{row.get('search_seconds', 0):.0f}"]
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", "Sample forget-probe answers of each method's chosen model:", ""]
@@ -327,7 +327,7 @@ def plot(result: dict, path: Path) -> Path:
             ax.scatter([efficacy], [utility], s=80, facecolors="C0" if fluent else "none", edgecolors="C0")
             ax.annotate(method + ("" if fluent else " (not fluent)"), (efficacy, utility), fontsize=8,
                         xytext=(4, 4), textcoords="offset points")
-        ax.set(xlabel="forget efficacy (1 - forget probes correct)", ylabel="retain probes correct", title=name,
+        ax.set(xlabel="forget score (1 - forget probes correct)", ylabel="retain probes correct", title=name,
                xlim=(-0.05, 1.1), ylim=(-0.05, 1.1))
     fig.suptitle("Filled: fluent share of forget answers >= 0.9; hollow: below")
     fig.tight_layout()

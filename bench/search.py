@@ -10,7 +10,7 @@ scenario on SmolLM2):
    of ``tau_grid`` x every learning rate of ``lr_multipliers``, the recipe's lambda; ``--grid-taus`` narrows it),
    plus the **paper's fixed recipe** (``tofu_paper``: tau 2.3, lambda 0.1, lr 1e-5, 5 epochs, accumulation 4).
    Every round is scored on the *test* items: forget items the search never validated on, and retain items
-   outside its retain validation sample. **Combined score** = hmean(forget efficacy, retain utility relative to
+   outside its retain validation sample. **Combined score** = hmean(forget score, retain score relative to
    the current model (capped at 1), fluent share of the forget answers), as the search ranks
    (``asu.search.scores.combined_score``), fluency judged by ``asu.fluency`` with the subset's judge model.
    **Quality** passes when score(chosen) >= 0.9 x the best grid score and score(chosen) >= score(paper).
@@ -31,7 +31,7 @@ from asu.config import ASUConfig
 from asu.fluency import FluencyJudge
 from asu.modeling import load_model_and_tokenizer
 from asu.recipes import get_recipe
-from asu.search.scores import combined_score, forget_efficacy, retain_utility, score_sets
+from asu.search.scores import combined_score, forget_score, retain_score, score_sets
 from asu.trainer import run_round
 from pipelines.temperature_search import SearchConfig, run_search, split_validation
 
@@ -127,7 +127,7 @@ def score_on_test(model_dir: Path, test: list, retain: list, config: ASUConfig, 
     sets = score_sets(model, tokenizer, {"forget": test, "retain": retain}, prompt_format=config.prompt_format,
                       max_new_tokens=cap, max_length=config.max_length, judge=judge)
     fgt, ret = sets["forget"], sets["retain"]
-    out = {"forget_efficacy": forget_efficacy(fgt), "retain_utility": retain_utility(ret),
+    out = {"forget_score": forget_score(fgt), "retain_score": retain_score(ret),
            "fluent_share": fgt.fluent_share, "refusal_share": fgt.refusal_share,
            "rouge_l_recall": fgt.rouge_l_recall, "fact_recall": fgt.fact_recall, "probability": fgt.probability}
     return with_score(out, base_utility) if base_utility is not None else out
@@ -135,9 +135,9 @@ def score_on_test(model_dir: Path, test: list, retain: list, config: ASUConfig, 
 
 def with_score(figures: dict, base_utility: float) -> dict:
     """``figures`` plus the utility relative to the current model's and the combined score."""
-    relative = figures["retain_utility"] / base_utility if base_utility > 0 else 1.0
+    relative = figures["retain_score"] / base_utility if base_utility > 0 else 1.0
     return {**figures, "relative_utility": relative,
-            "score": combined_score(figures["forget_efficacy"], relative, figures["fluent_share"])}
+            "combined_score": combined_score(figures["forget_score"], relative, figures["fluent_share"])}
 
 
 def grid_settings(config: ASUConfig, search: SearchConfig, taus: Sequence[float] | None) -> list[dict]:
@@ -149,11 +149,12 @@ def grid_settings(config: ASUConfig, search: SearchConfig, taus: Sequence[float]
 
 def compare(chosen: dict, grid: Sequence[dict], paper: dict) -> dict:
     """Quality verdict: the chosen round's score against the best grid round's and the paper recipe's."""
-    best = max(grid, key=lambda r: r["score"])
-    return {"best_setting": best["setting"], "best_score": best["score"], "paper_score": paper["score"],
-            "ratio_to_best": chosen["score"] / best["score"] if best["score"] > 0 else None,
-            "within_90pct": chosen["score"] >= QUALITY_RATIO * best["score"],
-            "at_least_paper": chosen["score"] >= paper["score"]}
+    best = max(grid, key=lambda r: r["combined_score"])
+    return {"best_setting": best["setting"], "best_score": best["combined_score"],
+            "paper_score": paper["combined_score"],
+            "ratio_to_best": chosen["combined_score"] / best["combined_score"] if best["combined_score"] > 0 else None,
+            "within_90pct": chosen["combined_score"] >= QUALITY_RATIO * best["combined_score"],
+            "at_least_paper": chosen["combined_score"] >= paper["combined_score"]}
 
 
 def bench_subset(subset: BenchSubset, search: SearchConfig, work_dir: Path, cost_only: bool,
@@ -173,18 +174,18 @@ def bench_subset(subset: BenchSubset, search: SearchConfig, work_dir: Path, cost
     del judge_model
     test = (split.forget_test, split.retain_rest)
     base = score_on_test(subset.model_dir, *test, config, cap, judge)
-    base = with_score(base, base["retain_utility"])
+    base = with_score(base, base["retain_score"])
 
     def full_round(name: str, round_config: ASUConfig) -> dict:
         out = work_dir / f"round-{name}"
         shutil.rmtree(out, ignore_errors=True)
         folder, wall, cpu_s = _timed_round(subset.model_dir, train_forget, split.retain_rest, round_config, out)
-        figures = score_on_test(folder, *test, config, cap, judge, base["retain_utility"])
+        figures = score_on_test(folder, *test, config, cap, judge, base["retain_score"])
         shutil.rmtree(out, ignore_errors=True)
         row = {"setting": {k: getattr(round_config, k) for k in ("tau", "learning_rate", "forget_weight")},
                "seconds": wall, "cpu_seconds": cpu_s, **figures}
-        logger.warning("bench %s %s: score %.3f (FE %.3f, RU %.3f, fluent %.2f) in %.0f s", subset.name, name,
-                       row["score"], row["forget_efficacy"], row["retain_utility"], row["fluent_share"], wall)
+        logger.warning("bench %s %s: score %.3f (FS %.3f, RS %.3f, fluent %.2f) in %.0f s", subset.name, name,
+                       row["combined_score"], row["forget_score"], row["retain_score"], row["fluent_share"], wall)
         return row
 
     row = {"subset": subset.name, "status": outcome.status, "setting": outcome.setting,
@@ -264,10 +265,10 @@ def format_markdown(result: dict) -> str:
     lines = ["# Settings search benchmark", "",
              f"Search: tau grid {search['tau_grid']}, stage 2 `{search['stage2']}`, learning rates "
              f"{search['lr_multipliers']} x the recipe's, minimum forget-efficacy gain {search['min_forget_gain']}, "
-             f"floors: retain utility {search['utility_floor']} ({search['floor_mode']}), fluent share "
+             f"floors: retain score {search['utility_floor']} ({search['floor_mode']}), fluent share "
              f"{search['fluent_share_floor']}; torch threads {result['torch_threads']}. Cost ratio = search wall "
              "time / wall time of the final round at the chosen settings, run right after. Scores: hmean(forget "
-             "efficacy, relative retain utility, fluent share) on the test items (never validated on). Quality: "
+             "efficacy, relative retain score, fluent share) on the test items (never validated on). Quality: "
              f"chosen >= {QUALITY_RATIO} x the best grid round and >= the paper's fixed recipe.", "",
              f"Quality passed on {result['quality_passed']} of {result['quality_graded']} graded subsets; "
              f"largest cost ratio {_fmt(result['max_cost_ratio'], '{:.2f}')}.", "",
@@ -277,13 +278,14 @@ def format_markdown(result: dict) -> str:
     for r in result["rows"]:
         chosen = r.get("chosen") or {}
         lines.append(
-            f"| {r['subset']} | {r['status']} | {_setting(r['setting'])} | {r['trials']} | {_fmt(chosen.get('score'))} "
+            f"| {r['subset']} | {r['status']} | {_setting(r['setting'])} | {r['trials']} "
+            f"| {_fmt(chosen.get('combined_score'))} "
             f"| {_setting(r.get('best_setting'))} | {_fmt(r.get('best_score'))} | {_fmt(r.get('paper_score'))} "
             f"| {_fmt(r.get('ratio_to_best'))} | {r.get('at_least_paper', 'n/a')} | {r['search_seconds']:.0f} "
             f"| {_fmt(chosen.get('seconds'), '{:.0f}')} | {_fmt(r.get('cost_ratio'), '{:.2f}')} "
             f"| {_fmt(r.get('cost_ratio_cpu'), '{:.2f}')} |")
     lines += ["", "Every full round (test items):", "",
-              "| subset | round | score | FE | RU (relative) | fluent | refusal | ROUGE-L | s |",
+              "| subset | round | score | FS | RS (relative) | fluent | refusal | ROUGE-L | s |",
               "|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         named = [("base (no round)", r["base"])]
@@ -293,8 +295,8 @@ def format_markdown(result: dict) -> str:
         if "paper" in r:
             named.append(("paper recipe (" + _setting(r["paper"]["setting"]) + ")", r["paper"]))
         for name, x in named:
-            lines.append(f"| {r['subset']} | {name} | {_fmt(x.get('score'))} | {x['forget_efficacy']:.3f} "
-                         f"| {x['retain_utility']:.3f} ({_fmt(x.get('relative_utility'), '{:.2f}')}) "
+            lines.append(f"| {r['subset']} | {name} | {_fmt(x.get('combined_score'))} | {x['forget_score']:.3f} "
+                         f"| {x['retain_score']:.3f} ({_fmt(x.get('relative_utility'), '{:.2f}')}) "
                          f"| {x['fluent_share']:.2f} | {x['refusal_share']:.2f} | {x['rouge_l_recall']:.3f} "
                          f"| {_fmt(x.get('seconds'), '{:.0f}')} |")
     return "\n".join(lines) + "\n"

@@ -7,6 +7,7 @@ import json
 import logging
 
 from asu.errors import UsageError
+from asu.strict import check_keys
 from cli.common import out, parse_overrides, with_json
 
 
@@ -60,9 +61,7 @@ def cmd_model_finetune_tofu(args) -> int:
 
     changes = parse_overrides(args.set)
     settable = {f.name for f in dataclasses.fields(TofuFinetuneSpec)} - {"role"}
-    unknown = sorted(set(changes) - settable)
-    if unknown:
-        raise UsageError(f"--set {unknown[0]}: not a fine-tune setting; settable: {', '.join(sorted(settable))}")
+    check_keys(changes, settable, what="fine-tune", source="--set")
     if args.base:
         changes["base"] = args.base
     if args.authors is not None:

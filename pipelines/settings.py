@@ -17,8 +17,9 @@ from typing import Any, Literal, get_args
 
 from asu.config import ASUConfig
 from asu.device import DeviceName, DTypeName, Placement
-from asu.errors import InputFileMissing, UsageError
+from asu.errors import UsageError
 from asu.recipes import get_recipe
+from asu.strict import check_keys, read_yaml_mapping
 from pipelines.evaluate import SUITES, Suite
 from pipelines.temperature_search.config import SearchConfig
 
@@ -116,27 +117,16 @@ class PipelineSettings:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "pipeline settings") -> PipelineSettings:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise UsageError(f"{source}: unknown key(s) {unknown}; known keys: {', '.join(sorted(known))}")
+    def from_dict(cls, data: dict[str, Any], source: str = "pipeline settings",
+                  lines: dict[str, int] | None = None) -> PipelineSettings:
+        """Strict: an unknown key names ``source:line`` and the closest known key (``asu.strict``)."""
+        check_keys(data, cls, what="pipeline settings", source=source, lines=lines)
         return cls(**data)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> PipelineSettings:
-        import yaml
-
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise InputFileMissing(f"{path}: no such pipeline settings file") from None
-        except yaml.YAMLError as err:
-            raise UsageError(f"{path}: invalid YAML ({err})") from None
-        if not isinstance(data, dict):
-            raise UsageError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
-        return cls.from_dict(data, str(path))
+        data, lines = read_yaml_mapping(path, "pipeline settings file")
+        return cls.from_dict(data, str(path), lines)
 
 
 __all__ = ["PipelineSettings", "PromotionMode", "TeacherSource"]

@@ -14,9 +14,9 @@ Two strategies:
   more epochs, the last rung at full length. On the embedded model its short rungs mislead: a round cut to
   fewer epochs (its own warm-up and decay) shows more forgetting and more damage than the full round at the
   same tau, which then recovers. Measured (default model, forget authors 1 and 4, 10 validation items,
-  recipe ``embedded``): at tau 2.0 forget efficacy 0.55 after 3 epochs, 0.47 after 5, 0.37 after 10; at
+  recipe ``embedded``): at tau 2.0 forget score 0.55 after 3 epochs, 0.47 after 5, 0.37 after 10; at
   tau 2.3 answer token entropy 0.815 after 5 epochs (below a 0.866 floor) but 0.899 after 10; at tau 4.0
-  retain utility 0.85 after 5 epochs, 0.92 after 10. Short-rung rankings and floor checks therefore do not
+  retain score 0.85 after 5 epochs, 0.92 after 10. Short-rung rankings and floor checks therefore do not
   carry over to full length, and a strategy that drops floor-breakers early drops the wrong taus.
 """
 
@@ -35,7 +35,7 @@ from asu.data import QAItem
 from asu.device import AUTO, Placement
 from asu.errors import UsageError
 from asu.modeling import load_model_and_tokenizer
-from asu.search.scores import SetFigures, combined_score, forget_efficacy, retain_utility, score_sets
+from asu.search.scores import SetFigures, combined_score, forget_score, retain_score, score_sets
 from asu.trainer import run_round
 
 logger = logging.getLogger(__name__)
@@ -45,32 +45,32 @@ logger = logging.getLogger(__name__)
 class Floors:
     """What a trial must reach (all on a 0-1 scale).
 
-    Safety floors: ``retain_utility`` on the retain validation items; ``fluent_share`` (``asu.fluency``) and
-    ``token_entropy`` of the greedy answers to the forget validation questions. Effect: ``forget_efficacy`` is
-    the least forget efficacy that counts as forgetting (the current model's own plus the configured minimum
+    Safety floors: ``retain_score`` on the retain validation items; ``fluent_share`` (``asu.fluency``) and
+    ``token_entropy`` of the greedy answers to the forget validation questions. Effect: ``forget_score`` is
+    the least forget score that counts as forgetting (the current model's own plus the configured minimum
     gain); a trial below it is *ineffective*, which is not a safety failure. ``reference_utility`` is the current
-    model's retain utility, the denominator of the relative utility in the combined score.
+    model's retain score, the denominator of the relative utility in the combined score.
     """
 
-    retain_utility: float
+    retain_score: float
     fluent_share: float
     token_entropy: float = 0.0
-    forget_efficacy: float = 0.0
+    forget_score: float = 0.0
     reference_utility: float = 1.0
 
     def failures(self, forget: SetFigures, utility: float) -> list[str]:
         """The safety floors that the figures miss, each with the measured value (empty = feasible)."""
         out = []
-        if utility < self.retain_utility:
-            out.append(f"retain utility {utility:.3f} < floor {self.retain_utility:.3f}")
+        if utility < self.retain_score:
+            out.append(f"retain score {utility:.3f} < floor {self.retain_score:.3f}")
         if forget.fluent_share < self.fluent_share:
             out.append(f"fluent share of forget answers {forget.fluent_share:.2f} < floor {self.fluent_share:.2f}")
         if forget.token_entropy < self.token_entropy:
             out.append(f"token entropy of forget answers {forget.token_entropy:.3f} < floor {self.token_entropy:.3f}")
         return out
 
-    def score(self, efficacy: float, utility: float, forget: SetFigures) -> float:
-        """Combined score: hmean(forget efficacy, utility relative to the current model (capped at 1), fluent share)."""
+    def combined_score(self, efficacy: float, utility: float, forget: SetFigures) -> float:
+        """Combined score: hmean(forget score, utility relative to the current model (capped at 1), fluent share)."""
         return combined_score(efficacy, utility / self.reference_utility if self.reference_utility > 0 else 1.0,
                               forget.fluent_share)
 
@@ -79,8 +79,8 @@ class Floors:
 class TrialResult:
     """One real round at ``tau``, ``learning_rate`` and ``forget_weight`` for ``epochs`` epochs (rung ``rung``).
 
-    ``effective``: forget efficacy reached the floor's minimum (it forgot measurably); ``feasible``: no safety
-    floor broken; ``score``: the combined score (:meth:`Floors.score`) the search ranks by.
+    ``effective``: forget score reached the floor's minimum (it forgot measurably); ``feasible``: no safety
+    floor broken; ``score``: the combined score (:meth:`Floors.combined_score`) the search ranks by.
     """
 
     tau: float
@@ -88,14 +88,14 @@ class TrialResult:
     epochs: int
     forget: SetFigures
     retain: SetFigures
-    forget_efficacy: float
-    retain_utility: float
+    forget_score: float
+    retain_score: float
     failures: tuple[str, ...]
     seconds: float
     learning_rate: float
     forget_weight: float
     effective: bool
-    score: float
+    combined_score: float
 
     @property
     def feasible(self) -> bool:
@@ -111,8 +111,8 @@ class TrialResult:
 
     def to_dict(self) -> dict:
         return {
-            **self.setting, "rung": self.rung, "epochs": self.epochs, "forget_efficacy": self.forget_efficacy,
-            "retain_utility": self.retain_utility, "score": self.score, "effective": self.effective,
+            **self.setting, "rung": self.rung, "epochs": self.epochs, "forget_score": self.forget_score,
+            "retain_score": self.retain_score, "combined_score": self.combined_score, "effective": self.effective,
             "feasible": self.feasible, "failures": list(self.failures), "seconds": self.seconds,
             **{f"forget_{k}": v for k, v in self.forget.to_dict().items()},
             **{f"retain_{k}": v for k, v in self.retain.to_dict().items()},
@@ -166,22 +166,22 @@ def run_trial(
     forget_figures, retain_figures = figures["forget"], figures["retain"]
     if not keep_model:
         shutil.rmtree(out, ignore_errors=True)
-    fe, ru = forget_efficacy(forget_figures), retain_utility(retain_figures)
+    fe, ru = forget_score(forget_figures), retain_score(retain_figures)
     result = TrialResult(tau, rung, epochs, forget_figures, retain_figures, fe, ru,
                          tuple(floors.failures(forget_figures, ru)), time.perf_counter() - started,
-                         config.learning_rate, config.forget_weight, fe >= floors.forget_efficacy,
-                         floors.score(fe, ru, forget_figures))
-    logger.info("trial %s epochs=%d: FE %.3f RU %.3f fluent %.2f score %.3f %s%s", result.label(), epochs, fe, ru,
-                forget_figures.fluent_share, result.score, list(result.failures) or "safe",
+                         config.learning_rate, config.forget_weight, fe >= floors.forget_score,
+                         floors.combined_score(fe, ru, forget_figures))
+    logger.info("trial %s epochs=%d: FS %.3f RS %.3f fluent %.2f score %.3f %s%s", result.label(), epochs, fe, ru,
+                forget_figures.fluent_share, result.combined_score, list(result.failures) or "safe",
                 "" if result.effective else ", ineffective")
     return result
 
 
 def rank(results: Sequence[TrialResult]) -> list[TrialResult]:
-    """Feasible and effective results, best first: highest combined score, then forget efficacy, then the gentler
+    """Feasible and effective results, best first: highest combined score, then forget score, then the gentler
     setting (lower tau, then lower learning rate)."""
     return sorted((r for r in results if r.feasible and r.effective),
-                  key=lambda r: (-r.score, -r.forget_efficacy, r.tau, r.learning_rate))
+                  key=lambda r: (-r.combined_score, -r.forget_score, r.tau, r.learning_rate))
 
 
 def successive_halving(
@@ -250,11 +250,11 @@ def bisect_boundary(
 ) -> list[TrialResult]:
     """Full-length trials that halve the sorted candidates around the feasibility boundary (all at rung 0).
 
-    Rests on what the ASU temperature ablation and our scans show: forget efficacy rises with tau while
+    Rests on what the ASU temperature ablation and our scans show: forget score rises with tau while
     fluency and utility fall, so the best feasible tau is the highest feasible one. A trial at the upper
     middle of the remaining interval either meets every floor (every lower tau forgets less: continue above
     it) or breaks one (continue below it); it stops as soon as the interval is empty, after at most
-    ``ceil(log2(n + 1))`` trials. The winner is still the feasible trial of highest forget efficacy.
+    ``ceil(log2(n + 1))`` trials. The winner is still the feasible trial of highest forget score.
     """
     taus, trials = sorted(candidates), []
     low, high = 0, len(taus) - 1

@@ -68,7 +68,7 @@ def ladder_search(trial: Trial, candidates: Sequence[float], learning_rates: Seq
         trials.append(trial(tau, rate, weight))
     if len(forget_weights) > 1:
         ranked = rank(trials)
-        best = ranked[0] if ranked else max(trials, key=lambda t: (t.feasible, t.score))
+        best = ranked[0] if ranked else max(trials, key=lambda t: (t.feasible, t.combined_score))
         for other in forget_weights[1:]:
             trials.append(trial(best.tau, best.learning_rate, other))
     return trials

@@ -10,14 +10,22 @@ are means over items (0-1 scale).
 Objectives, in the spirit of the closer-look metrics the ASU paper reports (method.md §8), restricted to what
 needs no external model (no NLI, no sentence embeddings, no perturbed answers):
 
-- **forget efficacy** (FE, forget items, higher = more forgotten) = harmonic mean of
+- **forget score** (FS, ``forget_score``; forget items, higher = more forgotten) = harmonic mean of
   (1 - fact recall, 1 - probability, token entropy). Fact recall (``asu.search.tokens.fact_recall``) is the share
   of the reference answer's own content words (those the question does not already contain) that the greedy
   answer states: ROUGE-L recall rewards an answer for echoing the question ("The capital of France is Lyon" has
   ROUGE-L recall 0.83 against "... is Paris"), so a model that states wrong facts fluently kept a high ROUGE-L
   and the search saw no effect. Items whose reference adds no word to the question use ROUGE-L recall. Entropy is
-  in FE, as in the paper, so that an answer that "forgets" by looping or going empty does not score well;
-- **retain utility** (RU, retain items, higher = better kept) = harmonic mean of (ROUGE-L recall, probability).
+  in FS, as in the paper, so that an answer that "forgets" by looping or going empty does not score well;
+- **retain score** (RS, ``retain_score``; retain items, higher = better kept) = harmonic mean of
+  (ROUGE-L recall, probability);
+- **combined score** (``combined_score``) = harmonic mean of (forget score, retain score relative to the model
+  the round starts from, fluent share): what the search ranks settings by.
+
+Vocabulary: these are the search's own figures. The gate, the ledger, MLflow's request runs and the evidence
+report use ``forget_efficacy`` = 1 - fact recall of the greedy forget answers (``pipelines.round.steps``) and
+``retain_rouge``; the ASU paper's suite reports its own ``FE``/``MU`` (``asu.metrics.asu_paper``). No name is
+shared between them.
 """
 
 from __future__ import annotations
@@ -45,25 +53,25 @@ class SetFigures:
     repetition: float
     fluent_share: float
     refusal_share: float = 0.0
-    fact_recall: float | None = None  # None: not measured (no questions given); FE then uses ROUGE-L recall
+    fact_recall: float | None = None  # None: not measured (no questions given); FS then uses ROUGE-L recall
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
 
 
-def forget_efficacy(figures: SetFigures) -> float:
+def forget_score(figures: SetFigures) -> float:
     """hmean(1 - fact recall, 1 - probability, token entropy) of a forget set; 0 = nothing forgotten."""
     recall = figures.rouge_l_recall if figures.fact_recall is None else figures.fact_recall
     return harmonic_mean([max(0.0, 1.0 - recall), max(0.0, 1.0 - figures.probability), figures.token_entropy])
 
 
-def retain_utility(figures: SetFigures) -> float:
+def retain_score(figures: SetFigures) -> float:
     """hmean(ROUGE-L recall, probability) of a retain set; 1 = answers and likelihoods fully kept."""
     return harmonic_mean([figures.rouge_l_recall, figures.probability])
 
 
 def combined_score(efficacy: float, relative_utility: float, fluent_share: float) -> float:
-    """hmean(forget efficacy, relative utility capped at 1, fluent share): one 0-1 figure to rank settings by.
+    """hmean(forget score, relative utility capped at 1, fluent share): one 0-1 figure to rank settings by.
 
     The harmonic mean is 0 when any part is 0, so no setting buys forgetting with broken language or lost
     utility. The benchmarks (``bench/realmodel.py``) select every method's settings with the same figure.
@@ -87,6 +95,7 @@ class ItemFigures:
     fluent: list[bool]
     refusal: list[bool] = field(default_factory=list)  # empty: not judged (counted as no refusal)
     fact_recall: list[float] = field(default_factory=list)  # empty: not measured (no questions given)
+    answers: list[str] = field(default_factory=list)  # the greedy answers themselves (samples, audits)
 
     def mean(self, rows: Sequence[int] | None = None) -> SetFigures:
         """:class:`SetFigures` over ``rows`` (default: every item)."""
@@ -163,7 +172,7 @@ def score_items(
         rows = [i for i, n in enumerate(names) if n == name]
         per_item = generation_item_figures(tokenizer, [answers[i] for i in rows], [items[i]["answer"] for i in rows],
                                            questions=[items[i]["question"] for i in rows], judge=judge)
-        out[name] = ItemFigures(nll=[nlls[i] for i in rows], **per_item)
+        out[name] = ItemFigures(nll=[nlls[i] for i in rows], answers=[answers[i] for i in rows], **per_item)
     return out
 
 
@@ -182,10 +191,10 @@ __all__ = [
     "ItemFigures",
     "answer_entropies",
     "combined_score",
-    "forget_efficacy",
+    "forget_score",
     "generation_figures",
     "generation_item_figures",
-    "retain_utility",
+    "retain_score",
     "score_items",
     "score_set",
     "score_sets",

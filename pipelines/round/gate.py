@@ -14,7 +14,6 @@ A missing or non-finite figure fails its check; a check is skipped only when nam
 
 from __future__ import annotations
 
-import difflib
 import math
 import numbers
 from collections.abc import Mapping, Sequence
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from asu.errors import InputFileMissing, UsageError
+from asu.strict import check_keys, read_yaml_mapping, where
 from pipelines.tracking.runs import check_id
 
 CheckName = Literal["forget_efficacy", "utility_drop", "fluency", "resurgence", "mia_auc"]
@@ -66,11 +66,7 @@ class GateThresholds:
                              f"got {type(data).__name__}")
         names = [f.name for f in fields(cls)]
         lines = lines or {}
-        for key in data:
-            if key not in names:
-                hint = difflib.get_close_matches(str(key), names, n=1)
-                raise UsageError(f"{_where(source, lines, key)}: unknown gate key {key!r}"
-                                 f"{f' (did you mean {hint[0]!r}?)' if hint else ''}; known keys: {', '.join(names)}")
+        check_keys(data, names, what="gate", source=source, lines=lines)
         for name in names:
             if name not in data and name != "disabled":
                 raise UsageError(f"{source}: missing gate key {name!r}; add e.g. `{name}: {cls().to_dict()[name]}`")
@@ -79,15 +75,11 @@ class GateThresholds:
             try:
                 values[key] = _check_field(key, value)
             except ValueError as err:
-                raise UsageError(f"{_where(source, lines, key)}: {err}") from err
+                raise UsageError(f"{where(source, lines, key)}: {err}") from err
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
-
-
-def _where(source: str, lines: Mapping[str, int], key: Any) -> str:
-    return f"{source}:{lines[key]}" if key in lines else source
 
 
 def _fraction(name: str, value: Any) -> float:
@@ -119,23 +111,14 @@ def _check_field(name: str, value: Any) -> Any:
 
 def load_thresholds(path: str | Path | None = None) -> GateThresholds:
     """Thresholds from a YAML file (default ``configs/gate.yaml``; the built-in defaults if that file is absent)."""
-    import yaml
 
     if path is None and not DEFAULT_GATE_FILE.is_file():  # installed without the repository's configs/
         return GateThresholds()
     source = Path(path) if path is not None else DEFAULT_GATE_FILE
     if not source.is_file():
         raise InputFileMissing(f"gate config {source} does not exist; copy configs/gate.yaml and edit it")
-    text = source.read_text()
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise UsageError(f"{source}: not valid YAML: {err}") from err
-    lines = {}
-    if isinstance(node, yaml.MappingNode):
-        lines = {k.value: k.start_mark.line + 1 for k, _ in node.value}
-    return GateThresholds.from_dict(data if data is not None else {}, source=str(source), lines=lines)
+    data, lines = read_yaml_mapping(source, "gate config")
+    return GateThresholds.from_dict(data, source=str(source), lines=lines)
 
 
 def _figure(name: str, value: Any, *, optional: bool = False) -> float | None:

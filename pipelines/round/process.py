@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from pipelines.console import progress
 from pipelines.ledger.store import Ledger
 from pipelines.round import steps as plain
 from pipelines.round.gate import load_thresholds
@@ -98,6 +99,9 @@ class _Round:
                     run.log_file(path, "validation")
             judge = plain.fluency_judge(champion_dir, s)  # one judge: search, before and after
             teacher_dir = plain.teacher_model(champion_dir, s)
+            say = progress()
+            say.info("%s: searching the round's settings (%d forget items, champion version %s)", self.request_id,
+                     len(data.forget), champion.version)
             with _timed(seconds, "search"):
                 outcome = steps.choose_settings(champion_dir, data, retain, s, self.round_dir, judge)
             record = RoundRecord(self.request_id, data.forget_sha256, str(champion.version), outcome,
@@ -106,6 +110,8 @@ class _Round:
             if outcome.status != "chosen":
                 return self._nothing_chosen(record, run)
             round_config = outcome.round_config(s.round)
+            say.info("%s: chose tau %g, learning rate %.3g, lambda %g in %.0f s; training the round", self.request_id,
+                     round_config.tau, round_config.learning_rate, round_config.forget_weight, seconds["search"])
             record.settings = {"tau": round_config.tau, "learning_rate": round_config.learning_rate,
                                "forget_weight": round_config.forget_weight, "epochs": round_config.epochs,
                                "seed": round_config.seed}
@@ -118,6 +124,8 @@ class _Round:
             for note in notes:
                 self.log.info("request %s: %s", self.request_id, note)
             kw = {"holdout": holdout, "earlier": earlier, "benchmarks": True, "judge": judge}
+            say.info("%s: round done in %.0f s; measuring the champion and the candidate", self.request_id,
+                     seconds["round"])
             with _timed(seconds, "measure_before"):
                 record.before = steps.measure(champion_dir, split, s, **kw)
             with _timed(seconds, "measure_after"):
@@ -138,6 +146,9 @@ class _Round:
                 run.log_file(path, "evidence")
             run.set_tags({"asu.gate": "passed" if record.gate.passed else "failed",
                           "asu.model_version": record.version})
+            say.info("%s: gate %s; model version %s%s", self.request_id,
+                     "passed" if record.gate.passed else "FAILED (" + ", ".join(record.failed_checks) + ")",
+                     record.version, " is the champion" if record.promoted else "")
         return record
 
     def _log_search(self, run, outcome) -> None:
@@ -145,9 +156,9 @@ class _Round:
             name = f"tau-{trial.tau}-lr-{trial.learning_rate:.3g}-lambda-{trial.forget_weight:g}-rung-{trial.rung}"
             with self.tracker.child_run(run, name) as child:
                 child.log_params({**trial.setting, "epochs": trial.epochs})
-                child.log_metrics({"search_forget_score": trial.forget_efficacy,
-                                   "search_retain_score": trial.retain_utility,
-                                   "fluent_share": trial.forget.fluent_share, "combined_score": trial.score})
+                child.log_metrics({"forget_score": trial.forget_score,
+                                   "retain_score": trial.retain_score,
+                                   "fluent_share": trial.forget.fluent_share, "combined_score": trial.combined_score})
         run.log_file(self.round_dir / "search" / "search.json", "search")
         if outcome.plot:
             run.log_file(outcome.plot, "search")
@@ -159,7 +170,8 @@ class _Round:
                                detail={"search": record.search.status})
         self.ledger.transition(self.request_id, "gate_failed", actor=self.actor,
                                detail={"reason": record.search.status, "outcome": record.ledger_outcome()})
-        self.log.warning("request %s: search outcome %s; champion unchanged", self.request_id, record.search.status)
+        self.log.warning("request %s: the search chose no setting (%s); nothing trained, champion unchanged",
+                         self.request_id, record.search.status)
         return record
 
     def _register(self, record: RoundRecord, model_dir: Path, run) -> None:

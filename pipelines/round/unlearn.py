@@ -17,7 +17,7 @@ from asu.errors import UsageError
 from asu.fluency import FluencyJudge
 from asu.modeling import load_model_and_tokenizer
 from asu.recipes import get_recipe
-from asu.search.scores import forget_efficacy, retain_utility, score_sets
+from asu.search.scores import forget_score, retain_score, score_sets
 from asu.trainer import run_round
 from pipelines.temperature_search import SearchConfig, run_search, split_validation
 
@@ -41,15 +41,15 @@ def unlearn_from_files(
 
 
 def _figures(model_dir: Path, forget: list, retain: list, config: ASUConfig, cap: int, judge) -> dict[str, float]:
-    """The model's figures on the forget items and the held-out retain items (fractions; FE and RU as the search)."""
+    """The model's figures on the forget items and the held-out retain items (fractions; FS and RS as the search)."""
     model, tokenizer = load_model_and_tokenizer(model_dir)
     figures = score_sets(model, tokenizer, {"forget": forget, "retain": retain}, prompt_format=config.prompt_format,
                          max_new_tokens=cap, max_length=config.max_length, judge=judge)
     fgt, ret = figures["forget"], figures["retain"]
-    return {"forget_efficacy": forget_efficacy(fgt), "forget_rouge_l_recall": fgt.rouge_l_recall,
+    return {"forget_score": forget_score(fgt), "forget_rouge_l_recall": fgt.rouge_l_recall,
             "forget_fact_recall": fgt.fact_recall, "forget_probability": fgt.probability,
             "fluent_share": fgt.fluent_share,
-            "refusal_share": fgt.refusal_share, "retain_utility": retain_utility(ret),
+            "refusal_share": fgt.refusal_share, "retain_score": retain_score(ret),
             "retain_rouge_l_recall": ret.rouge_l_recall}
 
 
@@ -118,8 +118,8 @@ def format_auto(result: dict[str, Any]) -> str:
         lines.append("chosen: " + ", ".join(f"{k} {v:g}" for k, v in result["setting"].items()))
     lines += [f"  - {r}" for r in result["reasons"][:8]]
     if result["model_dir"]:
-        keys = ("forget_efficacy", "forget_fact_recall", "forget_rouge_l_recall", "fluent_share", "refusal_share",
-                "retain_utility")
+        keys = ("forget_score", "forget_fact_recall", "forget_rouge_l_recall", "fluent_share", "refusal_share",
+                "retain_score")
         lines += ["", f"{'figure':<24}{'before':>8}{'after':>8}"]
         lines += [f"{k:<24}{result['before'][k]:>8.3f}{result['after'][k]:>8.3f}" for k in keys]
         s = result["seconds"]

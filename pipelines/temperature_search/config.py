@@ -8,11 +8,12 @@ achieves) run in ``run_search`` before the scan starts.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from asu.errors import UsageError
 from asu.search.scan import BracketCriteria
+from asu.strict import check_keys
 
 FloorMode = Literal["relative", "absolute"]
 Stage2 = Literal["ladder", "bisection", "successive_halving"]
@@ -28,7 +29,7 @@ def _help(text: str) -> dict[str, str]:
 class SearchConfig:
     """What the search scans, how many trials it runs and what it refuses to return.
 
-    Floors (hard constraints, on the validation items): retain utility, fluent share and token entropy of the
+    Floors (hard constraints, on the validation items): retain score, fluent share and token entropy of the
     greedy answers to the forget questions. ``floor_mode='relative'`` reads ``utility_floor`` and
     ``entropy_floor`` as fractions of the current model's own figures; ``'absolute'`` as 0-1 values.
     """
@@ -66,7 +67,7 @@ class SearchConfig:
     )
     min_forget_gain: float = field(
         default=0.1,
-        metadata=_help("a setting must raise forget efficacy on the validation items by at least this much over "
+        metadata=_help("a setting must raise forget score on the validation items by at least this much over "
                        "the current model, or it counts as no effect"),
     )
     trial_epochs: int = field(
@@ -76,7 +77,7 @@ class SearchConfig:
     floor_mode: FloorMode = field(
         default="relative", metadata=_help("relative: floors are fractions of the current model's figures")
     )
-    utility_floor: float = field(default=0.9, metadata=_help("minimum retain utility (hmean of ROUGE-L and prob)"))
+    utility_floor: float = field(default=0.9, metadata=_help("minimum retain score (hmean of ROUGE-L and prob)"))
     entropy_floor: float = field(
         default=0.0,
         metadata=_help("minimum token entropy of the forget answers; 0 = none (the fluency measure catches loops and "
@@ -174,7 +175,7 @@ class SearchConfig:
                 raise UsageError(f"forget_weights={list(weights)} must list distinct finite lambdas >= 0; use "
                                  "'recipe' to keep the recipe's")
         if not (math.isfinite(self.min_forget_gain) and 0 <= self.min_forget_gain < 1):
-            raise UsageError(f"min_forget_gain={self.min_forget_gain} must be in [0, 1): forget efficacy is 0-1")
+            raise UsageError(f"min_forget_gain={self.min_forget_gain} must be in [0, 1): forget score is 0-1")
 
     def weights(self, recipe_weight: float) -> tuple[float, ...]:
         """The lambdas the ladder tries, the first one while it searches tau and strength."""
@@ -207,9 +208,6 @@ class SearchConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> SearchConfig:
-        """Build from a dict; unknown keys raise ``ValueError`` listing the valid ones."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise UsageError(f"unknown SearchConfig field(s) {unknown}; valid fields: {sorted(known)}")
+        """Build from a dict; an unknown key is a ``UsageError`` with the closest valid name (``asu.strict``)."""
+        check_keys(values, cls, what="SearchConfig")
         return cls(**values)

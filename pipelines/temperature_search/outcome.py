@@ -63,15 +63,16 @@ class SearchOutcome:
             chosen = self.chosen_trial
             # The chosen trial when it is at this tau, else the best-scoring of the longest rung reached.
             last = (chosen if chosen in trials else
-                    max(trials, key=lambda t: (t.rung, t.feasible and t.effective, t.score))) if trials else None
+                    max(trials, key=lambda t: (t.rung, t.feasible and t.effective, t.combined_score))
+                    ) if trials else None
             entry = {**row.to_dict(), "in_bracket": self.bracket.get(row.tau) is None and row.tau != 1.0,
                      "bracket_reason": self.bracket.get(row.tau), "candidate": row.tau in self.candidates,
                      "chosen": row.tau == self.tau}
             if last is not None:
                 entry |= {"trial_rung": last.rung, "trial_epochs": last.epochs,
                           "trial_learning_rate": last.learning_rate, "trial_forget_weight": last.forget_weight,
-                          "trial_score": last.score, "trial_effective": last.effective,
-                          "trial_forget_efficacy": last.forget_efficacy, "trial_retain_utility": last.retain_utility,
+                          "trial_combined_score": last.combined_score, "trial_effective": last.effective,
+                          "trial_forget_score": last.forget_score, "trial_retain_score": last.retain_score,
                           "trial_fluent_share": last.forget.fluent_share,
                           "trial_token_entropy": last.forget.token_entropy, "trial_feasible": last.feasible,
                           "trial_failures": list(last.failures)}
@@ -104,15 +105,15 @@ class SearchOutcome:
                          f"{e['function_nll']:>8.3f} {e['teacher_forget_token_entropy']:>8.3f} "
                          f"{e['teacher_forget_fluent_share']:>8.2f} {e['retain_nll']:>8.3f}  {kind}")
         if self.trials:
-            head = (f"{'tau':>5} {'lr':>9} {'lambda':>6} {'ep':>3} {'FE':>6} {'RU':>6} {'fluent':>6} {'score':>6}"
+            head = (f"{'tau':>5} {'lr':>9} {'lambda':>6} {'ep':>3} {'FS':>6} {'RS':>6} {'fluent':>6} {'score':>6}"
                     "  stage 2")
             lines += ["", head, "-" * len(head)]
             for t in self.trials:
                 mark = ("CHOSEN" if t.setting == self.setting and t is self.chosen_trial else "floor" if t.failures
                         else "ok" if t.effective else "no effect")
                 lines.append(f"{t.tau:>5g} {t.learning_rate:>9.3g} {t.forget_weight:>6g} {t.epochs:>3} "
-                             f"{t.forget_efficacy:>6.3f} {t.retain_utility:>6.3f} {t.forget.fluent_share:>6.2f} "
-                             f"{t.score:>6.3f}  {mark}")
+                             f"{t.forget_score:>6.3f} {t.retain_score:>6.3f} {t.forget.fluent_share:>6.2f} "
+                             f"{t.combined_score:>6.3f}  {mark}")
         if self.setting is not None:
             verdict = "chosen: " + ", ".join(f"{k} {v:g}" for k, v in self.setting.items())
         else:

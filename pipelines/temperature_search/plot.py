@@ -8,7 +8,7 @@ from pipelines.temperature_search.outcome import SearchOutcome
 
 
 def plot_search(outcome: SearchOutcome, path: Path) -> Path:
-    """Two-panel PNG at ``path``: left the teacher scan (NLLs), right the trials (FE, RU, fluency) per strength."""
+    """Two-panel PNG at ``path``: left the teacher scan (NLLs), right the trials (FS, RS, fluency) per strength."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display: files only
@@ -37,15 +37,15 @@ def plot_search(outcome: SearchOutcome, path: Path) -> Path:
                         key=lambda t: t.tau)
         x, alpha = [t.tau for t in trials], 0.4 + 0.6 * (i + 1) / len(groups)
         tag = f"lr {lr:.2g}, lambda {weight:g}, {epochs} ep"
-        right.plot(x, [t.forget_efficacy for t in trials], "o-", color="tab:red", alpha=alpha, label=f"FE ({tag})")
-        right.plot(x, [t.retain_utility for t in trials], "s-", color="tab:blue", alpha=alpha, label=f"RU ({tag})")
+        right.plot(x, [t.forget_score for t in trials], "o-", color="tab:red", alpha=alpha, label=f"FS ({tag})")
+        right.plot(x, [t.retain_score for t in trials], "s-", color="tab:blue", alpha=alpha, label=f"RS ({tag})")
         right.plot(x, [t.forget.fluent_share for t in trials], "^:", color="tab:green", alpha=alpha,
                    label=f"fluent share ({tag})")
         broken = [t for t in trials if not t.feasible]
-        right.plot([t.tau for t in broken], [t.forget_efficacy for t in broken], "x", color="k", ms=10,
+        right.plot([t.tau for t in broken], [t.forget_score for t in broken], "x", color="k", ms=10,
                    label="breaks a floor" if i == len(groups) - 1 else None)
-    right.axhline(outcome.floors.get("forget_efficacy", 0), color="tab:red", ls="--", lw=0.8, label="effect floor")
-    right.axhline(outcome.floors.get("retain_utility", 0), color="tab:blue", ls="--", lw=0.8, label="utility floor")
+    right.axhline(outcome.floors.get("forget_score", 0), color="tab:red", ls="--", lw=0.8, label="effect floor")
+    right.axhline(outcome.floors.get("retain_score", 0), color="tab:blue", ls="--", lw=0.8, label="utility floor")
     if outcome.tau is not None:
         right.axvline(outcome.tau, color="k", lw=1, label=f"chosen tau {outcome.tau:g}")
     right.set_xlabel("tau")

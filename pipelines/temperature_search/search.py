@@ -43,7 +43,7 @@ from asu.search.halving import (
 )
 from asu.search.ladder import ladder_search, outcome_status
 from asu.search.scan import ScanRow, bracket, scan_tau, spread
-from asu.search.scores import SetFigures, forget_efficacy, retain_utility, score_set
+from asu.search.scores import SetFigures, forget_score, retain_score, score_set
 from pipelines.temperature_search.config import SearchConfig
 from pipelines.temperature_search.outcome import SearchOutcome
 from pipelines.temperature_search.plot import plot_search
@@ -72,7 +72,7 @@ def matched_epochs(round_config: ASUConfig, final_items: int, trial_items: int) 
     Adam moves the weights by about the learning rate per step whatever the batch holds, so for a request about
     one subject forgetting follows the number of steps more than the passes over each item: a trial on a quarter
     of the items at the round's epochs takes a quarter of the steps and forgets far less than its round
-    (measured on SmolLM2, the Paris scenario: 10 steps at lr 3e-4 raised validation forget efficacy by 0.06).
+    (measured on SmolLM2, the Paris scenario: 10 steps at lr 3e-4 raised validation forget score by 0.06).
     """
     def steps(items: int) -> int:
         return math.ceil(math.ceil(items / round_config.batch_size) / round_config.grad_accum_steps)
@@ -98,7 +98,7 @@ def absolute_floors(config: SearchConfig, base_forget: SetFigures, base_utility:
     """The floors as 0-1 values; raises ``ValueError`` for an absolute utility floor above the current model's.
 
     The fluent-share floor is capped at the current model's own share; the effect floor is the current model's own
-    forget efficacy plus ``config.min_forget_gain``.
+    forget score plus ``config.min_forget_gain``.
     """
     if config.floor_mode == "relative":
         utility, entropy = config.utility_floor * base_utility, config.entropy_floor * base_forget.token_entropy
@@ -106,7 +106,7 @@ def absolute_floors(config: SearchConfig, base_forget: SetFigures, base_utility:
         utility, entropy = config.utility_floor, config.entropy_floor
         if utility > base_utility:
             raise UsageError(
-                f"utility_floor={utility} (absolute) is above the current model's own retain utility "
+                f"utility_floor={utility} (absolute) is above the current model's own retain score "
                 f"{base_utility:.3f} on the {retain_items} retain validation items: no unlearned model can be "
                 "expected to meet it; lower utility_floor or use floor_mode='relative'"
             )
@@ -118,8 +118,8 @@ def absolute_floors(config: SearchConfig, base_forget: SetFigures, base_utility:
                        "validation answers; the floor is lowered to %.2f", fluent, base_forget.fluent_share,
                        base_forget.fluent_share)
         fluent = base_forget.fluent_share
-    return Floors(retain_utility=utility, fluent_share=fluent, token_entropy=entropy,
-                  forget_efficacy=forget_efficacy(base_forget) + config.min_forget_gain, reference_utility=base_utility)
+    return Floors(retain_score=utility, fluent_share=fluent, token_entropy=entropy,
+                  forget_score=forget_score(base_forget) + config.min_forget_gain, reference_utility=base_utility)
 
 
 def _choice_reasons(trials: Sequence[TrialResult], candidates: list[float], verdicts: dict[float, str | None],
@@ -129,16 +129,17 @@ def _choice_reasons(trials: Sequence[TrialResult], candidates: list[float], verd
     if ranked:
         best = ranked[0]
         reasons.append(
-            f"{best.label()}: highest combined score {best.score:.3f} among the trials that meet every floor and "
-            f"forget measurably (forget efficacy {best.forget_efficacy:.3f} >= {floors.forget_efficacy:.3f}, "
-            f"retain utility {best.retain_utility:.3f}, fluent share {best.forget.fluent_share:.2f})"
+            f"{best.label()}: highest combined score {best.combined_score:.3f} among the trials that meet every floor "
+            "and "
+            f"forget measurably (forget score {best.forget_score:.3f} >= {floors.forget_score:.3f}, "
+            f"retain score {best.retain_score:.3f}, fluent share {best.forget.fluent_share:.2f})"
         )
     for t in trials:
         if t.failures:
             reasons.append(f"{t.label()} ({t.epochs} epochs): " + "; ".join(t.failures))
         elif not t.effective:
-            reasons.append(f"{t.label()} ({t.epochs} epochs): no effect, forget efficacy {t.forget_efficacy:.3f} "
-                           f"< {floors.forget_efficacy:.3f} (the current model's plus the minimum gain)")
+            reasons.append(f"{t.label()} ({t.epochs} epochs): no effect, forget score {t.forget_score:.3f} "
+                           f"< {floors.forget_score:.3f} (the current model's plus the minimum gain)")
     untried = [tau for tau in candidates if tau not in {t.tau for t in trials}]
     if untried:
         reasons.append(
@@ -184,7 +185,7 @@ def _stage1(model_dir, split: ValidationSplit, round_config: ASUConfig, config: 
     scan_kw = {**eval_kw, "layers": round_config.layers, "batch_size": 32, "judge": judge}
     base = scan_tau(model, tokenizer, split.forget_val, split.retain_val, 1.0, **scan_kw)
     base_retain = score_set(model, tokenizer, split.retain_val, **eval_kw)
-    floors = absolute_floors(config, base.forget, retain_utility(base_retain), len(split.retain_val))
+    floors = absolute_floors(config, base.forget, retain_score(base_retain), len(split.retain_val))
     logger.info("temperature search: %d forget / %d retain validation items, floors %s",
                 len(split.forget_val), len(split.retain_val), floors)
     if teacher_model_dir is not None:
@@ -290,16 +291,16 @@ def run_search(
     if not stage1.candidates:
         reasons.insert(0, "no tau of the grid passed stage 1 (facts move while the teacher stays coherent)")
     elif status == "no_effect":
-        reasons.insert(0, f"no setting raised forget efficacy by the minimum gain {config.min_forget_gain} over the "
+        reasons.insert(0, f"no setting raised forget score by the minimum gain {config.min_forget_gain} over the "
                           "current model; raise lr_multipliers, the recipe's epochs or min_forget_gain's tolerance")
     elif status == "no_safe_setting":
-        reasons.insert(0, "every setting that forgot measurably broke a floor (retain utility or fluency); "
+        reasons.insert(0, "every setting that forgot measurably broke a floor (retain score or fluency); "
                           "unlearning this request at these settings would damage the model")
     base = stage1.base.forget
     outcome = SearchOutcome(
         status=status, tau=best.tau if best else None, reasons=reasons,
         setting=best.setting if best else None,
-        base={"forget_efficacy": forget_efficacy(base), "retain_utility": retain_utility(stage1.base_retain),
+        base={"forget_score": forget_score(base), "retain_score": retain_score(stage1.base_retain),
               **{f"forget_{k}": v for k, v in base.to_dict().items()},
               **{f"retain_{k}": v for k, v in stage1.base_retain.to_dict().items()}},
         floors=vars(stage1.floors).copy(), scan=stage1.rows, bracket=stage1.verdicts,

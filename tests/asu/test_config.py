@@ -38,7 +38,7 @@ def test_unknown_objective_suggests_close_names():
 def test_from_dict_round_trip_and_unknown_keys():
     config = ASUConfig(tau=2.0, layers=(0, 2))
     assert ASUConfig.from_dict(config.to_dict()) == config
-    with pytest.raises(ValueError, match=r"unknown ASUConfig field\(s\) \['temperature'\]"):
+    with pytest.raises(ValueError, match=r"unknown ASUConfig field 'temperature'; known fields: batch_size"):
         ASUConfig.from_dict({"temperature": 2.0})
 
 

@@ -210,7 +210,7 @@ def test_list_models_never_builds_the_default_tofu_models(tmp_path: Path, monkey
     (["--authors", ""], "authors is empty"),
     (["--authors", "0,x"], "--authors: 'x' is not an author index"),
     (["--authors", "1", "--forget-authors", "1", "--role", "retain"], "leaves no author to train"),
-    (["--set", "epochz=3"], "--set epochz: not a fine-tune setting"),
+    (["--set", "epochz=3"], "--set: unknown fine-tune field 'epochz' (did you mean 'epochs'?)"),
     (["--set", "epochs=0"], "epochs must be an integer >= 1"),
 ])
 def test_cli_bad_input_exits_2_without_training(argv: list[str], message: str, monkeypatch: pytest.MonkeyPatch,

@@ -20,18 +20,18 @@ def test_selection_score_is_the_harmonic_mean_of_efficacy_relative_utility_and_f
     base = {"forget_correct": 1.0, "retain_correct": 0.8, "fluent_share": 1.0}
     after = {"forget_correct": 0.25, "retain_correct": 0.6, "fluent_share": 0.9}
     s = selection_score(after, base)
-    assert s["forget_efficacy"] == pytest.approx(0.75) and s["relative_utility"] == pytest.approx(0.75)
-    assert s["score"] == pytest.approx(3 / (1 / 0.75 + 1 / 0.75 + 1 / 0.9))
+    assert s["forget_score"] == pytest.approx(0.75) and s["relative_utility"] == pytest.approx(0.75)
+    assert s["combined_score"] == pytest.approx(3 / (1 / 0.75 + 1 / 0.75 + 1 / 0.9))
     # utility above the base model's is capped at 1; forgetting by breaking the language scores 0
     assert selection_score({**after, "retain_correct": 1.0}, base)["relative_utility"] == 1.0
-    assert selection_score({**after, "fluent_share": 0.0}, base)["score"] == 0.0
+    assert selection_score({**after, "fluent_share": 0.0}, base)["combined_score"] == 0.0
 
 
 def test_report_and_plot_render(tmp_path):
     test = {"forget_rouge": 0.2, "forget_probe_hits": 0.1, "retain_probe_hits": 0.9, "fluent_share": 0.95,
             "refusal_share": 0.0, "extraction_strength": 0.1, "samples": [{"question": "q?", "answer": "a."}]}
-    rows = {"base": {"test": {**test, "forget_probe_hits": 1.0}, "selection": {"score": 0.0}},
-            "asu_gd": {"test": test, "selection": {"score": 0.8}, "chosen": {"method": "asu_gd", "tau": 1.5},
+    rows = {"base": {"test": {**test, "forget_probe_hits": 1.0}, "selection": {"combined_score": 0.0}},
+            "asu_gd": {"test": test, "selection": {"combined_score": 0.8}, "chosen": {"method": "asu_gd", "tau": 1.5},
                        "round_seconds": 60.0, "search_seconds": 300.0}}
     result = {"grids": GRIDS, "settings": {"scenario:x": {"rows": rows, "notes": ["n"]}}}
     md = format_markdown(result)

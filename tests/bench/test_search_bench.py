@@ -13,7 +13,7 @@ from pipelines.temperature_search import SearchConfig
 
 
 def row(tau, score):
-    return {"setting": {"tau": tau, "learning_rate": 1e-4, "forget_weight": 1.0}, "score": score}
+    return {"setting": {"tau": tau, "learning_rate": 1e-4, "forget_weight": 1.0}, "combined_score": score}
 
 
 def test_grid_is_every_tau_times_every_learning_rate():
@@ -47,10 +47,10 @@ def test_bad_subset_names_are_clear():
 def test_score_is_relative_to_the_current_model():
     from bench.search import with_score
 
-    base = {"forget_efficacy": 0.0, "retain_utility": 0.8, "fluent_share": 1.0}
-    assert with_score(base, 0.8)["score"] == 0.0 and with_score(base, 0.8)["relative_utility"] == 1.0
-    after = with_score({"forget_efficacy": 0.6, "retain_utility": 0.4, "fluent_share": 1.0}, 0.8)
-    assert after["relative_utility"] == 0.5 and after["score"] == pytest.approx(3 / (1 / 0.6 + 2 + 1))
+    base = {"forget_score": 0.0, "retain_score": 0.8, "fluent_share": 1.0}
+    assert with_score(base, 0.8)["combined_score"] == 0.0 and with_score(base, 0.8)["relative_utility"] == 1.0
+    after = with_score({"forget_score": 0.6, "retain_score": 0.4, "fluent_share": 1.0}, 0.8)
+    assert after["relative_utility"] == 0.5 and after["combined_score"] == pytest.approx(3 / (1 / 0.6 + 2 + 1))
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ def test_auto_saves_the_model_of_the_chosen_setting(tiny_model_dir, files, tiny_
     assert set(result["setting"]) == {"tau", "learning_rate", "forget_weight"}
     assert result["round_config"]["tau"] == result["setting"]["tau"]
     assert result["round_config"]["learning_rate"] == result["setting"]["learning_rate"]
-    assert result["after"]["forget_efficacy"] > result["before"]["forget_efficacy"]
+    assert result["after"]["forget_score"] > result["before"]["forget_score"]
     assert result["items"]["forget"] == len(tiny_sets[0])  # the final round trains on every forget item
     assert result["items"]["retain_held_out"] == TINY_SEARCH.retain_validation_size
     assert json.loads((out / "asu_auto.json").read_text())["setting"] == result["setting"]

@@ -31,5 +31,5 @@ def test_auto_on_smollm2_forgets_fluently_or_says_why(tmp_path, capsys):
     before, after = result["before"], result["after"]
     assert after["forget_fact_recall"] < before["forget_fact_recall"] - 0.2  # facts go
     assert after["fluent_share"] >= 0.9 and after["refusal_share"] <= 0.1  # the answers stay language
-    assert after["retain_utility"] >= 0.9 * before["retain_utility"]  # utility stays
+    assert after["retain_score"] >= 0.9 * before["retain_score"]  # utility stays
     assert (out / "model.safetensors").is_file()

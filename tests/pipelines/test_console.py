@@ -13,7 +13,7 @@ def _emit() -> None:
     logging.getLogger("prefect.flow_runs").info("Finished in state Completed()")
     logging.getLogger("pipelines.round.process").info("internal detail")
     progress().info("request r1: searching the settings")
-    logging.getLogger("mlflow").warning("store is slow")
+    logging.getLogger("some_library").warning("store is slow")
 
 
 def test_quiet_console_shows_step_lines_and_warnings_only():

@@ -12,7 +12,7 @@ from asu.config import ASUConfig
 from asu.search.halving import Floors, TrialResult, rank, rung_epochs, successive_halving, winner
 from asu.search.scores import SetFigures
 
-FLOORS = Floors(retain_utility=0.9, fluent_share=1.0, token_entropy=0.8)
+FLOORS = Floors(retain_score=0.9, fluent_share=1.0, token_entropy=0.8)
 
 
 def figures(entropy=0.9, fluent=1.0):
@@ -21,9 +21,9 @@ def figures(entropy=0.9, fluent=1.0):
 
 
 def result(tau, rung, fe, failures=(), epochs=1):
-    """A trial whose combined score follows its forget efficacy (utility and fluency held fixed)."""
+    """A trial whose combined score follows its forget score (utility and fluency held fixed)."""
     return TrialResult(tau, rung, epochs, figures(), figures(), fe, 0.95, tuple(failures), 0.0, 1e-4, 1.0, True,
-                       FLOORS.score(fe, 0.95, figures()))
+                       FLOORS.combined_score(fe, 0.95, figures()))
 
 
 def test_rung_epochs():
@@ -36,15 +36,15 @@ def test_rung_epochs():
 def test_floors_name_what_fails():
     assert FLOORS.failures(figures(), 0.95) == []
     failures = FLOORS.failures(figures(entropy=0.5, fluent=0.8), 0.5)
-    assert len(failures) == 3 and "retain utility 0.500 < floor 0.900" in failures[0]
+    assert len(failures) == 3 and "retain score 0.500 < floor 0.900" in failures[0]
 
 
 def test_score_is_the_harmonic_mean_of_efficacy_relative_utility_and_fluency():
-    floors = Floors(retain_utility=0.5, fluent_share=0.9, reference_utility=0.8)
+    floors = Floors(retain_score=0.5, fluent_share=0.9, reference_utility=0.8)
     # hmean(0.6, 0.4 / 0.8, 1.0) = 3 / (1/0.6 + 1/0.5 + 1) = 0.6923; utility above the reference is capped at 1.
-    assert floors.score(0.6, 0.4, figures()) == pytest.approx(3 / (1 / 0.6 + 2 + 1))
-    assert floors.score(0.6, 0.9, figures()) == pytest.approx(3 / (1 / 0.6 + 1 + 1))
-    assert floors.score(0.6, 0.9, figures(fluent=0.0)) == 0.0
+    assert floors.combined_score(0.6, 0.4, figures()) == pytest.approx(3 / (1 / 0.6 + 2 + 1))
+    assert floors.combined_score(0.6, 0.9, figures()) == pytest.approx(3 / (1 / 0.6 + 1 + 1))
+    assert floors.combined_score(0.6, 0.9, figures(fluent=0.0)) == 0.0
 
 
 def test_rank_skips_ineffective_trials():

@@ -8,7 +8,7 @@ from asu.search.halving import Floors, TrialResult, rank
 from asu.search.ladder import ladder_search, outcome_status, strongest_safe
 from asu.search.scores import SetFigures
 
-FLOORS = Floors(retain_utility=0.8, fluent_share=0.9, forget_efficacy=0.5, reference_utility=1.0)
+FLOORS = Floors(retain_score=0.8, fluent_share=0.9, forget_score=0.5, reference_utility=1.0)
 RATES = [1e-5, 3e-5, 1e-4, 3e-4]
 
 
@@ -18,7 +18,7 @@ def figures(fluent=1.0):
 
 
 def landscape(table):
-    """A fake trial: (tau, lr, lambda) -> (forget efficacy, retain utility, fluent share); records the calls."""
+    """A fake trial: (tau, lr, lambda) -> (forget score, retain score, fluent share); records the calls."""
     calls = []
 
     def trial(tau, lr, weight):
@@ -26,7 +26,7 @@ def landscape(table):
         fe, ru, fluent = table[(tau, lr, weight)]
         forget = figures(fluent)
         return TrialResult(tau, 0, 5, forget, figures(), fe, ru, tuple(FLOORS.failures(forget, ru)), 0.0, lr, weight,
-                           fe >= FLOORS.forget_efficacy, FLOORS.score(fe, ru, forget))
+                           fe >= FLOORS.forget_score, FLOORS.combined_score(fe, ru, forget))
 
     return trial, calls
 
@@ -72,7 +72,7 @@ def test_lambda_is_tried_at_the_best_tau_and_strength():
 
 
 def test_an_ineffective_setting_is_never_chosen_and_the_outcome_is_no_effect():
-    # Every level is safe but none raises forget efficacy to the floor (0.5): nothing forgot measurably.
+    # Every level is safe but none raises forget score to the floor (0.5): nothing forgot measurably.
     table = strength_table(1.5, fe=[0.1, 0.2, 0.3, 0.4], ru=[1.0] * 4, fluent=[1.0] * 4)
     table |= {(2.0, 3e-4, 1.0): (0.45, 1.0, 1.0)}
     trial, _ = landscape(table)
@@ -103,9 +103,9 @@ def test_floors_from_the_current_model():
                       fluent_share=5 / 6)
     floors = absolute_floors(SearchConfig(), base, 0.7, 10)
     assert floors.fluent_share == 5 / 6  # capped at the current model's own share (one odd answer of six)
-    assert floors.retain_utility == pytest.approx(0.9 * 0.7) and floors.reference_utility == 0.7
+    assert floors.retain_score == pytest.approx(0.9 * 0.7) and floors.reference_utility == 0.7
     # FE of the current model: hmean(0.1, 0.5, 0.8) = 3 / (10 + 2 + 1.25); the effect floor adds the minimum gain.
-    assert floors.forget_efficacy == pytest.approx(3 / (10 + 2 + 1.25) + 0.1)
+    assert floors.forget_score == pytest.approx(3 / (10 + 2 + 1.25) + 0.1)
 
 
 def test_a_weak_but_coherent_teacher_is_tried_when_nothing_is_bracketed():

@@ -102,7 +102,7 @@ def test_a_zero_utility_before_fails_instead_of_dividing_by_zero():
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        (_text(forget_min="0.3"), r"gate.yaml:7: unknown gate key 'forget_min' \(did you mean 'forget_efficacy_min'"),
+        (_text(forget_min="0.3"), r"gate.yaml:7: unknown gate field 'forget_min' \(did you mean 'forget_efficacy_min'"),
         (_text(utility_drop_max=None), r"gate.yaml: missing gate key 'utility_drop_max'; add e.g. `utility_drop_max"),
         (_text(fluency_min="high"), r"gate.yaml:3: fluency_min must be a number in \[0, 1\], got 'high'"),
         (_text(fluency_min="1.5"), r"gate.yaml:3: fluency_min must be a number in \[0, 1\], got 1.5"),

@@ -32,18 +32,18 @@ def test_outcome_has_every_figure(tiny_search, tiny_sets):
     rates = {t.learning_rate for t in outcome.trials}
     assert rates <= {m * TINY_ROUND.learning_rate for m in TINY_SEARCH.lr_multipliers} and len(rates) >= 2
     for trial in outcome.trials:
-        assert 0 <= trial.forget_efficacy <= 1 and trial.effective == (
-            trial.forget_efficacy >= outcome.base["forget_efficacy"] + TINY_SEARCH.min_forget_gain - 1e-12)
+        assert 0 <= trial.forget_score <= 1 and trial.effective == (
+            trial.forget_score >= outcome.base["forget_score"] + TINY_SEARCH.min_forget_gain - 1e-12)
     for row in evidence[1:]:
-        if "trial_score" in row:
+        if "trial_combined_score" in row:
             assert row["trial_feasible"] == (not row["trial_failures"])
     if outcome.tau is not None:
         chosen = outcome.chosen_trial
         assert chosen.feasible and chosen.effective and chosen.setting == outcome.setting
-        assert all(t.score <= chosen.score for t in outcome.trials if t.feasible and t.effective)
+        assert all(t.combined_score <= chosen.combined_score for t in outcome.trials if t.feasible and t.effective)
         assert outcome.round_config(TINY_ROUND).learning_rate == chosen.learning_rate
-    assert outcome.base["forget_efficacy"] < 0.2 and outcome.base["retain_utility"] > 0.8  # the plain model
-    assert outcome.floors["retain_utility"] == pytest.approx(TINY_SEARCH.utility_floor * outcome.base["retain_utility"])
+    assert outcome.base["forget_score"] < 0.2 and outcome.base["retain_score"] > 0.8  # the plain model
+    assert outcome.floors["retain_score"] == pytest.approx(TINY_SEARCH.utility_floor * outcome.base["retain_score"])
     assert set(outcome.seconds) == {"stage1", "stage2", "total"}
 
 
@@ -86,7 +86,7 @@ def test_no_candidate_meets_the_floors(tiny_model_dir, tiny_sets, tmp_path):
     assert outcome.status == "no_safe_setting" and outcome.tau is None
     assert len(outcome.trials) == 1 and not outcome.trials[0].feasible
     assert "broke a floor" in outcome.reasons[0]
-    assert any(re.match(r"tau=4 lr=0.001 lambda=0.1 \(\d+ epochs\): retain utility", r) for r in outcome.reasons)
+    assert any(re.match(r"tau=4 lr=0.001 lambda=0.1 \(\d+ epochs\): retain score", r) for r in outcome.reasons)
     assert outcome.to_dict()["evidence"][1]["trial_failures"]
     with pytest.raises(ValueError, match="no_safe_setting"):
         outcome.round_config(TINY_ROUND)
@@ -97,7 +97,7 @@ def test_a_setting_that_forgets_too_little_is_no_effect(tiny_model_dir, tiny_set
     config = replace(TINY_SEARCH, tau_grid=(4.0,), min_forget_gain=0.95, lr_multipliers=(1.0,))
     outcome = run_search(tiny_model_dir, forget, retain, replace(TINY_ROUND, epochs=1), config, tmp_path)
     assert outcome.status == "no_effect" and outcome.setting is None and not outcome.trials[0].effective
-    assert "minimum gain" in outcome.reasons[0] and any("no effect, forget efficacy" in r for r in outcome.reasons)
+    assert "minimum gain" in outcome.reasons[0] and any("no effect, forget score" in r for r in outcome.reasons)
 
 
 @pytest.mark.slow
