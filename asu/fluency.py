@@ -39,7 +39,6 @@ Measured on 240+ hand-labelled real generations of SmolLM2-135M and its variants
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import Counter
@@ -51,9 +50,10 @@ import numpy as np
 import torch
 
 from asu.data import Encoded, PromptFormat, prompt_ids
-from asu.errors import InputFileMissing, UsageError
+from asu.errors import UsageError
 from asu.losses import IGNORE_INDEX
 from asu.metrics.formulas import repetition_rate
+from asu.qa_file import read_rows
 
 #: Surface checks, in the order they are reported.
 SURFACE_CHECKS = ("empty", "punctuation_run", "letter_run", "loop", "symbols", "echo")
@@ -338,17 +338,9 @@ class FluencySummary:
 
 def read_fluency_file(path: str | Path) -> list[dict[str, str]]:
     """``{"prompt": ..., "text": ...}`` per line of a JSON Lines file; errors name the file, line and field."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileMissing(f"{path}: no such file; pass a JSON Lines file of {{'prompt': ..., 'text': ...}}")
     rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UsageError(f"{path}:{lineno}: not valid JSON ({err.msg}); fix or remove that line") from None
+    missing = f"{path}: no such file; pass a JSON Lines file of {{'prompt': ..., 'text': ...}}"
+    for lineno, row in read_rows(path, "fluency file", json_array=False, missing=missing):
         for key in ("prompt", "text"):
             if not isinstance(row, dict) or not isinstance(row.get(key), str):
                 raise UsageError(f"{path}:{lineno}: field {key!r} must be a string (the text may be empty)")

@@ -91,5 +91,6 @@ def load_model_and_tokenizer(path: str | Path, *, trust_remote_code: bool = Fals
         folder, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
     ).to(device)
     logger.info("loaded %s (%s, %.1fM parameters) on %s %s", folder, config.model_type, model.num_parameters() / 1e6,
-                device, dtype, extra={"asu_device": str(device), "asu_dtype": str(dtype)}, stacklevel=2)
+                device, dtype, extra={"asu_device": str(device), "asu_dtype": str(dtype), "asu_model": str(folder)},
+                stacklevel=2)
     return model.eval(), tokenizer

@@ -17,21 +17,27 @@ from asu.errors import InputFileMissing, UsageError
 QAItem = dict[str, str]
 
 
-def read_rows(path: str | Path, what: str = "QA file") -> list[tuple[int, Any]]:
-    """``(line number, parsed row)`` of every non-blank line (JSON Lines) or array element (JSON; numbered 1..n)."""
+def read_rows(path: str | Path, what: str = "QA file", *, error: type[UsageError] = UsageError,
+              missing: str | None = None, json_array: bool = True) -> list[tuple[int, Any]]:
+    """``(line number, parsed row)`` of every non-blank line (JSON Lines) or array element (JSON; numbered 1..n).
+
+    ``error``: the ``UsageError`` subclass to raise for bad content (the caller's domain error); ``missing``: the
+    message when the file does not exist; ``json_array=False``: JSON Lines only (a line starting with ``[`` is
+    then a line like any other).
+    """
     path = Path(path)
     if not path.is_file():
-        raise InputFileMissing(f"{what} {path} does not exist; pass a JSON or JSON Lines file of question/answer "
-                               "items")
+        raise InputFileMissing(missing or f"{what} {path} does not exist; pass a JSON or JSON Lines file of "
+                               "question/answer items")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
-        raise UsageError(f"{path}: not UTF-8 text (byte {err.start}); save the file as UTF-8") from None
-    if text.lstrip().startswith("["):
+        raise error(f"{path}: not UTF-8 text (byte {err.start}); save the file as UTF-8") from None
+    if json_array and text.lstrip().startswith("["):
         try:
             rows = json.loads(text)
         except json.JSONDecodeError as err:
-            raise UsageError(f"{path}:{err.lineno}: not valid JSON ({err.msg}); fix that line") from None
+            raise error(f"{path}:{err.lineno}: invalid JSON ({err.msg}); fix that line") from None
         return list(enumerate(rows, start=1))
     out = []
     for lineno, line in enumerate(text.split("\n"), start=1):
@@ -39,7 +45,8 @@ def read_rows(path: str | Path, what: str = "QA file") -> list[tuple[int, Any]]:
             try:
                 out.append((lineno, json.loads(line)))
             except json.JSONDecodeError as err:
-                raise UsageError(f"{path}:{lineno}: not valid JSON ({err.msg}); fix or remove that line") from None
+                raise error(f"{path}:{lineno}: invalid JSON ({err.msg}); one JSON object per line: fix or remove "
+                            "that line") from None
     return out
 
 

@@ -30,16 +30,24 @@ QUIET_ENV = {
     "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
     "TRANSFORMERS_VERBOSITY": "error",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # "Downloading artifacts" bars
+    "MLFLOW_LOGGING_LEVEL": "WARNING",  # MLflow's own handler ("Updating database tables", ...)
     "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
 }
 PREFECT_ENV = {"PREFECT_LOGGING_EXTRA_LOGGERS": ",".join(PROJECT_LOGGERS),
                "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore"}  # outside a flow run: the console only
 
 
+#: Prefect's run loggers repeat a failure up to four times ("Task run failed", "Finished in state Failed", ...);
+#: the exception itself reaches the caller, which reports it once.
+RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+
+
 class _Policy(logging.Filter):
-    """Quiet console: warnings and up from anyone, INFO only from :data:`PROGRESS`."""
+    """Quiet console: warnings and up from anyone (but Prefect's run lines), INFO only from :data:`PROGRESS`."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name in RUN_LOGGERS:
+            return False
         return record.levelno >= logging.WARNING or record.name == PROGRESS
 
 

@@ -8,15 +8,11 @@ from pathlib import Path
 
 import pytest
 
-# Set before anything imports transformers, datasets, MLflow or Prefect: tests never touch the network.
-for _name, _value in {
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "DO_NOT_TRACK": "true",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-}.items():
+# Set before anything imports transformers, datasets, MLflow or Prefect: tests never touch the network
+# (the `asu` command's own offline settings; cli.main imports nothing heavy).
+from cli.main import OFFLINE_ENV  # noqa: E402
+
+for _name, _value in OFFLINE_ENV.items():
     os.environ.setdefault(_name, _value)
 # Hermetic Prefect state (its database and results) per test run, outside the home directory.
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="asu-test-prefect-"))

@@ -44,3 +44,11 @@ def test_layers_import_downward_only_and_nothing_imports_bench():
              for package, forbidden in above.items() for module, names in _imports(package).items()
              if names & forbidden}
     assert not wrong, sorted(wrong)
+
+
+def test_the_command_and_the_intake_start_without_torch():
+    """`asu` sets its offline switches before transformers loads, and the intake stays light: neither imports torch."""
+    code = ("import sys, cli.main, pipelines.intake.submit, asu.errors, asu.qa_file, asu.hashing\n"
+            "print(','.join(m for m in ('torch', 'transformers') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == ""

@@ -15,7 +15,6 @@ rows of retain_perturbed.json, and the holdout is the rows of authors the model 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any, Literal
 from asu.embedded import AUTHOR_ROWS, EMBEDDED_SPECS, EmbeddedSpec, vendored_tofu_dir
 from asu.errors import UsageError
 from asu.hashing import sha256_json
+from asu.qa_file import read_rows
 
 Split = Literal["forget01", "forget05", "forget10"]
 SET_NAMES = ("forget", "retain", "real_authors", "world_facts", "holdout")
@@ -62,30 +62,8 @@ def _check_item(item: Any, fields: Sequence[str], where: str) -> dict:
 
 def load_eval_file(path: str | Path, fields: Sequence[str]) -> list[dict]:
     """Items of a JSON Lines (or JSON array) file, each checked for ``fields``. Errors name file, line and field."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise EvalDataError(f"{path}: no such evaluation file") from None
-    except UnicodeDecodeError as err:
-        raise EvalDataError(f"{path}: not UTF-8 text (byte {err.start}); save the file as UTF-8") from None
-    if text.lstrip().startswith("["):
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise EvalDataError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
-        items = [_check_item(r, fields, f"{path}: item {i}") for i, r in enumerate(rows)]
-    else:
-        items = []
-        # split at \n only: str.splitlines() also splits at U+2028 and friends inside JSON strings
-        for lineno, line in enumerate(text.split("\n"), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise EvalDataError(f"{path}:{lineno}: invalid JSON ({err.msg}); one JSON object per line") from None
-            items.append(_check_item(row, fields, f"{path}:{lineno}"))
+    rows = read_rows(path, "evaluation file", error=EvalDataError, missing=f"{path}: no such evaluation file")
+    items = [_check_item(row, fields, f"{path}:{lineno}") for lineno, row in rows]
     if not items:
         raise EvalDataError(f"{path}: no items; an evaluation set needs at least one")
     return items

@@ -17,7 +17,6 @@ logits of the last position only); otherwise each choice's continuation tokens a
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -28,12 +27,13 @@ import numpy as np
 import torch
 
 from asu.data import Encoded, left_pad
-from asu.errors import InputFileMissing, UsageError
+from asu.errors import UsageError
 from asu.losses import IGNORE_INDEX
 from asu.metrics.datasets_muse import file_sha256
 from asu.metrics.muse import resolve_max_length
 from asu.metrics.passes import EvaluationDataError, token_stats
 from asu.metrics.results import SuiteResult
+from asu.qa_file import read_rows
 
 logger = logging.getLogger(__name__)
 
@@ -72,21 +72,9 @@ def _check_row(row, where: str) -> dict:
 
 def load_wmdp(path: str | Path, limit: int | None = None) -> list[dict]:
     """Checked ``{question, choices[4], answer}`` items of a WMDP JSON Lines file (the first ``limit`` of them)."""
-    path = Path(path)
-    try:
-        # split on "\n" only: str.splitlines() would also split inside strings at U+2028 (cyber questions hold some)
-        lines = path.read_text(encoding="utf-8").split("\n")
-    except FileNotFoundError:
-        raise InputFileMissing(f"{path}: no such WMDP file; pass a folder holding wmdp-<subject>.jsonl") from None
-    items = []
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise EvaluationDataError(f"{path}:{lineno}: invalid JSON ({err.msg}); one JSON object per line") from None
-        items.append(_check_row(row, f"{path}:{lineno}"))
+    rows = read_rows(path, "WMDP file", error=EvaluationDataError, json_array=False,
+                     missing=f"{path}: no such WMDP file; pass a folder holding wmdp-<subject>.jsonl")
+    items = [_check_row(row, f"{path}:{lineno}") for lineno, row in rows]
     if not items:
         raise EvaluationDataError(f"{path}: no questions; an evaluation set needs at least one")
     return items[:limit] if limit is not None else items

@@ -102,8 +102,9 @@ class _Round:
             say = progress()
             say.info("%s: searching the round's settings (%d forget items, champion version %s)", self.request_id,
                      len(data.forget), champion.version)
+            split = plain.validation_split(data, retain, s)  # once: the search's and the report's
             with _timed(seconds, "search"):
-                outcome = steps.choose_settings(champion_dir, data, retain, s, self.round_dir, judge)
+                outcome = steps.choose_settings(champion_dir, data, retain, s, self.round_dir, judge, split)
             record = RoundRecord(self.request_id, data.forget_sha256, str(champion.version), outcome,
                                  seconds=seconds)
             self._log_search(run, outcome)
@@ -119,7 +120,7 @@ class _Round:
             with _timed(seconds, "round"):
                 result = steps.unlearn(champion_dir, data, retain, round_config, self.round_dir / "model",
                                        run.metric_logger(), teacher_dir)
-            split = plain.split_for_report(data, retain, s)
+            report_items = plain.split_for_report(split, s)
             earlier, recorded, notes = steps.earlier_requests(self.ledger, self.request_id)
             for note in notes:
                 self.log.info("request %s: %s", self.request_id, note)
@@ -127,9 +128,9 @@ class _Round:
             say.info("%s: round done in %.0f s; measuring the champion and the candidate", self.request_id,
                      seconds["round"])
             with _timed(seconds, "measure_before"):
-                record.before = steps.measure(champion_dir, split, s, **kw)
+                record.before = steps.measure(champion_dir, report_items, s, **kw)
             with _timed(seconds, "measure_after"):
-                record.after = steps.measure(result.model_dir, split, s, **kw)
+                record.after = steps.measure(result.model_dir, report_items, s, **kw)
             del judge
             run.log_metrics(record.mlflow_metrics())
             self.ledger.transition(self.request_id, "evaluated", actor=self.actor, detail={"tau": record.tau})

@@ -35,7 +35,7 @@ from pipelines.round.report import (
 )
 from pipelines.settings import PipelineSettings
 from pipelines.temperature_search.search import run_search
-from pipelines.temperature_search.split import split_validation
+from pipelines.temperature_search.split import ValidationSplit, split_validation
 from pipelines.tracking.registry import Champion, ModelRegistry
 from pipelines.workspace import work_dir
 
@@ -106,12 +106,15 @@ class DataSplit:
     summary: dict[str, Any]
 
 
-def split_for_report(data: RequestData, retain: list[QAItem], settings: PipelineSettings) -> DataSplit:
-    """The search's own (seeded) split, and report items disjoint from everything the search validates on."""
-    config = settings.search
-    split = split_validation(data.forget, retain, config, forget_validation=data.validation)
+def validation_split(data: RequestData, retain: list[QAItem], settings: PipelineSettings) -> ValidationSplit:
+    """The request's seeded validation split, computed once: the search validates on it, the report scores the rest."""
+    return split_validation(data.forget, retain, settings.search, forget_validation=data.validation)
+
+
+def split_for_report(split: ValidationSplit, settings: PipelineSettings) -> DataSplit:
+    """Report items disjoint from everything the search validates on (``split``: :func:`validation_split`)."""
     rest = list(split.retain_rest)
-    random.Random(config.seed).shuffle(rest)
+    random.Random(settings.search.seed).shuffle(rest)
     return DataSplit(split.forget_test, rest[: settings.report_retain_items], split.summary())
 
 
@@ -124,11 +127,12 @@ def teacher_model(model_dir: Path, settings: PipelineSettings) -> Path | None:
 
 
 def choose_temperature(model_dir: Path, data: RequestData, retain: list[QAItem], settings: PipelineSettings,
-                       work_dir: Path, judge=None):
-    """Run the settings search (``pipelines.temperature_search``: tau, strength, lambda) for this request."""
+                       work_dir: Path, judge=None, split: ValidationSplit | None = None):
+    """Run the settings search (``pipelines.temperature_search``: tau, strength, lambda) for this request
+    (on ``split`` when given, else on a split it computes the same way)."""
     return run_search(model_dir, data.forget, retain, settings.round, settings.search,
                       work_dir / "search", forget_validation=data.validation, judge=judge,
-                      teacher_model_dir=teacher_model(model_dir, settings), placement=settings.placement)
+                      teacher_model_dir=teacher_model(model_dir, settings), placement=settings.placement, split=split)
 
 
 def unlearn(model_dir: Path, data: RequestData, retain: list[QAItem], config: ASUConfig, out_dir: Path,
@@ -333,5 +337,6 @@ __all__ = [
     "split_for_report",
     "teacher_model",
     "unlearn",
+    "validation_split",
     "write_evidence",
 ]

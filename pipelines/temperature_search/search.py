@@ -265,9 +265,12 @@ def run_search(
     judge: FluencyJudge | None = None,
     teacher_model_dir: str | Path | None = None,
     placement: Placement = AUTO,
+    split: ValidationSplit | None = None,
 ) -> SearchOutcome:
     """Choose tau for ``round_config`` on a validation split of ``forget``/``retain``; see the module docstring.
 
+    ``split``: the split when the caller already made it (``split_validation`` with the same arguments), so the
+    pipeline computes it once per request.
     ``judge``: the ``FluencyJudge`` of every answer (default: built from ``model_dir`` at tau = 1);
     ``teacher_model_dir``: the teacher's model when it is not ``model_dir`` (``asu.trainer.run_round``);
     ``placement``: where the current model, the teacher and every trial are scored (``asu.device``; the trials
@@ -277,7 +280,8 @@ def run_search(
     """
     started, work_dir = time.perf_counter(), Path(work_dir)
     check_round_config(round_config, config)
-    split = split_validation(forget, retain, config, subjects=subjects, forget_validation=forget_validation)
+    if split is None:
+        split = split_validation(forget, retain, config, subjects=subjects, forget_validation=forget_validation)
     stage1 = _stage1(model_dir, split, round_config, config, judge, teacher_model_dir, placement)
     stage1_seconds = time.perf_counter() - started
     trials, epochs = _stage2(model_dir, split, round_config, config, stage1, work_dir, teacher_model_dir, placement)

@@ -21,7 +21,7 @@ def test_load_qa_file_reports_file_line_and_field(tmp_path):
         load_qa_file(bad)
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"question": "q1", "answer": "a1"}\n{"question": \n')
-    with pytest.raises(ValueError, match=r"broken.jsonl:2: not valid JSON"):
+    with pytest.raises(ValueError, match=r"broken.jsonl:2: invalid JSON"):
         load_qa_file(broken)
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")

@@ -110,7 +110,7 @@ def test_fluency_file_errors_name_line_and_field(tmp_path):
     with pytest.raises(ValueError, match=r"bad.jsonl:2: field 'text'"):
         read_fluency_file(bad)
     bad.write_text('{"prompt": "q", "text": "a"}\nnot json\n')
-    with pytest.raises(ValueError, match=r"bad.jsonl:2: not valid JSON"):
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: invalid JSON"):
         read_fluency_file(bad)
     with pytest.raises(FileNotFoundError, match="no such file"):
         read_fluency_file(tmp_path / "missing.jsonl")

@@ -4,6 +4,8 @@ every model it scores lands on the configured device and dtype."""
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from pathlib import Path
 
 import pytest
 from pipeline_helpers import TEST_SEARCH
@@ -82,6 +84,12 @@ def test_every_scoring_load_lands_on_the_configured_device_and_dtype(tiny_model_
     assert len(scoring) >= 5 and len(training) >= 2
     assert {(d, t) for _, d, t in scoring} == {("cpu", "torch.bfloat16")}
     assert {(d, t) for _, d, t in training} == {("cpu", "torch.float32")}
+    # the champion is loaded once per role: the search's scan, the fluency judge, the "before" measurement
+    # (the benchmarks reuse the measurement's model), and the trainer's student and teacher of each round
+    champion = [r for r in caplog.records if Path(getattr(r, "asu_model", "")).name.startswith("v1-")]  # version 1
+    roles = Counter((Path(r.pathname).name, r.funcName) for r in champion)
+    scoring_roles = {role: n for role, n in roles.items() if role[0] != "trainer.py"}
+    assert scoring_roles and all(n == 1 for n in scoring_roles.values()), roles
 
 
 def test_a_cuda_device_on_a_machine_without_one_is_refused_naming_the_setting(tmp_path):
