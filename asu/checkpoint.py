@@ -60,7 +60,8 @@ def items_sha256(items: Sequence[dict[str, str]] | Sequence[str] | None) -> str:
     """SHA-256 of QA items (question and answer only) or of strings; ``"none"`` for None."""
     if items is None:
         return "none"
-    return sha256_json([it if isinstance(it, str) else [it["question"], it["answer"]] for it in items])
+    return sha256_json([it if isinstance(it, str) else ["text", it["text"]] if "question" not in it
+                        else [it["question"], it["answer"]] for it in items])
 
 
 def round_fingerprint(

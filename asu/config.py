@@ -94,7 +94,12 @@ class ASUConfig:
     warmup: Literal["one_epoch", "none"] = field(
         default="one_epoch", metadata=_help("linear warm-up over the first epoch's steps when an epoch has > 1 step")
     )
-    max_length: int = field(default=500, metadata=_help("max tokens of prompt + answer; longer answers are truncated"))
+    max_length: int = field(default=500, metadata=_help("max tokens of prompt + answer (longer answers are "
+                                                        "truncated), and of one passage chunk"))
+    chunk_overlap: int = field(default=32, metadata=_help("tokens two consecutive chunks of a passage share (a "
+                                                          "sentence cut at a chunk's end is seen whole in the next)"))
+    max_passage_chunks: int = field(default=64, metadata=_help("most chunks one passage may make; a longer passage "
+                                                               "is refused (split it into several records)"))
     prompt_format: Literal["chat_template", "plain"] = field(
         default="chat_template",
         metadata=_help("chat_template: the tokenizer's chat template; plain: 'Question: ..\\nAnswer:'"),
@@ -135,7 +140,11 @@ class ASUConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise UsageError(f"{name}={value} must be a finite number >= 0")
-        for name in ("epochs", "batch_size", "grad_accum_steps", "max_length", "teacher_top_k", "lora_rank"):
+        if not (isinstance(self.chunk_overlap, int) and 0 <= self.chunk_overlap <= self.max_length // 2):
+            raise UsageError(f"chunk_overlap={self.chunk_overlap} must be a whole number in [0, max_length // 2 = "
+                             f"{self.max_length // 2}]: each chunk must bring new tokens")
+        for name in ("epochs", "batch_size", "grad_accum_steps", "max_length", "teacher_top_k", "lora_rank",
+                     "max_passage_chunks"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name}={getattr(self, name)} must be >= 1")
         if not self.max_grad_norm > 0:

@@ -66,6 +66,27 @@ def encode_qa(tokenizer, item: QAItem, max_length: int, prompt_format: PromptFor
     return Encoded(prompt + answer, [IGNORE_INDEX] * len(prompt) + answer)
 
 
+def encode_items(tokenizer, items, *, max_length: int, prompt_format: PromptFormat, chunk_overlap: int = 32,
+                 max_chunks: int = 64, what: str = "forget") -> list[Encoded]:
+    """Training sequences of a set that may mix QA items (one sequence each: prompt masked, answer labelled) and
+    passages (``{"text": ...}``: one sequence per chunk, every token labelled; ``asu.passages``), in item order."""
+    from asu.passages import chunk_passages, is_passage
+
+    passages = [i for i, item in enumerate(items) if is_passage(item)]
+    chunks: dict[int, list[list[int]]] = {}
+    if passages:
+        per_passage = chunk_passages(tokenizer, [items[i]["text"] for i in passages], max_length=max_length,
+                                     overlap=chunk_overlap, max_chunks=max_chunks, what=what)
+        chunks = dict(zip(passages, per_passage, strict=True))
+    out: list[Encoded] = []
+    for i, item in enumerate(items):
+        if i in chunks:
+            out += [Encoded(ids, [IGNORE_INDEX] + ids[1:]) for ids in chunks[i]]
+        else:
+            out.append(encode_qa(tokenizer, item, max_length, prompt_format))
+    return out
+
+
 def collate(encoded: list[Encoded], pad_id: int, item_ids: list[int] | None = None) -> dict[str, torch.Tensor]:
     """Right-pad a list of encoded items into a training batch.
 

@@ -63,6 +63,26 @@ def load_qa_file(path: str | Path) -> list[QAItem]:
     return items
 
 
+def load_round_items(path: str | Path, what: str = "forget") -> list[dict[str, str]]:
+    """The items of a round's forget or retain file: ``{"question", "answer"}`` rows (QA) and ``{"text"}`` rows
+    (passages, ``asu.passages``), mixed freely; other fields are dropped. At least one item."""
+    items = []
+    for lineno, row in read_rows(path, f"{what} file"):
+        if isinstance(row, dict) and "text" in row and "question" not in row:
+            if not isinstance(row["text"], str) or not row["text"].strip():
+                raise UsageError(f"{path}:{lineno}: field 'text' must be a non-empty string (a passage)")
+            items.append({"text": row["text"]})
+            continue
+        for key in ("question", "answer"):
+            if not isinstance(row, dict) or not isinstance(row.get(key), str) or not row[key].strip():
+                raise UsageError(f"{path}:{lineno}: field {key!r} must be a non-empty string (or give the row a "
+                                 "'text' passage instead)")
+        items.append({"question": row["question"], "answer": row["answer"]})
+    if not items:
+        raise UsageError(f"{path} holds no items; an unlearning round needs at least one")
+    return items
+
+
 def load_retain_rows(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a retain set: each an object with a ``question`` (and ``answer``) or a ``text`` string."""
     rows = read_rows(path, "retain file")
@@ -79,4 +99,4 @@ def field_values(path: str | Path, name: str) -> list[Any] | None:
     return values if any(v is not None for v in values) else None
 
 
-__all__ = ["QAItem", "field_values", "load_qa_file", "load_retain_rows", "read_rows"]
+__all__ = ["QAItem", "field_values", "load_qa_file", "load_retain_rows", "load_round_items", "read_rows"]

@@ -30,10 +30,11 @@ from torch.utils.data import DataLoader
 from asu.attention import disable_smoothing, enable_smoothing, validate_layers
 from asu.checkpoint import Progress, RoundCheckpoints, round_fingerprint
 from asu.config import ASUConfig
-from asu.data import Encoded, QAItem, collate, encode_qa, pairing_schedule
+from asu.data import Encoded, QAItem, collate, encode_items, pairing_schedule
 from asu.device import Placement
 from asu.errors import UsageError
 from asu.modeling import load_model_and_tokenizer
+from asu.passages import is_passage
 from asu.step import objective_loss
 from asu.teacher import (
     PrecomputedTeacher,
@@ -84,6 +85,9 @@ def prepare_data(
             "pass retain items or use method='ga'"
         )
     forget = list(forget)
+    if config.objective.forget == "idk" and any(is_passage(it) for it in forget):
+        raise UsageError("method='idk' does not apply to passages: it trains refusals as the answers to forget "
+                         "questions, and a passage has no question; use asu_gd, asu_kl, ga, gd, npo, simnpo or rmu")
     if config.objective.forget == "idk":
         if refusals is None:
             from asu.embedded import refusal_strings
@@ -91,10 +95,13 @@ def prepare_data(
             refusals = refusal_strings()
         rng = random.Random(config.seed)
         forget = [{"question": it["question"], "answer": rng.choice(list(refusals))} for it in forget]
-    schedule = pairing_schedule(len(forget), len(retain) if needs_retain else 0, config.epochs, config.seed)
+    kw = {"max_length": config.max_length, "prompt_format": config.prompt_format,
+          "chunk_overlap": config.chunk_overlap, "max_chunks": config.max_passage_chunks}
+    forget_seqs = encode_items(tokenizer, forget, what="forget", **kw)  # a passage: one sequence per chunk
+    retain_seqs = encode_items(tokenizer, retain, what="retain", **kw) if needs_retain else []
+    schedule = pairing_schedule(len(forget_seqs), len(retain_seqs), config.epochs, config.seed)
     used = sorted({r for _, r in schedule if r >= 0})
-    encode = lambda item: encode_qa(tokenizer, item, config.max_length, config.prompt_format)  # noqa: E731
-    return PreparedData([encode(it) for it in forget], {i: encode(retain[i]) for i in used}, schedule)
+    return PreparedData(forget_seqs, {i: retain_seqs[i] for i in used}, schedule)
 
 
 def build_teacher(model, data: PreparedData, config: ASUConfig, pad_id: int) -> Teacher:

@@ -50,14 +50,14 @@ def cmd_urgent(args) -> int:
 
 
 def cmd_unlearn(args) -> int:
-    from asu.qa_file import load_qa_file
+    from asu.qa_file import load_round_items
     from asu.trainer import run_round
 
     config = round_config(args)
     if args.auto:
         return _unlearn_auto(args, config)
-    result = run_round(model_path(args.model, progress=True), load_qa_file(args.forget), load_qa_file(args.retain),
-                       config, args.out)
+    forget, retain = load_round_items(args.forget, "forget"), load_round_items(args.retain, "retain")
+    result = run_round(model_path(args.model, progress=True), forget, retain, config, args.out)
     if os.environ.get("RANK", "0") == "0":  # under `accelerate launch`, report once
         out(json.dumps({"model_dir": str(result.model_dir), "metrics": result.metrics}, indent=2))
     return 0
@@ -109,8 +109,9 @@ def register(sub) -> None:
 
     unlearn = with_config(sub.add_parser("unlearn", help="run one round on your own model and QA files"))
     unlearn.add_argument("--model", required=True, help="model name (smollm2-135m, default, tiny) or local HF folder")
-    unlearn.add_argument("--forget", required=True, help="JSON/JSONL file of {question, answer} to forget")
-    unlearn.add_argument("--retain", required=True, help="JSON/JSONL file of {question, answer} to keep")
+    unlearn.add_argument("--forget", required=True, help="JSON/JSONL file of {question, answer} items and/or "
+                         "{text} passages to forget (a passage is learnt on every token, in chunks)")
+    unlearn.add_argument("--retain", required=True, help="JSON/JSONL file of {question, answer} and/or {text} to keep")
     unlearn.add_argument("--out", required=True, help="output folder of the unlearned model")
     unlearn.add_argument("--auto", action="store_true", help="choose tau, learning rate (and lambda) on a validation "
                          "split first, then run the round at the chosen settings; exit 3 and save nothing when the "

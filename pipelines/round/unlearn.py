@@ -16,6 +16,8 @@ from asu.data import load_qa_file
 from asu.errors import UsageError
 from asu.fluency import FluencyJudge
 from asu.modeling import load_model_and_tokenizer
+from asu.passages import is_passage
+from asu.qa_file import load_round_items
 from asu.recipes import get_recipe
 from asu.search.scores import forget_score, retain_score, score_sets
 from asu.trainer import run_round
@@ -34,7 +36,7 @@ def unlearn_from_files(
 ) -> dict[str, Any]:
     """Run one round; returns JSON-friendly references (output folder) and the round's metrics."""
     config = ASUConfig.from_dict({**get_recipe(recipe).to_dict(), **(overrides or {})})
-    forget, retain = load_qa_file(forget_file), load_qa_file(retain_file)
+    forget, retain = load_round_items(forget_file, "forget"), load_round_items(retain_file, "retain")
     result = run_round(model_dir, forget, retain, config, Path(output_dir), progress=False)
     logger.info("round done: %s", result.model_dir)
     return {"model_dir": str(result.model_dir), "metrics": result.metrics, "config": config.to_dict()}
@@ -107,7 +109,12 @@ def auto_unlearn_from_files(model_dir: str | Path, forget_file: str, retain_file
     from pipelines.temperature_search.search import subjects_of
 
     validation = load_qa_file(forget_validation_file) if forget_validation_file else None
-    return auto_unlearn(model_dir, load_qa_file(forget_file), load_qa_file(retain_file), out_dir, config, search,
+    forget, retain = load_round_items(forget_file, "forget"), load_round_items(retain_file, "retain")
+    if any(is_passage(item) for item in (*forget, *retain)):
+        raise UsageError("--auto chooses the round's settings on question/answer items; the settings search does not "
+                         "score passages yet (its verbatim-memorisation floors are not built). Run the round on "
+                         "passages without --auto, with the settings given by --set (e.g. --set tau=2.0)")
+    return auto_unlearn(model_dir, forget, retain, out_dir, config, search,
                         work_dir, subjects=subjects_of(forget_file), forget_validation=validation)
 
 

@@ -108,3 +108,22 @@ def test_eval_table_json_store_and_bad_reference(tiny_cache, tmp_path, capsys, m
     assert main([*args, "--reference", str(tmp_path / "other.json")]) == 2
     err = capsys.readouterr().err
     assert "other.json" in err and "cannot serve as TOFU reference" in err and "Traceback" not in err
+
+
+def test_unlearn_accepts_passage_files_and_refuses_bad_ones(tiny_model_dir, tiny_sets, tmp_path, capsys):
+    forget, retain = tmp_path / "forget.jsonl", tmp_path / "retain.jsonl"
+    forget.write_text(json.dumps({"text": " ".join(it["answer"] for it in tiny_sets[0][:5])}) + "\n")
+    retain.write_text("\n".join(json.dumps(it) for it in tiny_sets[1][:6])  # QA retain items work beside passages
+                      + "\n" + json.dumps({"text": " ".join(it["answer"] for it in tiny_sets[1][6:10])}) + "\n")
+    base = ["unlearn", "--model", str(tiny_model_dir), "--forget", str(forget), "--retain", str(retain)]
+    assert main([*base, "--out", str(tmp_path / "out"), "--set", "epochs=1", "--set", "max_length=64"]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"]["optimizer_steps"] > 0
+    assert main([*base, "--out", str(tmp_path / "auto"), "--auto"]) == 2
+    assert "does not score passages yet" in capsys.readouterr().err
+    forget.write_text('{"text": "fine"}\n{"text": ""}\n')
+    assert main([*base, "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "forget.jsonl:2: field 'text' must be a non-empty string" in err and "Traceback" not in err
+    forget.write_bytes(b'{"text": "caf\xe9"}\n')
+    assert main([*base, "--out", str(tmp_path / "bad")]) == 2
+    assert "not UTF-8 text" in capsys.readouterr().err

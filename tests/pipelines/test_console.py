@@ -30,8 +30,10 @@ def test_verbose_console_shows_everything_once():
     configure_logging(verbose=False, stream=io.StringIO())
     configure_logging(verbose=True, stream=stream)  # replaces the earlier handler: no line twice
     _emit()
-    lines = stream.getvalue().splitlines()
-    assert len(lines) == 4 and "INFO prefect.flow_runs: Finished" in lines[0]  # transformers prints on its own handler
+    text = stream.getvalue()
+    for line in ("INFO prefect.flow_runs: Finished", "INFO pipelines.round.process: internal detail",
+                 "INFO pipelines.progress: request r1", "WARNING some_library: store is slow"):
+        assert text.count(line) == 1  # transformers may print "Loading weights" on its own handler instead
     assert logging.getLogger("transformers").isEnabledFor(logging.INFO)
     configure_logging(verbose=False, stream=stream)
     assert not logging.getLogger("transformers").isEnabledFor(logging.INFO)

@@ -1,0 +1,73 @@
+"""Passages (``kind: text`` records: a chapter, an article, a leaked document) as training sequences.
+
+A passage item is ``{"text": str}``; a QA item ``{"question", "answer"}``; a round's forget and retain sets may
+mix both. For a passage, ASU distils on every token, as the official code does for MUSE: the passage is
+tokenised without a prompt and cut into chunks of at most ``max_length`` tokens (a BOS token first when the
+tokenizer has one; EOS after the passage's last token), consecutive chunks sharing ``chunk_overlap`` tokens so a
+sentence cut at a chunk's end is seen whole in the next one; every token is a label (no prompt mask).
+
+Chunking runs as a batched ``datasets`` map over the passages. Errors name the passage (its 1-based position in
+the set) and the knob that fixes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from asu.errors import UsageError
+
+
+def is_passage(item: Mapping[str, Any]) -> bool:
+    """A ``{"text": ...}`` item (a passage), as opposed to a ``{"question", "answer"}`` item."""
+    return "text" in item and "question" not in item
+
+
+def chunk_starts(length: int, size: int, overlap: int) -> list[int]:
+    """Start offsets of the chunks of ``length`` tokens: windows of ``size`` tokens, ``overlap`` shared, the last
+    window ending at the last token. ``size > overlap >= 0``; an empty sequence has no chunk."""
+    if length <= 0:
+        return []
+    stride = size - overlap
+    starts = list(range(0, max(length - overlap, 1), stride))
+    return [s for s in starts if s < length]
+
+
+def chunk_passages(tokenizer, texts: Sequence[str], *, max_length: int, overlap: int, max_chunks: int,
+                   what: str = "forget") -> list[list[list[int]]]:
+    """The token chunks of each of ``texts`` (one list per passage), each chunk at most ``max_length`` tokens with
+    a leading BOS when the tokenizer has one; the last chunk of a passage ends with EOS."""
+    import datasets
+
+    bos = tokenizer.bos_token_id
+    body = max_length - (1 if bos is not None else 0)
+    if body <= overlap:
+        raise UsageError(f"max_length={max_length} leaves no room past chunk_overlap={overlap}; raise max_length")
+    for number, text in enumerate(texts, start=1):
+        if not isinstance(text, str) or not text.strip():
+            raise UsageError(f"{what} passage {number}: 'text' must be a non-empty string")
+
+    def split(batch: dict[str, list]) -> dict[str, list]:
+        ids = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
+        chunks, owners = [], []
+        for number, tokens in zip(batch["number"], ids, strict=True):
+            tokens = [*tokens, tokenizer.eos_token_id]
+            starts = chunk_starts(len(tokens), body, overlap)
+            if len(starts) > max_chunks:
+                raise UsageError(f"{what} passage {number} tokenises to {len(tokens)} tokens, {len(starts)} chunks of "
+                                 f"{max_length}; the limit is max_passage_chunks={max_chunks}: split the passage into "
+                                 "several records or raise max_passage_chunks")
+            for start in starts:
+                chunks.append(([bos] if bos is not None else []) + tokens[start:start + body])
+                owners.append(number)
+        return {"input_ids": chunks, "number": owners}
+
+    table = datasets.Dataset.from_dict({"text": list(texts), "number": list(range(1, len(texts) + 1))})
+    mapped = table.map(split, batched=True, remove_columns=["text"], desc=None, load_from_cache_file=False)
+    per_passage: list[list[list[int]]] = [[] for _ in texts]
+    for number, ids in zip(mapped["number"], mapped["input_ids"], strict=True):
+        per_passage[number - 1].append(list(ids))
+    return per_passage
+
+
+__all__ = ["chunk_passages", "chunk_starts", "is_passage"]
