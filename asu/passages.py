@@ -13,6 +13,7 @@ the set) and the knob that fixes it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from asu.errors import UsageError
@@ -70,4 +71,45 @@ def chunk_passages(tokenizer, texts: Sequence[str], *, max_length: int, overlap:
     return per_passage
 
 
-__all__ = ["chunk_passages", "chunk_starts", "is_passage"]
+#: Verbatim memorisation, as MUSE's VerbMem on the request's own passages: the first ``PREFIX_TOKENS`` tokens of a
+#: passage as the prompt, a greedy continuation of ``CONTINUATION_TOKENS`` tokens, ROUGE-L F1 against the
+#: passage's true next ``CONTINUATION_TOKENS`` tokens. A passage needs at least their sum.
+PREFIX_TOKENS, CONTINUATION_TOKENS = 32, 48
+
+
+@dataclass(frozen=True)
+class VerbatimFigures:
+    """Per passage: ROUGE-L F1 of the greedy continuation against the true one (0-1), and the continuations."""
+
+    rouge_l_f1: list[float]
+    continuations: list[str]
+
+    @property
+    def mean(self) -> float:
+        return sum(self.rouge_l_f1) / len(self.rouge_l_f1)
+
+
+def verbatim_memorisation(model, tokenizer, texts: Sequence[str], *, prefix_tokens: int = PREFIX_TOKENS,
+                          continuation_tokens: int = CONTINUATION_TOKENS, batch_size: int = 16,
+                          what: str = "forget") -> VerbatimFigures:
+    """VerbMem of ``texts`` under ``model`` (see :data:`PREFIX_TOKENS`); one greedy decode per passage."""
+    from asu.metrics.muse import rouge_l_f1
+    from asu.metrics.passes import generate
+
+    need = prefix_tokens + continuation_tokens
+    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    for number, tokens in enumerate(ids, start=1):
+        if len(tokens) < need:
+            raise UsageError(f"{what} passage {number} has {len(tokens)} tokens; verbatim memorisation needs at "
+                             f"least {need} ({prefix_tokens} prefix + {continuation_tokens} continuation): lengthen "
+                             "the passage, merge it with the next, or lower the prefix/continuation lengths")
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    prompts = [bos + tokens[:prefix_tokens] for tokens in ids]
+    truths = [tokenizer.decode(tokens[prefix_tokens:need], skip_special_tokens=True) for tokens in ids]
+    generated = generate(model, tokenizer, prompts, max_new_tokens=continuation_tokens, batch_size=batch_size)
+    continuations = [tokenizer.decode(g, skip_special_tokens=True) for g in generated]
+    return VerbatimFigures(rouge_l_f1(continuations, truths), continuations)
+
+
+__all__ = ["CONTINUATION_TOKENS", "PREFIX_TOKENS", "VerbatimFigures", "chunk_passages", "chunk_starts", "is_passage",
+           "verbatim_memorisation"]

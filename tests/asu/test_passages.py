@@ -127,3 +127,35 @@ def test_idk_does_not_apply_to_passages(tiny_model_dir, tmp_path):
     with pytest.raises(UsageError, match="method='idk' does not apply to passages"):
         run_round(tiny_model_dir, [{"text": "a passage"}], [{"question": "q?", "answer": "a."}],
                   ASUConfig(method="idk"), tmp_path / "out", progress=False)
+
+
+def test_verbatim_memorisation_falls_on_forget_passages_and_stays_on_retain(memorised, tmp_path):
+    """VerbMem (24-token prefix, 40-token greedy continuation, ROUGE-L F1) on the memorised passages, after ASU on
+    the forget ones, against passages of an author the model never saw."""
+    from asu.embedded import tofu_items
+    from asu.modeling import load_model_and_tokenizer
+    from asu.passages import verbatim_memorisation
+    from asu.trainer import run_round
+
+    model_dir, forget, retain = memorised
+    unseen_qa = tofu_items([150])
+    unseen = [" ".join(it["answer"] for it in unseen_qa[i:i + 5]) for i in range(0, 15, 5)]
+    model, tokenizer = load_model_and_tokenizer(model_dir)
+    kw = {"prefix_tokens": 24, "continuation_tokens": 40}  # the shortest passage here has 79 tokens
+    before = [verbatim_memorisation(model, tokenizer, s, **kw).mean for s in (forget, retain, unseen)]
+    result = run_round(model_dir, [{"text": t} for t in forget], [{"text": t} for t in retain], _config(tau=5.0),
+                       tmp_path / "asu", progress=False)
+    unlearned, _ = load_model_and_tokenizer(result.model_dir)
+    after = [verbatim_memorisation(unlearned, tokenizer, s, **kw).mean for s in (forget, retain)]
+    assert before[0] > 0.9 and before[1] > 0.9 and before[2] < 0.5, before  # learnt by heart; unseen is not
+    assert after[0] < before[0] - 0.2 and after[1] > 0.9 * before[1], (before, after)
+
+
+def test_a_passage_too_short_for_verbatim_memorisation_names_the_minimum(tiny_model_dir, tiny_tokenizer):
+    from asu.modeling import load_model_and_tokenizer
+    from asu.passages import verbatim_memorisation
+
+    model, _ = load_model_and_tokenizer(tiny_model_dir)
+    with pytest.raises(UsageError, match=r"forget passage 2 has \d+ tokens; verbatim memorisation needs at least 80 "
+                                         r"\(32 prefix \+ 48 continuation\)"):
+        verbatim_memorisation(model, tiny_tokenizer, ["word " * 200, "too short"])
