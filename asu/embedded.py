@@ -13,7 +13,6 @@ the attention becomes so redundant that tau = 4 barely moves facts; 10 steps giv
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -30,6 +29,7 @@ from tqdm.auto import tqdm
 from asu.cache import build_once, cache_root
 from asu.data import Encoded, QAItem, collate, encode_qa, load_qa_file
 from asu.errors import NotFoundError, UsageError
+from asu.hashing import sha256_text
 from asu.losses import nll_loss
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ class EmbeddedSpec:
     def digest(self) -> str:
         """Short stable hash (12 hex digits) of every field and of BUILDER_VERSION."""
         payload = json.dumps({"builder": BUILDER_VERSION, **dataclasses.asdict(self)}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+        return sha256_text(payload)[:12]
 
 
 EMBEDDED_SPECS: dict[str, EmbeddedSpec] = {

@@ -16,7 +16,6 @@ Hashes (all hex SHA-256):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import re
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from asu.errors import UsageError
+from asu.hashing import sha256_text as _utf8_sha256
 from data_contracts.schema import HEADER_FIELDS, KINDS, ROLES, URGENCIES, RecordRole, RequestKind, Urgency
 
 _WHITESPACE = re.compile(r"\s+")
@@ -35,7 +35,7 @@ CONTENT_KEYS = ("question", "answer", "text")
 
 def sha256_text(text: str) -> str:
     """Hex SHA-256 of ``text`` encoded as UTF-8 (unpaired surrogates replaced by U+FFFD)."""
-    return hashlib.sha256(without_surrogates(text).encode("utf-8")).hexdigest()
+    return _utf8_sha256(without_surrogates(text))
 
 
 def without_surrogates(text: str) -> str:
@@ -59,8 +59,7 @@ def normalise_text(text: str) -> str:
 
 def record_content_hash(fields: Mapping[str, Any]) -> str:
     """SHA-256 of a record's content fields (any JSON values; absent, None and empty fields are ignored)."""
-    return hashlib.sha256(canonical_json({k: fields[k] for k in CONTENT_KEYS if _present(fields.get(k))})
-                          .encode("ascii")).hexdigest()
+    return sha256_text(canonical_json({k: fields[k] for k in CONTENT_KEYS if _present(fields.get(k))}))
 
 
 def record_key(kind: str | None, fields: Mapping[str, Any]) -> str:
@@ -99,7 +98,7 @@ def request_content_hash(header: Mapping[str, Any], rows: Sequence[Mapping[str, 
         by_role.setdefault(str(clean["role"]), []).append(clean)
     ordered = [r for role in sorted(by_role, key=lambda x: (ROLES.index(x) if x in ROLES else 9, x))
                for r in by_role[role]]
-    return hashlib.sha256(canonical_json({"header": head, "rows": ordered}).encode("ascii")).hexdigest()
+    return sha256_text(canonical_json({"header": head, "rows": ordered}))
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ The work dir (``$ASU_WORK_DIR`` or ``./asu-work``) holds the ledger, the MLflow 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -18,6 +17,7 @@ from typing import Any, Literal, get_args
 from asu.config import ASUConfig
 from asu.device import DeviceName, DTypeName, Placement
 from asu.errors import UsageError
+from asu.hashing import sha256_text
 from asu.recipes import get_recipe
 from asu.strict import check_keys, read_yaml_mapping
 from pipelines.evaluate import SUITES, Suite
@@ -114,7 +114,7 @@ class PipelineSettings:
                 "benchmarks": list(self.benchmarks)}
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+        return sha256_text(json.dumps(self.to_dict(), sort_keys=True))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "pipeline settings",

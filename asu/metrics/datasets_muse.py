@@ -13,13 +13,13 @@ Errors name the file, the item index (0-based) and the field, and say what to fi
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from asu.errors import InputFileMissing, UsageError
+from asu.hashing import sha256_file, sha256_text
 from asu.metrics.passes import EvaluationDataError
 
 #: Relative path of each file of the suite, by role.
@@ -52,7 +52,7 @@ def vendored_muse_news_dir() -> Path:
 
 def file_sha256(path: Path) -> str:
     """Hex sha256 of a file's bytes."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return sha256_file(path)
 
 
 def _read_array(path: Path) -> list[Any]:
@@ -110,8 +110,7 @@ class MuseData:
     @property
     def digest(self) -> str:
         """sha256 over the files' digests (one value naming the exact data used)."""
-        payload = json.dumps(self.files, sort_keys=True).encode()
-        return hashlib.sha256(payload).hexdigest()
+        return sha256_text(json.dumps(self.files, sort_keys=True))
 
 
 def load_muse_news(data_dir: str | Path | None = None, limit: int | None = None) -> MuseData:

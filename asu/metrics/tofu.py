@@ -15,7 +15,6 @@ sets): ``apply_reference`` adds them, and without one they are listed under ``no
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from dataclasses import asdict, dataclass
@@ -25,6 +24,7 @@ import numpy as np
 
 from asu.data import PromptFormat
 from asu.errors import UsageError
+from asu.hashing import sha256_text
 from asu.metrics import formulas as f
 from asu.metrics.mia import ATTACKS, PRIVLEAK_ATTACK, mia_aucs
 from asu.metrics.passes import TokenStats, decode, encode_pairs, question_prompts, score_prompts
@@ -183,7 +183,7 @@ def rouge_recalls(generations: list[str], references: list[str]) -> list[dict[st
 
 
 def _text_record(text: str, keep: bool) -> dict:
-    return {"generation": text} if keep else {"generation_sha256": hashlib.sha256(text.encode()).hexdigest()}
+    return {"generation": text} if keep else {"generation_sha256": sha256_text(text)}
 
 
 def _mean(values) -> float:

@@ -54,7 +54,6 @@ for target and retain together. Not measured (no GPU in this task); the epochs n
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -70,6 +69,7 @@ from asu.cache import build_once, cache_root
 from asu.data import Encoded, QAItem, collate, encode_qa
 from asu.embedded import NUM_TOFU_AUTHORS, tofu_items
 from asu.errors import UsageError
+from asu.hashing import sha256_text
 from asu.losses import IGNORE_INDEX, nll_loss
 
 if TYPE_CHECKING:
@@ -217,7 +217,7 @@ class TofuFinetuneSpec:
         """
         fields = {k: v for k, v in self.to_dict().items() if k != "base"}
         payload = {"builder": BUILDER_VERSION, "base_weights": base_identity(self.base, cache_dir), **fields}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        return sha256_text(json.dumps(payload, sort_keys=True))
 
 
 def folder_identity(folder: str | Path) -> str:

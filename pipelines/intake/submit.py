@@ -21,7 +21,6 @@ Locations: the work dir is ``$ASU_WORK_DIR`` or ``./asu-work``; the ledger ``$AS
 from __future__ import annotations
 
 import getpass
-import hashlib
 import logging
 import os
 import re
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from asu.errors import Refused
+from asu.hashing import sha256_bytes
 from data_contracts.errors import ContractResult, FailedExpectation
 from data_contracts.limits import RequestLimits
 from data_contracts.schema import DERIVED_COLUMNS, HEADER_FIELDS, ID_PATTERN, KINDS, RECORD_FIELDS
@@ -220,7 +220,7 @@ class _Intake:
                       "report_html": str(result.report_html) if result and result.report_html else None}
             self.ledger.reject(request_id, content_sha256, actor=self.actor, detail=detail,
                                source_name=self.path.name, received_at=self.received_at)
-        file_sha = hashlib.sha256(self.data).hexdigest() if self.data is not None else None
+        file_sha = sha256_bytes(self.data) if self.data is not None else None
         self.ledger.record_rejection(actor=self.actor, problems=dicts, source_name=self.path.name,
                                      size_bytes=self.size, file_sha256=file_sha, request_id=request_id,
                                      quarantine_path=str(qpath))
