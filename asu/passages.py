@@ -111,5 +111,73 @@ def verbatim_memorisation(model, tokenizer, texts: Sequence[str], *, prefix_toke
     return VerbatimFigures(rouge_l_f1(continuations, truths), continuations)
 
 
-__all__ = ["CONTINUATION_TOKENS", "PREFIX_TOKENS", "VerbatimFigures", "chunk_passages", "chunk_starts", "is_passage",
-           "verbatim_memorisation"]
+@dataclass(frozen=True)
+class PassageFigures:
+    """What a text request's passages show about a model (fractions in [0, 1]; None: not measured).
+
+    ``verbmem``: mean VerbMem ROUGE-L F1 (:func:`verbatim_memorisation`); ``extraction_strength`` and
+    ``exact_memorization``: means over the passages' chunks of the field's teacher-forced figures
+    (``asu.metrics.formulas``: ES = 1 - k/T for the smallest k from which every argmax matches; EM = share of
+    matching positions; the final EOS target dropped); ``fluent_share``: share of the greedy continuations that
+    ``asu.fluency`` finds fluent (with the prefix as the prompt; the full measure with a judge, else the surface
+    checks); ``mia_auc``: the Min-K%++ membership AUC of the passages against held-out passages of the same kind
+    (0.5: indistinguishable; None without held-out passages).
+    """
+
+    verbmem: float
+    extraction_strength: float
+    exact_memorization: float
+    fluent_share: float
+    mia_auc: float | None = None
+
+    def to_dict(self) -> dict[str, float | None]:
+        return {"verbmem": self.verbmem, "extraction_strength": self.extraction_strength,
+                "exact_memorization": self.exact_memorization, "fluent_share": self.fluent_share,
+                "mia_auc": self.mia_auc}
+
+
+def passage_figures(model, tokenizer, texts: Sequence[str], *, holdout: Sequence[str] | None = None,
+                    max_length: int = 500, prefix_tokens: int = PREFIX_TOKENS,
+                    continuation_tokens: int = CONTINUATION_TOKENS, judge=None, what: str = "forget",
+                    batch_size: int = 16) -> PassageFigures:
+    """:class:`PassageFigures` of ``texts`` under ``model``: one greedy decode per passage (VerbMem, fluency) and
+    one teacher-forced pass per chunk (ES, EM, and the MIA statistics with ``holdout``)."""
+    from asu.evaluation import fluency_verdicts
+    from asu.metrics.formulas import exact_memorization, extraction_strength
+    from asu.metrics.mia import PRIVLEAK_ATTACK, mia_aucs
+    from asu.metrics.passes import token_stats
+
+    verbatim = verbatim_memorisation(model, tokenizer, texts, prefix_tokens=prefix_tokens,
+                                     continuation_tokens=continuation_tokens, batch_size=batch_size, what=what)
+    prefixes = [tokenizer.decode(tokenizer(t, add_special_tokens=False)["input_ids"][:prefix_tokens]) for t in texts]
+    verdicts = fluency_verdicts(verbatim.continuations, prefixes, judge)
+
+    def stats(passages: Sequence[str], name: str):
+        from asu.data import Encoded
+
+        chunks = [c for per in chunk_passages(tokenizer, passages, max_length=max_length, overlap=0,
+                                              max_chunks=10_000, what=name) for c in per]
+        return chunks, token_stats(model, [Encoded(c, c) for c in chunks], pad_id=tokenizer.pad_token_id,
+                                   batch_size=batch_size)
+
+    chunks, forget_stats = stats(texts, what)
+    es, em = [], []
+    for st in forget_stats:
+        preds, labels = list(st.predictions), list(st.labels)
+        if labels and labels[-1] == tokenizer.eos_token_id:  # a passage's final EOS target is dropped
+            preds, labels = preds[:-1], labels[:-1]
+        if labels:
+            es.append(float(extraction_strength(preds, labels)))
+            em.append(float(exact_memorization(preds, labels)))
+    auc = None
+    if holdout:
+        held_chunks, held_stats = stats(holdout, "holdout")
+        decode = tokenizer.decode
+        aucs, _ = mia_aucs(forget_stats, [decode(c) for c in chunks], held_stats, [decode(c) for c in held_chunks])
+        auc = aucs[PRIVLEAK_ATTACK]
+    return PassageFigures(verbatim.mean, sum(es) / len(es), sum(em) / len(em),
+                          sum(v.fluent for v in verdicts) / len(verdicts), auc)
+
+
+__all__ = ["CONTINUATION_TOKENS", "PREFIX_TOKENS", "PassageFigures", "VerbatimFigures", "chunk_passages",
+           "chunk_starts", "is_passage", "passage_figures", "verbatim_memorisation"]

@@ -159,3 +159,31 @@ def test_a_passage_too_short_for_verbatim_memorisation_names_the_minimum(tiny_mo
     with pytest.raises(UsageError, match=r"forget passage 2 has \d+ tokens; verbatim memorisation needs at least 80 "
                                          r"\(32 prefix \+ 48 continuation\)"):
         verbatim_memorisation(model, tiny_tokenizer, ["word " * 200, "too short"])
+
+
+def test_passage_figures_see_memorisation_and_its_removal(memorised, tmp_path):
+    """ES, EM, VerbMem and MIA on memorised passages (MIA against an unseen author's passages); after an ASU round
+    on them ES and VerbMem fall, the retain passages keep theirs. Measured: VerbMem 1.00 -> 0.62, ES 0.42 -> 0.12,
+    EM 0.84 -> 0.80, MIA AUC 1.00 -> 1.00 (still told apart from unseen text); retain ES 0.80, EM 0.93."""
+    from asu.embedded import tofu_items
+    from asu.modeling import load_model_and_tokenizer
+    from asu.passages import passage_figures
+    from asu.trainer import run_round
+
+    model_dir, forget, retain = memorised
+    unseen_qa = tofu_items([150])
+    unseen = [" ".join(it["answer"] for it in unseen_qa[i:i + 5]) for i in range(0, 20, 5)]
+    kw = {"prefix_tokens": 24, "continuation_tokens": 40, "max_length": 128}
+    model, tokenizer = load_model_and_tokenizer(model_dir)
+    before = passage_figures(model, tokenizer, forget, holdout=unseen, **kw)
+    # EM < 1: a chunk's first tokens have no context; ES counts from the last mismatch on
+    assert before.verbmem > 0.9 and before.exact_memorization > 0.8 and before.extraction_strength > 0.3, before
+    assert before.mia_auc is not None and before.mia_auc > 0.9 and before.fluent_share == 1.0
+    result = run_round(model_dir, [{"text": t} for t in forget], [{"text": t} for t in retain], _config(tau=5.0),
+                       tmp_path / "asu", progress=False)
+    unlearned, _ = load_model_and_tokenizer(result.model_dir)
+    after = passage_figures(unlearned, tokenizer, forget, holdout=unseen, **kw)
+    kept = passage_figures(unlearned, tokenizer, retain, **kw)
+    assert after.extraction_strength < before.extraction_strength and after.verbmem < before.verbmem - 0.2, after
+    assert after.exact_memorization < before.exact_memorization and kept.exact_memorization > 0.8, (after, kept)
+    assert set(after.to_dict()) == {"verbmem", "extraction_strength", "exact_memorization", "fluent_share", "mia_auc"}
