@@ -38,6 +38,8 @@ def read_rows(path: str | Path, what: str = "QA file", *, error: type[UsageError
             rows = json.loads(text)
         except json.JSONDecodeError as err:
             raise error(f"{path}:{err.lineno}: invalid JSON ({err.msg}); fix that line") from None
+        except RecursionError:
+            raise error(f"{path}: arrays or objects nested too deep to read; give every field a plain value") from None
         return list(enumerate(rows, start=1))
     out = []
     for lineno, line in enumerate(text.split("\n"), start=1):
@@ -47,6 +49,9 @@ def read_rows(path: str | Path, what: str = "QA file", *, error: type[UsageError
             except json.JSONDecodeError as err:
                 raise error(f"{path}:{lineno}: invalid JSON ({err.msg}); one JSON object per line: fix or remove "
                             "that line") from None
+            except RecursionError:
+                raise error(f"{path}:{lineno}: arrays or objects nested too deep to read; give every field a plain "
+                            "value") from None
     return out
 
 

@@ -56,6 +56,8 @@ def _text_checks(column: str, max_chars: int, *, required: bool, single_line: bo
         _e(gxe.ExpectColumnValueLengthsToBeBetween, column, f"must be 1 to {max_chars} characters long",
            f"shorten the {what} (or split it into several records) and do not leave it empty",
            column=column, min_value=1, max_value=max_chars),
+        _e(gxe.ExpectColumnValuesToNotMatchRegex, column, "is only whitespace",
+           f"write the {what} (a value of spaces or line breaks says nothing)", column=column, regex=r"^\s*$"),
         _e(gxe.ExpectColumnValuesToNotMatchRegex, column, "contains control characters",
            f"remove control characters from the {what}" + (" (it must be one line)" if single_line else ""),
            column=column, regex=LINE_CONTROL_PATTERN if single_line else CONTROL_PATTERN),

@@ -218,6 +218,9 @@ def parse_jsonl(name: str, text: str, limits: RequestLimits) -> tuple[dict, int,
                                      f"malformed JSON ({err.msg} at column {err.colno})",
                                      "fix the JSON on that line (one complete object per line)", "malformed_json"))
             continue
+        except RecursionError:
+            problems.append(_too_deep(name, number, line))
+            continue
         if not isinstance(obj, dict):
             problems.append(_problem(name, number, None, f"holds {_type_name(obj)}, not a JSON object",
                                      "write one JSON object {...} per line", "not_object"))
@@ -232,6 +235,20 @@ def parse_jsonl(name: str, text: str, limits: RequestLimits) -> tuple[dict, int,
     if problems:
         raise IntakeError(problems)
     return header or {}, header_line, rows
+
+
+#: A key whose value opens eight or more arrays/objects in a row: where a too-deep value starts.
+_DEEP = re.compile(r'"([^"\\]{1,64})"\s*:(?:\s*[\[{]){8}')
+
+
+def _too_deep(name: str, line: int | None, text: str) -> Problem:
+    """A value nested deeper than Python's JSON parser can follow (it recurses once per level)."""
+    found = _DEEP.search(text)
+    if line is None:  # a whole-file JSON document: the line where the deep nesting starts
+        line = text.count("\n", 0, found.start()) + 1 if found else None
+    return _problem(name, line, found.group(1) if found else None,
+                    "nested arrays or objects too deep to read (hundreds of levels)",
+                    "give the field a plain string value; a request never needs nested arrays", "too_deep")
 
 
 class _Located(dict):
@@ -263,6 +280,8 @@ def parse_json(name: str, text: str, limits: RequestLimits) -> tuple[dict, int, 
         raise IntakeError([_problem(name, err.lineno, _field_near(text, err.pos),
                                     f"malformed JSON ({err.msg} at column {err.colno})",
                                     "fix the JSON at that line", "malformed_json")]) from None
+    except RecursionError:
+        raise IntakeError([_too_deep(name, None, text)]) from None
     if not isinstance(obj, dict):
         raise IntakeError([_problem(name, 1, None, f"the file holds {_type_name(obj)}, not a JSON object",
                                     'write one object {"request_id": ..., "records": [...]}', "not_object")])

@@ -206,3 +206,21 @@ def test_json_rows_carry_their_own_line(env):
     text = json.dumps(doc, indent=2)
     second = [n for n, ln in enumerate(text.splitlines(), 1) if ln == "    {"][1]  # where qa(2) starts
     assert problem(env.refused(env.write("types.json", text)), "question").lines == (second,)
+
+
+def test_values_nested_too_deep_are_refused_not_a_recursion_error(env):
+    """A question that is 100,000 nested arrays: Python's JSON parser would recurse past its limit."""
+    deep = "[" * 100_000 + "]" * 100_000
+    text = jsonl(header(), qa(1)) + '{"record_id": "r2", "question": ' + deep + ', "answer": "a"}\n'
+    p = problem(env.refused(env.write("deep.jsonl", text)), "question")
+    assert p.lines == (3,) and "too deep" in p.message and "plain string" in p.fix
+    document = json.dumps({**header(), "records": [qa(1)]})[:-2] + ', {"record_id": "r2", "question": ' + deep + '}]}'
+    p = problem(env.refused(env.write("deep.json", document)), "question")
+    assert "too deep" in p.message
+
+
+def test_whitespace_only_values_are_refused(env):
+    err = env.refused(env.write("ws.jsonl", jsonl(header(subject=" \t "), qa(1, answer="   "), qa(2, question="\n"))))
+    assert problem(err, "answer").lines == (2,) and problem(err, "answer").message == "is only whitespace"
+    assert problem(err, "subject").message == "is only whitespace"
+    assert "is only whitespace" in problem(err, "question").message or "control" in problem(err, "question").message
