@@ -60,7 +60,8 @@ def make_engine(url: str) -> sa.Engine:
         @sa.event.listens_for(engine, "connect")
         def _connect(dbapi_connection, _record):
             dbapi_connection.isolation_level = None  # let SQLAlchemy's "begin" below open the transactions
-            for pragma in ("journal_mode=WAL", "foreign_keys=ON", "busy_timeout=60000"):
+            # secure_delete: a purged request's content is overwritten on disk, not left in free pages
+            for pragma in ("journal_mode=WAL", "foreign_keys=ON", "busy_timeout=60000", "secure_delete=ON"):
                 dbapi_connection.execute(f"PRAGMA {pragma}")
 
         @sa.event.listens_for(engine, "begin")
