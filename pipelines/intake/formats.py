@@ -212,7 +212,10 @@ def parse_jsonl(name: str, text: str, limits: RequestLimits) -> tuple[dict, int,
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = json.loads(line, object_pairs_hook=_unique_keys)
+        except _DuplicateKey as dup:
+            problems.append(_duplicate(name, number, dup.key))
+            continue
         except json.JSONDecodeError as err:
             problems.append(_problem(name, number, _field_near(line, err.pos),
                                      f"malformed JSON ({err.msg} at column {err.colno})",
@@ -235,6 +238,28 @@ def parse_jsonl(name: str, text: str, limits: RequestLimits) -> tuple[dict, int,
     if problems:
         raise IntakeError(problems)
     return header or {}, header_line, rows
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str, line: int | None = None) -> None:
+        super().__init__(key)
+        self.key, self.line = key, line
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` that refuses a key given twice in one object (``json`` would keep the last silently,
+    so what a reviewer reads and what the pipeline unlearns could differ)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def _duplicate(name: str, line: int | None, key: str) -> Problem:
+    return _problem(name, line, key, "is given twice in one object (which one counts would be a guess)",
+                    "keep one value for the field", "duplicate_key")
 
 
 #: A key whose value opens eight or more arrays/objects in a row: where a too-deep value starts.
@@ -262,9 +287,13 @@ def _locating_loads(text: str) -> Any:
     newlines = [i for i, ch in enumerate(text) if ch == "\n"]
     dec = json.JSONDecoder()
 
-    def parse_object(s_and_end, *args, **kwargs):
-        obj, end = json_decoder.JSONObject(s_and_end, *args, **kwargs)
-        located = _Located(obj)
+    def parse_object(s_and_end, strict, scan_once, object_hook, object_pairs_hook, *args, **kwargs):
+        pairs, end = json_decoder.JSONObject(s_and_end, strict, scan_once, object_hook, list, *args, **kwargs)
+        located = _Located()
+        for key, value in pairs:
+            if key in located:
+                raise _DuplicateKey(key, bisect.bisect_left(newlines, s_and_end[1] - 1) + 1)
+            located[key] = value
         located.line = bisect.bisect_left(newlines, s_and_end[1] - 1) + 1
         return located, end
 
@@ -282,6 +311,8 @@ def parse_json(name: str, text: str, limits: RequestLimits) -> tuple[dict, int, 
                                     "fix the JSON at that line", "malformed_json")]) from None
     except RecursionError:
         raise IntakeError([_too_deep(name, None, text)]) from None
+    except _DuplicateKey as dup:
+        raise IntakeError([_duplicate(name, dup.line, dup.key)]) from None
     if not isinstance(obj, dict):
         raise IntakeError([_problem(name, 1, None, f"the file holds {_type_name(obj)}, not a JSON object",
                                     'write one object {"request_id": ..., "records": [...]}', "not_object")])
@@ -308,6 +339,10 @@ def parse_json(name: str, text: str, limits: RequestLimits) -> tuple[dict, int, 
     if problems:
         raise IntakeError(problems[:MAX_PROBLEMS])
     return header, obj.line, rows
+
+
+#: A CSV cell a spreadsheet would evaluate (OWASP "CSV injection"): =, @, or + / - not starting a number.
+_FORMULA = re.compile(r"^\s*(?:[=@]|[+-](?![\d.\s]))")
 
 
 def parse_csv(name: str, text: str, limits: RequestLimits) -> tuple[dict, int, list[RawRow]]:
@@ -342,6 +377,10 @@ def parse_csv(name: str, text: str, limits: RequestLimits) -> tuple[dict, int, l
                                          "wrong_cell_count"))
                 continue
             values = {c: v for c, v in zip(columns, cells, strict=True) if v != ""}
+            problems += [_problem(name, line, c, "starts like a spreadsheet formula (=, +, - or @): opened in a "
+                                  "spreadsheet, the request file would run it", "start the value with a letter, a "
+                                  "digit or a quote mark, or submit JSON Lines", "csv_formula")
+                         for c, v in values.items() if _FORMULA.match(v)]
             if not first_line:
                 first_line, header = line, {f: values[f] for f in HEADER_FIELDS if f in values}
             for field in HEADER_FIELDS:
