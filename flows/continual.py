@@ -69,6 +69,28 @@ def ensure_gpu_slot(limit: int = 1) -> None:
                 pass  # another flow created it first
 
 
+def reclaim_orphaned_gpu_slot(ledger: Ledger, limit: int = 1) -> bool:
+    """Free the ``gpu`` slot when its holder is gone; returns whether it did.
+
+    A worker killed with SIGKILL never releases its slot, and its lease is not always expired (the ephemeral API
+    runs no lease service), so every later round would wait forever. Every holder holds the slot only while one
+    of its requests is ``running``; so when no request is running (orphans were released first) and the slot is
+    still taken, nobody holds it: the limit is recreated (a new limit, so the dead holder's lease cannot free a
+    slot twice later). A running request on another host keeps the slot as it is.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    if ledger.list_requests(["running"]):
+        return False
+    with get_client(sync_client=True) as client:
+        if client.read_global_concurrency_limit_by_name(GPU_SLOT).active_slots <= 0:
+            return False
+        client.delete_global_concurrency_limit_by_name(GPU_SLOT)
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=GPU_SLOT, limit=limit))
+    return True
+
+
 @contextmanager
 def gpu_slot(holder: str):
     """Hold the ``gpu`` slot; each holding is appended to ``<work dir>/gpu-slot.jsonl`` (start, end, holder)."""
@@ -86,6 +108,33 @@ def gpu_slot(holder: str):
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("a") as fh:
                 fh.write(json.dumps({"holder": holder, "start": start, "end": time.time()}) + "\n")
+
+
+def worker_id(flow_name: str) -> str:
+    """``flow:<name>@<host>:<pid>``: who claimed a request, precise enough to tell later whether it still runs."""
+    import os
+    import socket
+
+    return f"flow:{flow_name}@{socket.gethostname()}:{os.getpid()}"
+
+
+def worker_alive(claimed_by: str) -> bool | None:
+    """Whether the worker named by :func:`worker_id` still runs: False when it was on this host and its process
+    is gone, None (unknown) for another host or an older actor name."""
+    import os
+    import socket
+
+    where = claimed_by.rpartition("@")[2]
+    host, _, pid = where.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
 
 
 def _settings(settings: dict[str, Any] | str | None) -> PipelineSettings:
@@ -122,8 +171,12 @@ def continual_unlearning(settings: dict[str, Any] | str | None = None, ledger_ur
     ledger = Ledger(ledger_url or default_ledger_url())
     outcomes: list[dict[str, Any]] = []
     try:
+        for request_id in ledger.release_orphans(actor=worker_id("continual-unlearning"), alive=worker_alive):
+            logger.warning("request %s: the worker that claimed it is gone; back in the queue", request_id)
+        if reclaim_orphaned_gpu_slot(ledger):
+            logger.warning("the gpu slot was held by a worker that is gone; freed")
         while max_requests is None or len(outcomes) < max_requests:
-            entry = ledger.claim_next(actor="flow:continual-unlearning")
+            entry = ledger.claim_next(actor=worker_id("continual-unlearning"))
             if entry is None:
                 break
             outcomes.append(process_request(entry.request_id, settings, ledger_url))
@@ -147,10 +200,10 @@ def urgent_removal(request_file: str | None = None, request_id: str | None = Non
             config = _settings(settings)
             retain = steps.retain_items(config)
             request_id = submit_request(request_file, urgent=True, ledger=ledger, retain=retain).request_id
-        ledger.transition(request_id, "running", actor="flow:urgent-removal", expected_from="queued")
+        ledger.transition(request_id, "running", actor=worker_id("urgent-removal"), expected_from="queued")
     finally:
         ledger.close()
-    return process_request(request_id, settings, ledger_url, actor="flow:urgent-removal")
+    return process_request(request_id, settings, ledger_url, actor=worker_id("urgent-removal"))
 
 
 __all__ = ["continual_unlearning", "ensure_gpu_slot", "process_request", "urgent_removal"]

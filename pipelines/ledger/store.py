@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -261,6 +262,23 @@ class Ledger(LedgerReads):
         raise StateConflict("could not claim a queued request after 100 attempts; the ledger is very busy")
 
     next_queued = claim_next  # the name issue 6 builds on
+
+    def release_orphans(self, *, actor: str, alive: Callable[[str], bool | None]) -> list[str]:
+        """Return to the queue every ``running`` request whose claiming worker is gone (``alive(claimed_by)`` is
+        False: a process killed with SIGKILL or by the OOM killer never ran its cleanup); ``None`` from ``alive``
+        means unknown (a worker on another host) and leaves the request alone. Returns the released ids."""
+        released = []
+        for entry in self.list_requests(["running"]):
+            if entry.claimed_by is not None and alive(entry.claimed_by) is False:
+                try:
+                    self.transition(entry.request_id, "queued", actor=actor, expected_from="running",
+                                    detail={"released": "the worker that claimed it is gone",
+                                            "claimed_by": entry.claimed_by,
+                                            "retry": "the round resumes from its checkpoint"})
+                except StateConflict:
+                    continue  # another worker released or finished it meanwhile
+                released.append(entry.request_id)
+        return released
 
     def escalate(self, request_id: str, *, actor: str) -> bool:
         """Mark a not-yet-running request urgent; returns whether anything changed."""

@@ -1,0 +1,98 @@
+"""A real crash: ``asu run`` killed with SIGKILL in the middle of a round (no cleanup runs). The next ``asu run``
+puts the orphaned request back in the queue, frees the ``gpu`` slot the dead worker held, resumes the round from
+its checkpoint and ends with the weights of an uninterrupted run; nothing is registered twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from pipeline_helpers import TEST_SEARCH, write_gate
+
+from asu.hashing import sha256_file
+
+
+def _work(root: Path, tiny_model_dir: Path) -> Path:
+    """A work dir with one queued request and settings whose round is long enough to be killed in."""
+    from asu.data import load_qa_file
+    from pipelines.demo.data import write_demo_files
+    from pipelines.intake.submit import submit_request
+    from pipelines.ledger.store import Ledger, default_ledger_url
+
+    files = write_demo_files(root / "inputs", "tiny", (1,), 1)
+    settings = {"base_model": str(tiny_model_dir), "retain_file": str(files.retain), "holdout_file": str(files.holdout),
+                "recipe": "embedded", "overrides": {"epochs": 80, "checkpoint_every": 1},
+                "search": {**TEST_SEARCH, "tau_grid": [2.0]}, "gate_file": write_gate(root / "gate.yaml"),
+                "report_retain_items": 8, "max_new_tokens": 48, "benchmarks": []}
+    (root / "settings.yaml").write_text(yaml.safe_dump(settings))
+    with Ledger(default_ledger_url(root)) as ledger:
+        submit_request(files.requests[0][0], ledger=ledger, retain=load_qa_file(files.retain), actor="test")
+    return root
+
+
+def _run(work: Path, env: dict, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "cli.main", "run", "--settings", str(work / "settings.yaml"),
+                             "--work-dir", str(work)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True, **kw)
+
+
+def _registered(work: Path, env: dict) -> list[tuple[str, str | None]]:
+    code = ("import json; from pipelines.tracking.registry import ModelRegistry; from pipelines.tracking.runs import "
+            f"Tracker; print(json.dumps([(v.version, v.tags.get('asu.model_sha256')) for v in "
+            f"ModelRegistry(Tracker(work={str(work)!r}), 'asu-unlearned').history()]))")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return [tuple(v) for v in __import__("json").loads(done.stdout.strip().splitlines()[-1])]
+
+
+def test_a_killed_run_resumes_and_ends_with_the_uninterrupted_weights(tiny_model_dir, tmp_path):
+    from pipelines.ledger.store import Ledger, default_ledger_url
+
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "ASU_CACHE_DIR": str(tiny_model_dir.parent.parent)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("ASU_LEDGER_URL", None)
+    killed = _work(tmp_path / "killed", tiny_model_dir)
+    first = _run(killed, env)
+    checkpoints = killed / "rounds" / "tofu-author-1" / "model" / ".checkpoint"
+    deadline = time.monotonic() + 300
+    while not any(checkpoints.glob("step-*")) and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert first.poll() is None, "the round ended before it could be killed: " + first.stderr.read()[-2000:]
+    time.sleep(1.0)  # a few more optimizer steps
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    with Ledger(default_ledger_url(killed)) as ledger:
+        assert ledger.get("tofu-author-1").state == "running"  # the dead worker could not say anything
+
+    second = _run(killed, env)
+    out, err = second.communicate(timeout=600)
+    assert second.returncode == 0, err[-3000:]
+    assert "back in the queue" in err and "gpu slot was held by a worker that is gone" in err
+    with Ledger(default_ledger_url(killed)) as ledger:
+        history = [t.to_state for t in ledger.history("tofu-author-1")]
+    assert history[-6:] == ["running", "queued", "running", "evaluated", "approved", "registered"]
+    assert history.count("registered") == 1 and history.count("running") == 2
+
+    clean = _work(tmp_path / "clean", tiny_model_dir)
+    third = _run(clean, env)
+    _, err = third.communicate(timeout=600)
+    assert third.returncode == 0, err[-3000:]
+    assert len(_registered(killed, env)) == len(_registered(clean, env)) == 2  # the base and one candidate each
+    weights = [sha256_file(w / "rounds" / "tofu-author-1" / "model" / "model.safetensors") for w in (killed, clean)]
+    assert weights[0] == weights[1]  # byte for byte (round.json differs: it records the resume)
+
+
+def test_worker_liveness_is_known_only_on_this_host():
+    import socket
+
+    from flows.continual import worker_alive, worker_id
+
+    assert worker_alive(worker_id("x")) is True
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    assert worker_alive(f"flow:x@{socket.gethostname()}:{gone.pid}") is False
+    assert worker_alive("flow:x@another-host:1") is None and worker_alive("flow:continual-unlearning") is None
