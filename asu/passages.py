@@ -79,10 +79,12 @@ PREFIX_TOKENS, CONTINUATION_TOKENS = 32, 48
 
 @dataclass(frozen=True)
 class VerbatimFigures:
-    """Per passage: ROUGE-L F1 of the greedy continuation against the true one (0-1), and the continuations."""
+    """Per passage: ROUGE-L F1 of the greedy continuation against the true one (0-1), the continuations and the
+    prefixes they continue (decoded)."""
 
     rouge_l_f1: list[float]
     continuations: list[str]
+    prefixes: list[str]
 
     @property
     def mean(self) -> float:
@@ -108,7 +110,8 @@ def verbatim_memorisation(model, tokenizer, texts: Sequence[str], *, prefix_toke
     truths = [tokenizer.decode(tokens[prefix_tokens:need], skip_special_tokens=True) for tokens in ids]
     generated = generate(model, tokenizer, prompts, max_new_tokens=continuation_tokens, batch_size=batch_size)
     continuations = [tokenizer.decode(g, skip_special_tokens=True) for g in generated]
-    return VerbatimFigures(rouge_l_f1(continuations, truths), continuations)
+    prefixes = [tokenizer.decode(tokens[:prefix_tokens], skip_special_tokens=True) for tokens in ids]
+    return VerbatimFigures(rouge_l_f1(continuations, truths), continuations, prefixes)
 
 
 @dataclass(frozen=True)
@@ -149,8 +152,7 @@ def passage_figures(model, tokenizer, texts: Sequence[str], *, holdout: Sequence
 
     verbatim = verbatim_memorisation(model, tokenizer, texts, prefix_tokens=prefix_tokens,
                                      continuation_tokens=continuation_tokens, batch_size=batch_size, what=what)
-    prefixes = [tokenizer.decode(tokenizer(t, add_special_tokens=False)["input_ids"][:prefix_tokens]) for t in texts]
-    verdicts = fluency_verdicts(verbatim.continuations, prefixes, judge)
+    verdicts = fluency_verdicts(verbatim.continuations, verbatim.prefixes, judge)
 
     def stats(passages: Sequence[str], name: str):
         from asu.data import Encoded
