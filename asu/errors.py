@@ -12,7 +12,7 @@ class                      exit  meaning
 ``InputFileMissing``       2     a file or folder the user named does not exist
 ``NotFoundError``          2     an id that names nothing (request id, model version)
 ``NoSettingFound``         3     the search found no setting that forgets safely (nothing was changed)
-``InfrastructureError``    4     a service or device is unreachable or failing (ledger, MLflow, GPU)
+``InfrastructureError``    4     a service or device is unreachable or failing (ledger, MLflow, GPU, a full disk)
 ``ConflictError``          5     the state changed under the command (another worker, a second submission)
 =========================  ====  ==========================================================================
 
@@ -72,6 +72,20 @@ class InfrastructureError(ASUError, RuntimeError):
     exit_code = 4
 
 
+class DiskFull(InfrastructureError):
+    """No space left (or a file-size limit reached) while writing; what was being written is named (exit 4)."""
+
+    #: errno values that mean "the disk is full" (ENOSPC, EFBIG, EDQUOT on Linux); libraries that wrap OS errors
+    #: in their own types (safetensors) still say "os error <n>".
+    ERRNOS = (28, 27, 122)
+
+    @classmethod
+    def matches(cls, err: BaseException) -> bool:
+        if isinstance(err, OSError) and err.errno in cls.ERRNOS:
+            return True
+        return any(f"os error {n})" in str(err) for n in cls.ERRNOS)
+
+
 class ConflictError(ASUError, RuntimeError):
     """The state changed under the command: another worker took the request, a duplicate submission (exit 5)."""
 
@@ -82,6 +96,7 @@ __all__ = [
     "BUG_EXIT_CODE",
     "ASUError",
     "ConflictError",
+    "DiskFull",
     "InfrastructureError",
     "InputFileMissing",
     "NoSettingFound",

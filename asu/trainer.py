@@ -32,7 +32,7 @@ from asu.checkpoint import Progress, RoundCheckpoints, round_fingerprint
 from asu.config import ASUConfig
 from asu.data import Encoded, QAItem, collate, encode_items, pairing_schedule
 from asu.device import Placement
-from asu.errors import UsageError
+from asu.errors import DiskFull, UsageError
 from asu.modeling import load_model_and_tokenizer
 from asu.passages import is_passage
 from asu.step import objective_loss
@@ -333,8 +333,14 @@ def _save(accelerator, model, tokenizer, config: ASUConfig, out: Path) -> Path:
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "round.json").unlink(missing_ok=True)
-        model.save_pretrained(out, safe_serialization=True)
-        tokenizer.save_pretrained(out)
+        try:
+            model.save_pretrained(out, safe_serialization=True)
+            tokenizer.save_pretrained(out)
+        except Exception as err:
+            if DiskFull.matches(err):  # the folder stays without round.json: never taken for a result
+                raise DiskFull(f"no space left writing the unlearned model to {out} ({err}); free disk space or "
+                               "choose another --out, then run again") from err
+            raise
         logger.info("saved the unlearned model to %s", out)
     accelerator.wait_for_everyone()
     return out

@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 
-from asu.errors import BUG_EXIT_CODE, ASUError
+from asu.errors import BUG_EXIT_CODE, ASUError, DiskFull, InfrastructureError
 from cli import demo, evaluate, intake, models, registry, rounds
 
 OFFLINE_ENV = {
@@ -52,26 +52,29 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(verbose=args.verbose)
     try:
         return args.func(args)
-    except ASUError as err:
-        if args.verbose:
-            logger.exception("%s", type(err).__name__)
-        sys.stderr.write(f"error: {err.message}\n")
-        return err.exit_code
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as err:
-        # a path the user named (in an option or a settings file): bad input, not a bug
-        if args.verbose:
-            logger.exception("%s", type(err).__name__)
-        sys.stderr.write(f"error: {err}\n")
-        return 2
     except KeyboardInterrupt:
         sys.stderr.write("interrupted: a round in progress resumes from its checkpoint on the next run\n")
         return 130
-    except Exception as err:  # noqa: BLE001 - anything else is a bug, and is said to be one
+    except Exception as err:  # noqa: BLE001 - every error becomes one line and an exit code (see _answer)
         if args.verbose:
-            logger.exception("internal error")
-        sys.stderr.write(f"internal error (a bug in asu, not your input): {type(err).__name__}: {err}\n"
-                         "rerun with -v for the traceback and report it\n")
-        return BUG_EXIT_CODE
+            logger.exception("%s", type(err).__name__)
+        message, code = _answer(err)
+        sys.stderr.write(message + "\n")
+        return code
+
+
+def _answer(err: Exception) -> tuple[str, int]:
+    """The line a person reads and the exit code, by kind of error (``asu.errors``)."""
+    if isinstance(err, ASUError):
+        return f"error: {err.message}", err.exit_code
+    if DiskFull.matches(err):  # the disk (or a file-size limit) is full
+        return (f"error: no space left writing {err.filename or 'a file'} ({err.strerror}); free disk space or "
+                "point --work-dir / --out at a larger disk, then run the command again (a round resumes from its "
+                "last checkpoint)", InfrastructureError.exit_code)
+    if isinstance(err, FileNotFoundError | IsADirectoryError | NotADirectoryError | PermissionError):
+        return f"error: {err}", 2  # a path the user named (an option or a settings file): bad input
+    return (f"internal error (a bug in asu, not your input): {type(err).__name__}: {err}\n"
+            "rerun with -v for the traceback and report it", BUG_EXIT_CODE)
 
 
 if __name__ == "__main__":
