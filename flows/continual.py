@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -69,20 +70,28 @@ def ensure_gpu_slot(limit: int = 1) -> None:
                 pass  # another flow created it first
 
 
+def _holder_file() -> Path:
+    return work_dir() / "gpu-slot.holder"
+
+
 def reclaim_orphaned_gpu_slot(ledger: Ledger, limit: int = 1) -> bool:
     """Free the ``gpu`` slot when its holder is gone; returns whether it did.
 
     A worker killed with SIGKILL never releases its slot, and its lease is not always expired (the ephemeral API
-    runs no lease service), so every later round would wait forever. Every holder holds the slot only while one
-    of its requests is ``running``; so when no request is running (orphans were released first) and the slot is
-    still taken, nobody holds it: the limit is recreated (a new limit, so the dead holder's lease cannot free a
-    slot twice later). A running request on another host keeps the slot as it is.
+    runs no lease service), so every later round would wait forever. The holder writes its worker id
+    (:func:`worker_id`) to ``<work dir>/gpu-slot.holder`` while it holds the slot; the slot is reclaimed only when
+    that worker is known to be gone (:func:`worker_alive` is False: this host, process not running) and no request
+    is running. The limit is recreated, so the dead holder's lease cannot free a slot twice later.
     """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
+    holder = _holder_file()
+    if not holder.is_file() or worker_alive(holder.read_text().strip()) is not False:
+        return False
     if ledger.list_requests(["running"]):
         return False
+    holder.unlink(missing_ok=True)
     with get_client(sync_client=True) as client:
         if client.read_global_concurrency_limit_by_name(GPU_SLOT).active_slots <= 0:
             return False
@@ -101,9 +110,13 @@ def gpu_slot(holder: str):
 
     with concurrency(GPU_SLOT, occupy=1, strict=True):
         start = time.time()
+        held = _holder_file()
+        held.parent.mkdir(parents=True, exist_ok=True)
+        held.write_text(worker_id("gpu-slot"))
         try:
             yield
         finally:
+            held.unlink(missing_ok=True)
             path = work_dir() / "gpu-slot.jsonl"
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("a") as fh:
