@@ -4,7 +4,6 @@ and ``asu model finetune-tofu`` (TOFU target and retain fine-tunes)."""
 from __future__ import annotations
 
 import json
-import logging
 
 from asu.errors import UsageError
 from asu.strict import check_keys
@@ -71,7 +70,9 @@ def cmd_model_finetune_tofu(args) -> int:
     roles = ["target", "retain"] if args.role == "both" else [args.role]
     specs = [dataclasses.replace(TOFU_TARGET_DEFAULT, **changes, role=role) for role in roles]  # all validated first
     if not args.json:
-        logging.getLogger("asu.models.tofu_finetune").setLevel(logging.INFO)  # one line per epoch
+        from pipelines.console import show_progress
+
+        show_progress("asu.models.tofu_finetune")  # one line per epoch
     built = []
     for spec in specs:
         folder = ensure_tofu_model(spec, progress=not args.json)

@@ -8,7 +8,6 @@ setting (``asu.errors.NoSettingFound``: nothing was changed).
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 
@@ -65,14 +64,14 @@ def cmd_unlearn(args) -> int:
 
 def _unlearn_auto(args, config) -> int:
     """``asu unlearn --auto``: search, then the final round at the chosen settings; exit 3 when none was chosen."""
+    from pipelines.console import show_progress
     from pipelines.round.unlearn import auto_unlearn_from_files, format_auto
     from pipelines.temperature_search import SearchConfig
 
     search = SearchConfig.from_dict(parse_overrides(args.search, "--search"))
     model_dir = model_path(args.model, progress=not args.json)
     if not args.json:  # progress: one line per scanned tau and per trial (the search logs them at INFO)
-        for name in ("asu.search", "pipelines.temperature_search", "pipelines.round.unlearn"):
-            logging.getLogger(name).setLevel(logging.INFO)
+        show_progress("asu.search", "pipelines.temperature_search", "pipelines.round.unlearn")
     search_dir = Path(args.search_dir) if args.search_dir else Path(args.out).with_name(Path(args.out).name + ".search")
     result = auto_unlearn_from_files(model_dir, args.forget, args.retain, args.out, config, search, search_dir,
                                      args.forget_validation)

@@ -42,19 +42,33 @@ PREFECT_ENV = {"PREFECT_LOGGING_EXTRA_LOGGERS": ",".join(PROJECT_LOGGERS),
 RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 
 
+#: Loggers whose INFO lines a quiet console shows (with their children): :data:`PROGRESS`, plus what a command
+#: adds with :func:`show_progress` (e.g. the search's one line per scanned tau for ``asu unlearn --auto``).
+_SHOWN: set[str] = {PROGRESS}
+
+
+def _shown(name: str) -> bool:
+    return any(name == shown or name.startswith(shown + ".") for shown in _SHOWN)
+
+
+def show_progress(*names: str) -> None:
+    """Also show the INFO lines of the loggers ``names`` (and their children) on a quiet console."""
+    _SHOWN.update(names)
+
+
 class _Policy(logging.Filter):
-    """Quiet console: warnings and up from anyone (but Prefect's run lines), INFO only from :data:`PROGRESS`."""
+    """Quiet console: warnings and up from anyone (but Prefect's run lines), INFO only from the shown loggers."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name in RUN_LOGGERS:
             return False
-        return record.levelno >= logging.WARNING or record.name == PROGRESS
+        return record.levelno >= logging.WARNING or _shown(record.name)
 
 
 class _Format(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         text = record.getMessage()
-        if record.name == PROGRESS and record.levelno < logging.WARNING:
+        if record.levelno < logging.WARNING and _shown(record.name):
             return text
         return f"{record.levelname.lower()}: {text}"
 
@@ -66,6 +80,8 @@ def configure_logging(verbose: bool = False, stream=None) -> logging.Handler:
     if not verbose:
         for key, value in QUIET_ENV.items():
             os.environ.setdefault(key, value)
+    _SHOWN.clear()
+    _SHOWN.add(PROGRESS)  # a command adds its own with show_progress, after this call
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "_asu_console", False)]:
         root.removeHandler(old)
@@ -103,4 +119,4 @@ def progress() -> logging.Logger:
     return logging.getLogger(PROGRESS)
 
 
-__all__ = ["PROGRESS", "PROJECT_LOGGERS", "configure_logging", "progress"]
+__all__ = ["PROGRESS", "PROJECT_LOGGERS", "configure_logging", "progress", "show_progress"]

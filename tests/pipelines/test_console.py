@@ -37,3 +37,15 @@ def test_verbose_console_shows_everything_once():
     assert logging.getLogger("transformers").isEnabledFor(logging.INFO)
     configure_logging(verbose=False, stream=stream)
     assert not logging.getLogger("transformers").isEnabledFor(logging.INFO)
+
+
+def test_a_command_can_show_a_library_loggers_progress_lines():
+    from pipelines.console import show_progress
+
+    stream = io.StringIO()
+    configure_logging(verbose=False, stream=stream)
+    logging.getLogger("asu.search.scan").info("hidden before")
+    show_progress("asu.search")
+    logging.getLogger("asu.search.scan").info("tau 2.0 scanned")
+    logging.getLogger("asu.searching").info("a different logger stays hidden")
+    assert stream.getvalue().splitlines() == ["tau 2.0 scanned"]
