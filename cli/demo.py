@@ -10,9 +10,8 @@ from cli.common import out, round_config, with_config, with_json
 
 
 def cmd_demo(args) -> int:
-    from pipelines.demo.product import format_summary
-
     from flows.demo import run_product_demo
+    from pipelines.demo.product import format_summary
 
     summary = run_product_demo(args.root, variant=args.variant, model=args.model)
     out(json.dumps(summary) if args.json else format_summary(summary))  # --json: the summary is the last line
