@@ -16,6 +16,8 @@ from asu.objectives import get_objective
 from asu.strict import check_keys
 
 TeacherKind = Literal["precomputed", "frozen_copy", "adapter_disabled"]
+#: Which answer tokens the forget term trains on (see ``ASUConfig.forget_positions``).
+ForgetPositions = Literal["answer", "facts"]
 #: When a round writes its crash-resume checkpoint: a named cadence or every N optimizer steps.
 CheckpointEvery = Literal["epoch", "never"] | int
 
@@ -44,6 +46,15 @@ class ASUConfig:
     )
     forget_weight: float = field(default=0.1, metadata=_help("lambda, weight of the forget term (paper: 0.1 for ASU)"))
     retain_weight: float = field(default=1.0, metadata=_help("gamma, weight of the retain term (paper: 1.0)"))
+    forget_positions: ForgetPositions = field(
+        default="answer",
+        metadata=_help(
+            "answer: the forget term covers every answer token and EOS (the paper); facts: only the tokens of the "
+            "answer's facts (its content words that the question lacks, asu.search.tokens.answer_facts), and the "
+            "teacher's mass on special and whitespace-only tokens is removed there, so a smoothed teacher that "
+            "would stop or break the line mid-sentence teaches other words instead (passages keep every token)"
+        ),
+    )
     teacher: TeacherKind = field(
         default="precomputed",
         metadata=_help(
@@ -136,6 +147,12 @@ class ASUConfig:
                 )
             if any(not isinstance(i, int) or i < 0 for i in self.layers):
                 raise UsageError(f"layers={self.layers} must hold non-negative 0-based layer indices")
+        if self.forget_positions not in ("answer", "facts"):
+            raise UsageError(f"forget_positions={self.forget_positions!r}: use 'answer' (every answer token, the "
+                             "paper) or 'facts' (the answer's fact tokens only)")
+        if self.forget_positions == "facts" and self.objective.forget == "idk":
+            raise UsageError("forget_positions='facts' does not apply to method='idk' (its answers are refusals, "
+                             "which state no fact); use forget_positions='answer'")
         for name in ("forget_weight", "retain_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):

@@ -67,9 +67,10 @@ def encode_qa(tokenizer, item: QAItem, max_length: int, prompt_format: PromptFor
 
 
 def encode_items(tokenizer, items, *, max_length: int, prompt_format: PromptFormat, chunk_overlap: int = 32,
-                 max_chunks: int = 64, what: str = "forget") -> list[Encoded]:
+                 max_chunks: int = 64, what: str = "forget", facts_only: bool = False) -> list[Encoded]:
     """Training sequences of a set that may mix QA items (one sequence each: prompt masked, answer labelled) and
-    passages (``{"text": ...}``: one sequence per chunk, every token labelled; ``asu.passages``), in item order."""
+    passages (``{"text": ...}``: one sequence per chunk, every token labelled; ``asu.passages``), in item order.
+    ``facts_only``: a QA item's labels stay on its fact tokens only (:func:`keep_fact_labels`)."""
     from asu.passages import chunk_passages, is_passage
 
     passages = [i for i, item in enumerate(items) if is_passage(item)]
@@ -83,8 +84,25 @@ def encode_items(tokenizer, items, *, max_length: int, prompt_format: PromptForm
         if i in chunks:
             out += [Encoded(ids, [IGNORE_INDEX] + ids[1:]) for ids in chunks[i]]
         else:
-            out.append(encode_qa(tokenizer, item, max_length, prompt_format))
+            encoded = encode_qa(tokenizer, item, max_length, prompt_format)
+            out.append(keep_fact_labels(tokenizer, item, encoded, prompt_format) if facts_only else encoded)
     return out
+
+
+def keep_fact_labels(tokenizer, item: QAItem, encoded: Encoded, prompt_format: PromptFormat) -> Encoded:
+    """``encoded`` (of QA ``item``, from :func:`encode_qa`) with labels left on the answer's fact tokens only
+    (``asu.search.tokens.fact_token_mask``); unchanged when the answer has no content token to keep, so that a
+    forget item never drops out of its round."""
+    from asu.search.tokens import fact_token_mask
+
+    start = next(i for i, t in enumerate(encoded.labels) if t != IGNORE_INDEX)
+    answer = encoded.input_ids[start:]
+    text = item["answer"] if prompt_format == "chat_template" else " " + item["answer"]
+    mask = fact_token_mask(tokenizer, text, item["question"], answer)
+    if not any(mask):
+        return encoded
+    labels = encoded.labels[:start] + [t if keep else IGNORE_INDEX for t, keep in zip(answer, mask, strict=True)]
+    return Encoded(encoded.input_ids, labels)
 
 
 def collate(encoded: list[Encoded], pad_id: int, item_ids: list[int] | None = None) -> dict[str, torch.Tensor]:

@@ -78,11 +78,26 @@ def layer_hidden_states(forward: Callable[..., object], batch: Batch, layer: int
     return out.hidden_states[layer + 1]
 
 
-class LiveTeacher:
-    """Targets computed at every call by ``forward`` (a frozen copy, or the model with its adapter disabled)."""
+def stop_token_ids(tokenizer) -> list[int]:
+    """Ids a fact position must not be taught: the special tokens (EOS, chat turn markers) and every token that
+    decodes to whitespace only (line breaks). Used by ``forget_positions='facts'``."""
+    ids = set(tokenizer.all_special_ids)
+    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+    ids |= {i for i, text in enumerate(texts) if not text.strip()}
+    return sorted(ids)
 
-    def __init__(self, forward: Callable[..., object], config: ASUConfig, held_bytes: int = 0):
+
+class LiveTeacher:
+    """Targets computed at every call by ``forward`` (a frozen copy, or the model with its adapter disabled).
+
+    ``excluded``: token ids whose probability is removed from the forget targets (renormalised over the rest;
+    ``forget_positions='facts'``, see :func:`stop_token_ids`); None = the teacher's distribution as it is.
+    """
+
+    def __init__(self, forward: Callable[..., object], config: ASUConfig, held_bytes: int = 0,
+                 excluded: list[int] | None = None):
         self.forward, self.config, self.held_bytes = forward, config, held_bytes
+        self.excluded = excluded
 
     @torch.no_grad()
     def _logits(self, batch: Batch, tau: float) -> torch.Tensor:
@@ -90,12 +105,17 @@ class LiveTeacher:
         with smoothing:
             return self.forward(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
 
-    def _distributions(self, batch: Batch, labels: torch.Tensor, tau: float) -> TokenDistributions:
+    def _distributions(self, batch: Batch, labels: torch.Tensor, tau: float,
+                       excluded: list[int] | None = None) -> TokenDistributions:
         flat, _, _ = select_positions(self._logits(batch, tau), labels)
-        return TokenDistributions(logprobs=F.log_softmax(flat.float(), dim=-1))
+        flat = flat.float()
+        if excluded:
+            # A large finite logit, not -inf: exp underflows to exactly 0 and KL's p * (log p - log q) stays 0, not nan.
+            flat[:, torch.tensor([i for i in excluded if i < flat.shape[-1]], device=flat.device)] = -1e4
+        return TokenDistributions(logprobs=F.log_softmax(flat, dim=-1))
 
     def forget_targets(self, batch: Batch) -> TokenDistributions:
-        return self._distributions(batch, batch["labels"], self.config.tau)
+        return self._distributions(batch, batch["labels"], self.config.tau, self.excluded)
 
     def retain_targets(self, batch: Batch) -> TokenDistributions:
         return self._distributions(batch, retain_positions(batch, self.config), 1.0)
@@ -113,14 +133,15 @@ class LiveTeacher:
         return self.held_bytes
 
 
-def frozen_copy_teacher(model: torch.nn.Module, config: ASUConfig) -> LiveTeacher:
+def frozen_copy_teacher(model: torch.nn.Module, config: ASUConfig, excluded: list[int] | None = None) -> LiveTeacher:
     """A frozen, eval-mode deep copy of ``model`` (doubles the weight memory)."""
     frozen = copy.deepcopy(model).eval().requires_grad_(False)
     held = sum(p.numel() * p.element_size() for p in frozen.parameters())
-    return LiveTeacher(frozen, config, held)
+    return LiveTeacher(frozen, config, held, excluded)
 
 
-def adapter_disabled_teacher(model: torch.nn.Module, config: ASUConfig) -> LiveTeacher:
+def adapter_disabled_teacher(model: torch.nn.Module, config: ASUConfig,
+                             excluded: list[int] | None = None) -> LiveTeacher:
     """The base model of a peft ``PeftModel``: the live model with its LoRA adapter disabled."""
     if not hasattr(model, "disable_adapter"):
         raise UsageError("teacher='adapter_disabled' needs a peft model; set finetune='lora'")
@@ -129,7 +150,7 @@ def adapter_disabled_teacher(model: torch.nn.Module, config: ASUConfig) -> LiveT
         with model.disable_adapter():
             return model(**inputs)
 
-    return LiveTeacher(forward, config)
+    return LiveTeacher(forward, config, excluded=excluded)
 
 
 class PrecomputedTeacher:
@@ -173,13 +194,14 @@ class PrecomputedTeacher:
         retain: dict[int, Encoded],
         pad_id: int,
         batch_size: int = 8,
+        excluded: list[int] | None = None,
     ) -> PrecomputedTeacher:
         """Run ``model`` (before any update, in eval mode) over the forget items and the used retain items, once.
 
         Only what the objective needs is computed: smoothed forget targets (ASU), tau = 1 retain targets
         (retain KL), tau = 1 forget log-likelihoods (NPO) and ``rmu_layer`` retain activations (RMU).
         """
-        live, objective = LiveTeacher(model, config), config.objective
+        live, objective = LiveTeacher(model, config, excluded=excluded), config.objective
         was_training = model.training
         model.eval()
         try:

@@ -42,6 +42,7 @@ from asu.teacher import (
     adapter_disabled_teacher,
     check_rmu_layer,
     frozen_copy_teacher,
+    stop_token_ids,
 )
 from asu.tracking import MetricLogger, NullLogger
 
@@ -66,6 +67,7 @@ class PreparedData:
     forget: list[Encoded]
     retain: dict[int, Encoded]
     schedule: list[tuple[int, int]]
+    excluded: list[int] | None = None  # token ids removed from the forget targets (forget_positions='facts')
 
 
 def prepare_data(
@@ -97,20 +99,23 @@ def prepare_data(
         forget = [{"question": it["question"], "answer": rng.choice(list(refusals))} for it in forget]
     kw = {"max_length": config.max_length, "prompt_format": config.prompt_format,
           "chunk_overlap": config.chunk_overlap, "max_chunks": config.max_passage_chunks}
-    forget_seqs = encode_items(tokenizer, forget, what="forget", **kw)  # a passage: one sequence per chunk
+    forget_seqs = encode_items(tokenizer, forget, what="forget", facts_only=config.forget_positions == "facts",
+                               **kw)  # a passage: one sequence per chunk
     retain_seqs = encode_items(tokenizer, retain, what="retain", **kw) if needs_retain else []
     schedule = pairing_schedule(len(forget_seqs), len(retain_seqs), config.epochs, config.seed)
     used = sorted({r for _, r in schedule if r >= 0})
-    return PreparedData(forget_seqs, {i: retain_seqs[i] for i in used}, schedule)
+    excluded = stop_token_ids(tokenizer) if config.forget_positions == "facts" else None
+    return PreparedData(forget_seqs, {i: retain_seqs[i] for i in used}, schedule, excluded)
 
 
 def build_teacher(model, data: PreparedData, config: ASUConfig, pad_id: int) -> Teacher:
     """The configured teacher, built from ``model`` before its first update."""
     if config.teacher == "frozen_copy":
-        return frozen_copy_teacher(model, config)
+        return frozen_copy_teacher(model, config, data.excluded)
     if config.teacher == "adapter_disabled":
-        return adapter_disabled_teacher(model, config)
-    return PrecomputedTeacher.build(model, config, data.forget, data.retain, pad_id, config.batch_size)
+        return adapter_disabled_teacher(model, config, data.excluded)
+    return PrecomputedTeacher.build(model, config, data.forget, data.retain, pad_id, config.batch_size,
+                                   data.excluded)
 
 
 def make_loader(data: PreparedData, config: ASUConfig, pad_id: int) -> DataLoader:

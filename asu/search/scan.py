@@ -146,11 +146,18 @@ class BracketCriteria:
         return asdict(self)
 
 
-def verdict(row: ScanRow, base: ScanRow, criteria: BracketCriteria) -> str | None:
-    """None when ``row`` is inside the bracket, else the reason it is not (figures quoted)."""
+def verdict(row: ScanRow, base: ScanRow, criteria: BracketCriteria, *, coherence: bool = True) -> str | None:
+    """None when ``row`` is inside the bracket, else the reason it is not (figures quoted).
+
+    ``coherence=False`` checks only that facts move: for a round that copies the teacher at the answers' fact
+    tokens alone (``ASUConfig.forget_positions='facts'``, stop tokens removed), the teacher's own free-running
+    answers say nothing about what the student learns; the trials judge the student's fluency.
+    """
     rise = row.content_nll - base.content_nll
     if not rise >= criteria.min_content_nll_rise:
         return f"too weak: content-token NLL rises {rise:.3f} nats (< {criteria.min_content_nll_rise})"
+    if not coherence:
+        return None
     if row.forget.fluent_share < criteria.min_teacher_fluent_share:
         return (f"teacher incoherent: fluent share of its forget answers {row.forget.fluent_share:.2f} "
                 f"(< {criteria.min_teacher_fluent_share})")
@@ -163,9 +170,11 @@ def verdict(row: ScanRow, base: ScanRow, criteria: BracketCriteria) -> str | Non
     return None
 
 
-def bracket(rows: Sequence[ScanRow], base: ScanRow, criteria: BracketCriteria) -> dict[float, str | None]:
-    """tau -> None (in the bracket) or the reason it is out, for every scanned row."""
-    return {row.tau: verdict(row, base, criteria) for row in rows}
+def bracket(rows: Sequence[ScanRow], base: ScanRow, criteria: BracketCriteria, *,
+            coherence: bool = True) -> dict[float, str | None]:
+    """tau -> None (in the bracket) or the reason it is out, for every scanned row (``coherence``: see
+    :func:`verdict`)."""
+    return {row.tau: verdict(row, base, criteria, coherence=coherence) for row in rows}
 
 
 def spread(values: Sequence[float], count: int) -> list[float]:

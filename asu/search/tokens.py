@@ -106,4 +106,28 @@ def function_token_mask(tokenizer, text: str, token_ids: Sequence[int]) -> list[
     return [True if i == eos else is_function_word(tokenizer.decode([i])) for i in ids]
 
 
-__all__ = ["FUNCTION_WORDS", "function_token_mask", "is_function_word"]
+def fact_token_mask(tokenizer, answer: str, question: str, token_ids: Sequence[int]) -> list[bool]:
+    """Per token of ``token_ids`` (the encoding of ``answer``, optionally followed by EOS, as in
+    :func:`function_token_mask`): True = a token of one of the answer's facts (:func:`answer_facts`: its content
+    words that the question lacks; "The capital of France is Paris." after "What is the capital of France?" marks
+    the tokens of "Paris" only).
+
+    Falls back to every content token when the answer adds no word to the question, and to no token at all when
+    the answer has no content word. Needs a fast tokenizer (character offsets); otherwise every content token.
+    """
+    ids = list(token_ids)
+    facts = answer_facts(answer, question)
+    content = [not f for f in function_token_mask(tokenizer, answer, ids)]
+    if not facts or not getattr(tokenizer, "is_fast", False):
+        return content
+    enc = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
+    offsets = enc["offset_mapping"][: len(ids)]
+    spans = _word_spans(answer)
+    mask = []
+    for i, (start, end) in enumerate(offsets):
+        words = [answer[s:e].lower().removesuffix("'s").strip("'") for s, e in spans if s < end and e > start]
+        mask.append(content[i] and any(w in facts for w in words))
+    return mask + [False] * (len(ids) - len(mask))  # the closing EOS states no fact
+
+
+__all__ = ["FUNCTION_WORDS", "answer_facts", "fact_token_mask", "function_token_mask", "is_function_word"]

@@ -194,7 +194,7 @@ def _stage1(model_dir, split: ValidationSplit, round_config: ASUConfig, config: 
         enable_smoothing(model)
     rows = [base] + [scan_tau(model, tokenizer, split.forget_val, split.retain_val, tau, **scan_kw)
                      for tau in config.tau_grid if tau != 1.0]
-    verdicts = bracket(rows[1:], base, config.criteria)
+    verdicts = bracket(rows[1:], base, config.criteria, coherence=round_config.forget_positions == "answer")
     candidates = stage2_candidates(rows[1:], base, verdicts, config) if config.stage2 == "ladder" else spread(
         [t for t, why in verdicts.items() if why is None], config.stage2_candidates)
     return _Stage1(base, base_retain, floors, rows, verdicts, candidates, cap, judge)

@@ -68,3 +68,13 @@ def test_bracket_reasons_and_spread():
     assert "token entropy" in verdicts[4.0] and "retain NLL" in verdicts[5.0]
     assert spread([2.0, 2.3, 2.6, 3.0, 4.0], 3) == [2.0, 2.6, 4.0]
     assert spread([3.0, 2.0], 3) == [2.0, 3.0] and spread([1.5, 2.0, 2.5], 1) == [2.0]
+
+
+def test_fact_position_rounds_bracket_on_moving_facts_alone():
+    """forget_positions='facts' copies the teacher at fact tokens only (stop tokens removed): a teacher whose own
+    answers are broken is still a candidate, one that moves no fact is not."""
+    base = _row(1.0, 0.1)
+    rows = [_row(1.5, 0.15), _row(3.0, 2.0, fluent=0.2), _row(4.0, 3.0, entropy=0.1), _row(5.0, 4.0, retain=20.0)]
+    verdicts = bracket(rows, base, BracketCriteria(min_content_nll_rise=0.5), coherence=False)
+    assert verdicts[1.5].startswith("too weak")
+    assert verdicts[3.0] is None and verdicts[4.0] is None and verdicts[5.0] is None

@@ -69,6 +69,16 @@ def test_no_candidate_passes_stage_one(tiny_model_dir, tiny_sets, tmp_path):
     assert (tmp_path / "search.png").is_file() and json.loads((tmp_path / "search.json").read_text())["tau"] is None
 
 
+def test_fact_position_rounds_try_a_teacher_whose_own_answers_fail(tiny_model_dir, tiny_sets, tmp_path):
+    """forget_positions='facts' copies the teacher at fact tokens only: its free-running answers do not bracket it."""
+    forget, retain = tiny_sets
+    config = replace(TINY_SEARCH, tau_grid=(4.0,), min_content_nll_rise=0.0, max_retain_nll_rise=0.0,
+                     lr_multipliers=(1.0,))
+    outcome = run_search(tiny_model_dir, forget, retain, replace(TINY_ROUND, epochs=1, forget_positions="facts"),
+                         config, tmp_path)
+    assert outcome.candidates == [4.0] and [t.tau for t in outcome.trials] == [4.0]
+
+
 def test_a_weak_teacher_is_still_tried_when_nothing_is_bracketed(tiny_model_dir, tiny_sets, tmp_path):
     forget, retain = tiny_sets
     config = replace(TINY_SEARCH, min_content_nll_rise=50.0, lr_multipliers=(1.0,))  # every teacher "too weak"
