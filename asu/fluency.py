@@ -22,9 +22,14 @@ An unlearned model can "forget" by no longer producing language: empty answers, 
    - ``relevance``: the answer's mean NLL without the question minus with it: how much the question helps to
      predict the answer (an answer about something else gains little), capped at ``relevance_cap`` nats.
 
-   Both are compared with the medians of the same figures on the judge's own greedy answers to a fixed set of
-   calibration questions: ``deficit = (ref slor - slor) + weight * (min(ref relevance, cap) - min(relevance,
-   cap))`` and ``score = 1 / (1 + exp(deficit))`` (0.5: as fluent as the judge's own answers). Fluent needs
+   Both are compared with a *reference*: the same figures of the judge's own greedy answers. With
+   ``reference='question'`` (default) the reference of an answer is the mean of two: the medians over a fixed set
+   of calibration questions, and the figures of the judge's own answer to *the same question* (an open question,
+   "Tell me about ...", has long answers that the question predicts less per token than "In which year ...";
+   measured on the labelled set's test half, precision of "not fluent" 0.84 -> 0.87 and the TOFU target's
+   fluent answers judged fluent 0.92 -> 0.97, see the README); ``'calibration'`` uses the medians alone.
+   ``deficit = (ref slor - slor) + weight * (min(ref relevance, cap) - min(relevance, cap))`` and
+   ``score = 1 / (1 + exp(deficit))`` (0.5: as fluent as the judge's own answers). Fluent needs
    ``score >= min_score``. Threshold, cap and weight were chosen together on the labelled set's dev half
    (``bench/fluency/record.py --grid``).
 
@@ -45,6 +50,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -55,6 +61,8 @@ from asu.losses import IGNORE_INDEX
 from asu.metrics.formulas import repetition_rate
 from asu.qa_file import read_rows
 
+#: What an answer's likelihood figures are compared with (see the module docstring).
+ReferenceMode = Literal["question", "calibration"]
 #: Surface checks, in the order they are reported.
 SURFACE_CHECKS = ("empty", "punctuation_run", "letter_run", "loop", "symbols", "echo")
 
@@ -90,7 +98,7 @@ class FluencySettings:
 
     Attributes:
         min_score: fluency score (1 / (1 + exp(deficit)), deficit in nats/token against the judge's own answers)
-            below which an answer is not fluent; 0.13 = a deficit of 1.9 nats/token.
+            below which an answer is not fluent; 0.1091 = a deficit of 2.1 nats/token.
         relevance_cap: nats/token of question relevance beyond which an answer earns no more credit (an answer
             that restates the question is not more fluent for it).
         relevance_weight: weight of the relevance gap in the deficit (an off-topic answer is fluent language that
@@ -103,18 +111,26 @@ class FluencySettings:
         max_dominant_share: largest share of the single most frequent line or word (texts of 3+ lines / words).
         min_alnum_share: smallest share of letters and digits among visible characters.
         echo_share: share of word 4-grams found in the prompt from which an answer of 6+ words is an echo.
+        reference: ``question`` (the judge's own answer to the same question, averaged with the calibration
+            medians) or ``calibration`` (the medians alone); see the module docstring.
     """
 
-    min_score: float = 0.13
-    relevance_cap: float = 1.5
+    min_score: float = 0.1091
+    relevance_cap: float = 1.25
     relevance_weight: float = 3.0
+    reference: ReferenceMode = "question"
     max_repetition: float = 0.5
     max_dominant_share: float = 0.5
     min_alnum_share: float = 0.5
     echo_share: float = 0.6
 
     def __post_init__(self) -> None:
+        if self.reference not in ("question", "calibration"):
+            raise UsageError(f"FluencySettings.reference={self.reference!r}: use 'question' (the judge's own answer to "
+                             "each question, with the calibration medians) or 'calibration' (the medians alone)")
         for name, value in asdict(self).items():
+            if name == "reference":
+                continue
             if name in ("relevance_cap", "relevance_weight"):
                 if not (math.isfinite(value) and value > 0):
                     raise UsageError(f"FluencySettings.{name}={value} must be a positive number")
@@ -135,6 +151,10 @@ class AnswerLikelihood:
 
     def to_dict(self) -> dict[str, float]:
         return {"slor": self.slor, "relevance": self.relevance}
+
+    def blend(self, other: AnswerLikelihood) -> AnswerLikelihood:
+        """The mean of the two (a per-question reference with the calibration medians)."""
+        return AnswerLikelihood((self.slor + other.slor) / 2, (self.relevance + other.relevance) / 2)
 
 
 @dataclass(frozen=True)
@@ -250,7 +270,9 @@ class FluencyJudge:
 
     Build it once per original model: on construction it answers the calibration questions greedily
     (``calibration_tokens`` new tokens), takes its unigram (the mean next-token distribution over every position of
-    those questions and answers) and the medians of its own answers' figures as the ``reference``.
+    those questions and answers) and the medians of its own answers' figures as the ``reference``. With
+    ``settings.reference='question'`` it also answers every new question it judges (once: kept by question) and
+    compares each answer with :meth:`reference_for` that question.
     """
 
     def __init__(self, model, tokenizer, *, settings: FluencySettings = FluencySettings(),
@@ -259,7 +281,8 @@ class FluencyJudge:
         from asu.metrics.passes import decode, generate, question_prompts
 
         self.model, self.tokenizer, self.settings = model, tokenizer, settings
-        self.prompt_format, self.batch_size = prompt_format, batch_size
+        self.prompt_format, self.batch_size, self.calibration_tokens = prompt_format, batch_size, calibration_tokens
+        self._own: dict[str, AnswerLikelihood | None] = {}  # question -> figures of the judge's own answer
         # What the template adds around a question (a system prompt): an answer that copies it is an echo.
         self.context = tokenizer.decode(prompt_ids(tokenizer, "", prompt_format), skip_special_tokens=True)
         questions = [q for q, _ in calibration_items()]
@@ -295,12 +318,37 @@ class FluencyJudge:
             out.append(AnswerLikelihood(slor, float(g.logprobs.mean() - a.logprobs.mean())))
         return out
 
+    def own_figures(self, prompts: Sequence[str]) -> dict[str, AnswerLikelihood | None]:
+        """The likelihood figures of the judge's own greedy answer to each distinct prompt (None: it answered
+        with no letter or digit), computed once per prompt and kept."""
+        from asu.metrics.passes import decode, generate, question_prompts
+
+        new = [p for p in dict.fromkeys(prompts) if p not in self._own]
+        if new:
+            own = decode(self.tokenizer, generate(self.model, self.tokenizer,
+                                                  question_prompts(self.tokenizer, new, self.prompt_format),
+                                                  max_new_tokens=self.calibration_tokens, batch_size=self.batch_size))
+            answered = [(p, a) for p, a in zip(new, own, strict=True) if any(ch.isalnum() for ch in a)]
+            figures = self.likelihoods([p for p, _ in answered], [a for _, a in answered]) if answered else []
+            self._own |= dict.fromkeys(new) | {p: f for (p, _), f in zip(answered, figures, strict=True)}
+        return {p: self._own[p] for p in prompts}
+
+    def reference_for(self, prompt: str) -> AnswerLikelihood:
+        """The reference an answer to ``prompt`` is compared with (``settings.reference``)."""
+        if self.settings.reference == "calibration":
+            return self.reference
+        own = self.own_figures([prompt])[prompt]
+        return self.reference if own is None else self.reference.blend(own)
+
     def judge(self, prompts: Sequence[str], texts: Sequence[str]) -> list[FluencyVerdict]:
         """One verdict per (prompt, text), in order."""
         scored = [i for i, text in enumerate(texts) if any(ch.isalnum() for ch in text)]
         figures = dict(zip(scored, self.likelihoods([prompts[i] for i in scored], [texts[i] for i in scored]),
                            strict=True) if scored else {})
-        return [verdict(text, figures.get(i), self.reference, self.settings, self.context)
+        if self.settings.reference == "question":
+            self.own_figures([prompts[i] for i in scored])
+        return [verdict(text, figures.get(i), self.reference_for(prompts[i]) if i in figures else self.reference,
+                        self.settings, self.context)
                 for i, text in enumerate(texts)]
 
 

@@ -13,6 +13,8 @@ Threshold choice: ``--grid`` searches ``min_score`` x ``relevance_cap`` x ``rele
 maximises, on the ``dev`` half, the smallest of the precision and recall of "not fluent" and the fluent share of
 the TOFU target's fluent answers (judged by the pretrained model, which never saw those authors); the defaults
 are that point and the ``test`` half reports them. ``--sweep`` prints the figures of a few ``min_score`` values.
+The judge's own answer to every labelled prompt is recorded too (``question_references`` in the meta file), for
+``FluencySettings.reference='question'``.
 
     OMP_NUM_THREADS=2 python -m bench.fluency.record [--sweep | --grid]
 """
@@ -40,16 +42,28 @@ def likelihood(row: dict):
     return None if row["slor"] is None else AnswerLikelihood(row["slor"], row["relevance"])
 
 
+def reference_of(row: dict, meta: dict, settings):
+    """The reference a labelled row's answer is compared with under ``settings.reference`` (as
+    ``FluencyJudge.reference_for``, from the recorded figures)."""
+    from asu.fluency import AnswerLikelihood
+
+    calibration = AnswerLikelihood(**meta["reference"])
+    own = meta["question_references"].get(row["prompt"])
+    if settings.reference == "calibration" or own is None:
+        return calibration
+    return calibration.blend(AnswerLikelihood(**own))
+
+
 def evaluate(rows: list[dict], meta: dict, settings) -> dict:
     """Per split: precision/recall of "not fluent" and of "refusal", and the fluent share of the TOFU target's
     fluent answers."""
-    from asu.fluency import AnswerLikelihood, verdict
+    from asu.fluency import verdict
 
-    reference = AnswerLikelihood(**meta["reference"])
     out = {}
     for split in ("dev", "test", "all"):
         part = [r for r in rows if split == "all" or r["split"] == split]
-        verdicts = [verdict(r["text"], likelihood(r), reference, settings, meta["context"]) for r in part]
+        verdicts = [verdict(r["text"], likelihood(r), reference_of(r, meta, settings), settings, meta["context"])
+                    for r in part]
         p, r = precision_recall([not v.fluent for v in verdicts], [not row["fluent"] for row in part])
         rp, rr = precision_recall([v.refusal for v in verdicts], [row["refusal"] for row in part])
         tofu = [v.fluent for v, row in zip(verdicts, part, strict=True)
@@ -81,8 +95,11 @@ def main() -> None:
     for i, f in zip(scored, figures, strict=True):
         rows[i]["slor"], rows[i]["relevance"] = round(f.slor, 5), round(f.relevance, 5)
     LABELS.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    own = judge.own_figures(sorted({r["prompt"] for r in rows}))
     meta = {"model": args.model, "reference": {k: round(v, 5) for k, v in judge.reference.to_dict().items()},
-            "context": judge.context}
+            "context": judge.context,
+            "question_references": {p: None if f is None else {k: round(v, 5) for k, v in f.to_dict().items()}
+                                    for p, f in own.items()}}
     META.write_text(json.dumps(meta, indent=1) + "\n")
     print(f"reference {meta['reference']}; {len(rows)} rows")
     if args.grid:
@@ -99,6 +116,8 @@ def grid(rows: list[dict], meta: dict) -> None:
 
     from asu.fluency import FluencySettings
 
+    reference = FluencySettings().reference
+
     def worst(figures: dict) -> float:
         return min(figures["not_fluent_precision"], figures["not_fluent_recall"], figures["tofu_target_fluent_share"])
 
@@ -107,7 +126,7 @@ def grid(rows: list[dict], meta: dict) -> None:
         for weight in (0.5, 1.0, 1.5, 2.0, 3.0):
             for deficit in [x / 10 for x in range(-5, 25)]:
                 settings = FluencySettings(min_score=round(1 / (1 + math.exp(deficit)), 4), relevance_cap=cap,
-                                           relevance_weight=weight)
+                                           relevance_weight=weight, reference=reference)
                 figures = evaluate([r for r in rows if r["split"] == "dev"], meta, settings)["dev"]
                 if best is None or worst(figures) > best[0]:
                     best = (worst(figures), settings)

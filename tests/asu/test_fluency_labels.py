@@ -11,10 +11,12 @@ recomputes them with the real model.
 Targets (issue 11): precision and recall of the "not fluent" verdict >= 0.9 each, and (since the first measure
 called two thirds of the TOFU target's correct answers unlikely) the TOFU target's fluent answers judged fluent.
 ``min_score``, ``relevance_cap`` and ``relevance_weight`` were chosen together on the ``dev`` half
-(``record.py --grid``), so the ``test`` half is the unbiased figure. Measured (precision / recall / TOFU target
-fluent share): dev 0.91 / 0.92 / 0.91, test 0.84 / 0.97 / 0.92, all 0.88 / 0.94 / 0.92. The test half misses the
-precision target (fluent short answers dominated by a name, and terse "The answer is 1987" answers, are called
-unlikely); the floors below hold what was measured.
+(``record.py --grid``), so the ``test`` half is the unbiased figure. The reference of each answer blends the
+judge's calibration medians with its own answer to the same question (``question_references`` in the meta file).
+Measured (precision / recall / TOFU target fluent share): dev 0.93 / 0.92 / 0.94, test 0.87 / 0.97 / 0.97, all
+0.90 / 0.94 / 0.96 (calibration medians alone: test 0.84 / 0.97 / 0.92). The test half misses the precision target
+(fluent wrong answers the 135M judge finds far less likely than its own: "The answer is 1987", invented names);
+the floors below hold what was measured.
 
 No real generation with a run of punctuation turned up among the variants collected (GD and GA loop on words
 instead); that check is covered by the hand-made cases of ``test_fluency.py``.
@@ -34,7 +36,7 @@ LABELS = Path(__file__).with_name("fluency_labels.jsonl")
 META = LABELS.with_suffix(".meta.json")
 CATEGORIES = {"fluent_correct", "fluent_wrong", "refusal", "empty", "loop", "broken_words", "off_topic"}
 #: (precision, recall, TOFU target fluent share) floors per split; see the docstring.
-FLOORS = {"dev": (0.9, 0.9, 0.9), "all": (0.85, 0.9, 0.9), "test": (0.8, 0.9, 0.9)}
+FLOORS = {"dev": (0.9, 0.9, 0.9), "all": (0.9, 0.9, 0.95), "test": (0.85, 0.95, 0.95)}
 FLUENT = {"fluent_correct", "fluent_wrong", "refusal"}
 
 
@@ -51,9 +53,16 @@ def likelihood(row: dict) -> AnswerLikelihood | None:
     return None if row["slor"] is None else AnswerLikelihood(row["slor"], row["relevance"])
 
 
+def reference(row: dict, meta: dict) -> AnswerLikelihood:
+    """The reference of the default ``reference='question'``: the calibration medians blended with the judge's own
+    answer to the row's question (both recorded in the meta file)."""
+    calibration, own = AnswerLikelihood(**meta["reference"]), meta["question_references"][row["prompt"]]
+    return calibration if own is None else calibration.blend(AnswerLikelihood(**own))
+
+
 def measure(items: list[dict], meta: dict) -> dict[str, float]:
-    reference = AnswerLikelihood(**meta["reference"])
-    verdicts = [verdict(r["text"], likelihood(r), reference, FluencySettings(), meta["context"]) for r in items]
+    verdicts = [verdict(r["text"], likelihood(r), reference(r, meta), FluencySettings(), meta["context"])
+                for r in items]
     p, r = precision_recall([not v.fluent for v in verdicts], [not it["fluent"] for it in items])
     rp, rr = precision_recall([v.refusal for v in verdicts], [it["refusal"] for it in items])
     tofu = [v.fluent for v, it in zip(verdicts, items, strict=True)
@@ -104,6 +113,14 @@ def test_recorded_nlls_match_the_real_model_and_the_targets_hold():
     verdicts = judge.judge([r["prompt"] for r in data], [r["text"] for r in data])
     p, r = precision_recall([not v.fluent for v in verdicts], [not it["fluent"] for it in data])
     assert p >= FLOORS["all"][0] and r >= FLOORS["all"][1]
+    own = judge.own_figures([r["prompt"] for r in data])
+    for prompt, figures in own.items():
+        recorded = meta["question_references"][prompt]
+        assert (figures is None) == (recorded is None)
+        if figures is not None:
+            assert figures.slor == pytest.approx(recorded["slor"], abs=1e-2)
     scored = [(v.score, it) for v, it in zip(verdicts, data, strict=True) if it["slor"] is not None]
+    settings = FluencySettings()
     for score, item in scored:
-        assert score == pytest.approx(fluency_score(likelihood(item), judge.reference), abs=1e-3)
+        assert score == pytest.approx(fluency_score(likelihood(item), judge.reference_for(item["prompt"]),
+                                                    relevance_cap=settings.relevance_cap), abs=1e-3)
