@@ -178,7 +178,8 @@ def _family(model: torch.nn.Module) -> str:
     return str(getattr(model.config, "model_type", None) or type(model).__name__)
 
 
-def _num_layers(model: torch.nn.Module) -> int:
+def num_decoder_layers(model: torch.nn.Module) -> int:
+    """The model's number of decoder layers (``num_hidden_layers`` of its text config)."""
     config = model.config.get_text_config()
     n = getattr(config, "num_hidden_layers", None)
     if not isinstance(n, int):
@@ -242,7 +243,7 @@ def _restore(model: torch.nn.Module, stock: str) -> None:
 
 def _probe(model: torch.nn.Module) -> str | None:
     """Run 2 tokens under smoothing; return what is wrong, or None if every layer hit the wrapper once."""
-    expected = {i: 1 for i in range(_num_layers(model))}
+    expected = {i: 1 for i in range(num_decoder_layers(model))}
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()  # no dropout: the probe must not consume RNG state of a seeded run
@@ -263,7 +264,7 @@ def validate_layers(model: torch.nn.Module, layers: tuple[int, ...] | None) -> N
     selected = _check_layers(layers)
     if selected is None:
         return
-    n = _num_layers(model)
+    n = num_decoder_layers(model)
     outside = sorted(i for i in selected if i >= n)
     if outside:
         raise UsageError(

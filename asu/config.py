@@ -8,7 +8,7 @@ named ``Literal``; no empty value carries meaning (``layers=None`` means all lay
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 from asu.errors import UsageError
@@ -18,6 +18,8 @@ from asu.strict import check_keys
 TeacherKind = Literal["precomputed", "frozen_copy", "adapter_disabled"]
 #: Which answer tokens the forget term trains on (see ``ASUConfig.forget_positions``).
 ForgetPositions = Literal["answer", "facts"]
+#: Which decoder layers the teacher smooths when ``layers`` lists none (see ``ASUConfig.layer_span``).
+LayerSpan = Literal["all", "middle_third"]
 #: When a round writes its crash-resume checkpoint: a named cadence or every N optimizer steps.
 CheckpointEvery = Literal["epoch", "never"] | int
 
@@ -43,6 +45,12 @@ class ASUConfig:
     )
     layers: tuple[int, ...] | None = field(
         default=None, metadata=_help("0-based decoder layers to smooth; None = all layers; an empty tuple is rejected")
+    )
+    layer_span: LayerSpan = field(
+        default="all",
+        metadata=_help("the layers smoothed when layers=None, by the model's depth n: all, or middle_third (layers "
+                       "n//3 .. 2n//3 - 1, where factual recall is thought to live; the first and last layers keep "
+                       "their attention, so a hotter teacher still writes words); explicit layers need 'all'"),
     )
     forget_weight: float = field(default=0.1, metadata=_help("lambda, weight of the forget term (paper: 0.1 for ASU)"))
     retain_weight: float = field(default=1.0, metadata=_help("gamma, weight of the retain term (paper: 1.0)"))
@@ -153,6 +161,11 @@ class ASUConfig:
         if self.forget_positions == "facts" and self.objective.forget == "idk":
             raise UsageError("forget_positions='facts' does not apply to method='idk' (its answers are refusals, "
                              "which state no fact); use forget_positions='answer'")
+        if self.layer_span not in ("all", "middle_third"):
+            raise UsageError(f"layer_span={self.layer_span!r}: use 'all' or 'middle_third'")
+        if self.layers is not None and self.layer_span != "all":
+            raise UsageError(f"layers={list(self.layers)} and layer_span={self.layer_span!r} both choose the smoothed "
+                             "layers; keep one (layer_span='all' with explicit layers)")
         for name in ("forget_weight", "retain_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
@@ -189,6 +202,15 @@ class ASUConfig:
             raise UsageError(
                 "teacher='adapter_disabled' needs finetune='lora'; use teacher='precomputed' for full fine-tuning"
             )
+
+    def for_depth(self, num_layers: int) -> ASUConfig:
+        """This config with ``layer_span`` resolved into explicit ``layers`` for a model of ``num_layers`` decoder
+        layers (unchanged when the span is 'all')."""
+        if self.layer_span == "all":
+            return self
+        third = max(1, num_layers // 3)
+        layers = tuple(range(third, max(third + 1, 2 * num_layers // 3)))
+        return replace(self, layers=layers, layer_span="all")
 
     @property
     def objective(self):  # -> asu.objectives.Objective

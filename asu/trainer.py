@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from asu.attention import disable_smoothing, enable_smoothing, validate_layers
+from asu.attention import disable_smoothing, enable_smoothing, num_decoder_layers, validate_layers
 from asu.checkpoint import Progress, RoundCheckpoints, round_fingerprint
 from asu.config import ASUConfig
 from asu.data import Encoded, QAItem, collate, encode_items, pairing_schedule
@@ -221,6 +221,8 @@ def run_round(
     started, output_dir = time.perf_counter(), Path(output_dir)
     model, tokenizer = load_model_and_tokenizer(model_dir, trust_remote_code=config.trust_remote_code,
                                                 placement=TRAINING)
+    if config.layer_span != "all":
+        config = config.for_depth(num_decoder_layers(model))
     data = prepare_data(tokenizer, forget, retain, config, refusals)
     checkpoints = RoundCheckpoints(
         output_dir,

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from asu.attention import enable_smoothing, validate_layers
+from asu.attention import enable_smoothing, num_decoder_layers, validate_layers
 from asu.config import ASUConfig
 from asu.data import QAItem, load_qa_file
 from asu.device import AUTO, Placement
@@ -178,6 +178,8 @@ def _stage1(model_dir, split: ValidationSplit, round_config: ASUConfig, config: 
     # unless the caller brings its own judge (a named fluency model).
     judge = judge or FluencyJudge(model, tokenizer, prompt_format=round_config.prompt_format)
     enable_smoothing(model)
+    if round_config.layer_span != "all":
+        round_config = round_config.for_depth(num_decoder_layers(model))
     validate_layers(model, round_config.layers)
     cap = generation_cap(tokenizer, split, config)
     eval_kw = {"prompt_format": round_config.prompt_format, "max_new_tokens": cap,
