@@ -37,3 +37,16 @@ def test_report_and_plot_render(tmp_path):
     md = format_markdown(result)
     assert "| asu_gd | tau=1.5 | 0.800 | 0.200 | 0.100 | 0.900 | - | - | 0.950 | 0.000 | 0.100 | 60 | 300 |" in md
     assert plot(result, tmp_path / "p.png").stat().st_size > 0
+
+
+def test_asu_choices_table_renders_every_row():
+    from bench.asu_choices import format_markdown
+
+    figures = {"forget_probe_hits": 0.091, "retain_probe_hits": 0.87, "fluent_share": 0.894, "forget_rouge": 0.7}
+    rows = [{"settings": "base", "seconds": 0, "fluency_reference": "question", **figures},
+            {"settings": {"forget_positions": "facts", "layer_span": "middle_third", "tau": 4.0,
+                          "learning_rate": 1e-4, "retain_weight": 3.0, "epochs": 10}, "seconds": None,
+             "fluency_reference": "calibration", **figures}]
+    table = format_markdown(rows)
+    assert "| (base model) | - | - | - | - | - | 0.091 | 0.870 | 0.894 | 0.700 | 0 |" in table
+    assert "| facts | middle_third | 4.0 | 0.0001 | 3 | epochs=10 | 0.091 | 0.870 | 0.894* | 0.700 | - |" in table
