@@ -245,13 +245,25 @@ def run_auto(setting: Setting, judge: FluencyJudge, base: dict, work: Path) -> d
     return row
 
 
+#: Selection keys of results written before the search's vocabulary was unified (issue 13) -> today's names.
+_OLD_SELECTION_KEYS = {"forget_efficacy": "forget_score", "score": "combined_score"}
+
+
+def upgrade(result: dict) -> dict:
+    """A results file of an earlier version with today's key names (kept rows are merged with new ones)."""
+    for data in result.get("settings", {}).values():
+        for row in data.get("rows", {}).values():
+            row["selection"] = {_OLD_SELECTION_KEYS.get(k, k): v for k, v in row.get("selection", {}).items()}
+    return result
+
+
 def run_realmodel_bench(settings: Sequence[Setting], methods: Sequence[str], work_dir: Path,
                         out_dir: Path | None = None) -> dict:
     """Base figures, then every method on every setting; writes the results when ``out_dir`` is given (the rows
     of methods not run again, and settings not run again, are kept from ``out_dir/realmodel.json``)."""
     random.seed(0)
     previous = Path(out_dir or ".") / "realmodel.json"
-    kept = json.loads(previous.read_text()) if out_dir is not None and previous.is_file() else {}
+    kept = upgrade(json.loads(previous.read_text())) if out_dir is not None and previous.is_file() else {}
     grids = {**kept.get("grids", {}), **{m: GRIDS[m] for m in methods if m in GRIDS}}
     result = {"methods": [*dict.fromkeys([*kept.get("methods", []), *methods])], "grids": grids,
               "base_round": BASE_ROUND, "settings": dict(kept.get("settings", {}))}

@@ -50,3 +50,15 @@ def test_asu_choices_table_renders_every_row():
     table = format_markdown(rows)
     assert "| (base model) | - | - | - | - | - | 0.091 | 0.870 | 0.894 | 0.700 | 0 |" in table
     assert "| facts | middle_third | 4.0 | 0.0001 | 3 | epochs=10 | 0.091 | 0.870 | 0.894* | 0.700 | - |" in table
+
+
+def test_results_of_an_earlier_version_are_upgraded_before_merging():
+    from bench.realmodel import format_markdown, upgrade
+
+    old = {"methods": ["npo"], "grids": {"npo": [{}, {}]}, "settings": {"scenario:paris": {"notes": [], "rows": {
+        "npo": {"chosen": {}, "test": {"forget_probe_hits": 0.2},
+                "selection": {"forget_efficacy": 0.8, "relative_utility": 1.0, "fluent_share": 1.0, "score": 0.9}}}}}}
+    row = upgrade(old)["settings"]["scenario:paris"]["rows"]["npo"]
+    assert row["selection"] == {"forget_score": 0.8, "relative_utility": 1.0, "fluent_share": 1.0,
+                                "combined_score": 0.9}
+    assert "| npo | - | 0.900 |" in format_markdown(old)
