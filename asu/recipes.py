@@ -6,8 +6,9 @@
   model of a few million parameters trained from scratch on CPU. See ``EMBEDDED_NOTES``.
 - ``pretrained``: the starting point for real pretrained models (SmolLM2 and up): the paper's learning rate,
   one optimizer step per micro-batch (a 20-item request gets 25 steps instead of the paper's 5 at accumulation
-  4), lambda 1, gamma 3, the forget term on the answers' fact tokens, the middle third of the layers smoothed. Meant to be searched: ``asu unlearn --auto`` and the pipeline's search choose tau, the learning
-  rate (multiples of this one) and optionally lambda on a validation split. See ``PRETRAINED_NOTES``.
+  4), lambda 1, gamma 3, the forget term on the answers' fact tokens, the middle third of the layers smoothed.
+  Meant to be searched: ``asu unlearn --auto`` and the pipeline's search choose tau, the learning rate
+  (multiples of this one) and optionally lambda on a validation split. See ``PRETRAINED_NOTES``.
 
 ``recipe_for_model`` picks ``embedded`` for the embedded model names and ``pretrained`` for everything else.
 """
