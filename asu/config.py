@@ -208,8 +208,8 @@ class ASUConfig:
         layers (unchanged when the span is 'all')."""
         if self.layer_span == "all":
             return self
-        third = max(1, num_layers // 3)
-        layers = tuple(range(third, max(third + 1, 2 * num_layers // 3)))
+        # n // 3 .. 2n // 3 - 1; a model too shallow to have a middle third (1 layer) smooths its middle layer.
+        layers = tuple(range(num_layers // 3, 2 * num_layers // 3)) or (num_layers // 2,)
         return replace(self, layers=layers, layer_span="all")
 
     @property

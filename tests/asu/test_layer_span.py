@@ -13,7 +13,7 @@ from asu.trainer import run_round
 
 
 @pytest.mark.parametrize(("depth", "layers"), [(30, tuple(range(10, 20))), (12, (4, 5, 6, 7)), (4, (1,)),
-                                               (2, (1,)), (1, (1,))])
+                                               (2, (0,)), (1, (0,))])
 def test_middle_third_by_depth(depth, layers):
     resolved = ASUConfig(layer_span="middle_third").for_depth(depth)
     assert resolved.layers == layers and resolved.layer_span == "all"
@@ -32,7 +32,7 @@ def test_a_middle_third_round_is_the_round_on_those_layers(tiny_model_dir, tiny_
                      checkpoint_every="never")
     named = run_round(tiny_model_dir, *tiny_sets, replace(base, layer_span="middle_third"), tmp_path / "named",
                       progress=False)
-    explicit = run_round(tiny_model_dir, *tiny_sets, replace(base, layers=(1,)), tmp_path / "explicit",
+    explicit = run_round(tiny_model_dir, *tiny_sets, replace(base, layers=(0,)), tmp_path / "explicit",
                          progress=False)
     a = load_file(str(named.model_dir / "model.safetensors"))
     b = load_file(str(explicit.model_dir / "model.safetensors"))
