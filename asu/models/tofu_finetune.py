@@ -66,11 +66,11 @@ from typing import TYPE_CHECKING, Literal
 import torch
 
 from asu.cache import build_once, cache_root
-from asu.data import Encoded, QAItem, collate, encode_qa
+from asu.data import Encoded, QAItem, encode_qa
 from asu.embedded import NUM_TOFU_AUTHORS, tofu_items
 from asu.errors import UsageError
+from asu.finetune import FinetuneSchedule, finetune, steps_per_epoch
 from asu.hashing import sha256_text
-from asu.losses import IGNORE_INDEX, nll_loss
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -202,6 +202,12 @@ class TofuFinetuneSpec:
         """Trained authors other than the forget authors (the retained authors, same for both roles)."""
         return tuple(a for a in self.authors if a not in self.forget_authors)
 
+    @property
+    def schedule(self) -> FinetuneSchedule:
+        """The optimiser settings of the build (``asu.finetune``)."""
+        return FinetuneSchedule(self.learning_rate, self.epochs, self.batch_size, self.grad_accum, self.weight_decay,
+                                self.warmup_epochs, self.max_grad_norm, self.seed)
+
     def replace(self, **changes) -> TofuFinetuneSpec:
         """A copy with ``changes`` applied (and validated)."""
         return dataclasses.replace(self, **changes)
@@ -253,93 +259,12 @@ def tofu_folder(spec: TofuFinetuneSpec, cache_dir: str | Path | None = None) -> 
 # --- training -------------------------------------------------------------------------------------------------------
 
 
-def epoch_batches(lengths: list[int], batch_size: int, generator: torch.Generator) -> list[list[int]]:
-    """One epoch of micro-batches: seeded shuffle, sorted by length within windows of 4 batches (less padding),
-    then the batches shuffled."""
-    order = torch.randperm(len(lengths), generator=generator).tolist()
-    window = 4 * batch_size
-    batches = []
-    for start in range(0, len(order), window):
-        chunk = sorted(order[start:start + window], key=lambda i: lengths[i])
-        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
-    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
-
-
-def steps_per_epoch(num_items: int, spec: TofuFinetuneSpec) -> int:
-    """Optimiser steps of one epoch (the last step may hold fewer micro-batches)."""
-    return math.ceil(math.ceil(num_items / spec.batch_size) / spec.grad_accum)
-
-
-def make_optimizer(model: PreTrainedModel, spec: TofuFinetuneSpec, total_steps: int):
-    """AdamW (decay on matrices only) and its schedule: linear warm-up over ``warmup_epochs``, then linear decay."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": spec.weight_decay},
-              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=spec.learning_rate, betas=(0.9, 0.999), eps=1e-8)
-    warmup = min(total_steps, round(spec.warmup_epochs * total_steps / spec.epochs))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def batch_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean answer-token NLL per sequence, then over the batch (``asu.losses.nll_loss``).
-
-    Logits are computed only from the first labelled position on (``logits_to_keep``): the prompts (system prompt
-    and question, over half of a TOFU item) never reach the 49k-wide LM head, ~12% less compute on SmolLM2.
-    """
-    labels = batch["labels"]
-    labelled = (labels != IGNORE_INDEX).any(0).nonzero()
-    first = int(labelled[0]) if len(labelled) else 1
-    keep = labels.shape[1] - (first - 1)  # position first-1 predicts the first labelled token
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep).logits
-    return nll_loss(logits, labels[:, -keep:])
-
-
 def train_tofu(model: PreTrainedModel, encoded: list[Encoded], spec: TofuFinetuneSpec, pad_id: int, *,
                progress: bool = False, on_epoch: Callable[[int, float], None] | None = None) -> list[float]:
-    """Fine-tune ``model`` in place on ``encoded``; returns each epoch's mean loss. One log line per epoch.
-
-    ``on_epoch(epoch, loss)`` (1-based epoch) is called after each epoch, the model in train mode (pilots use it to
-    measure memorisation along the way).
-    """
-    log = logger.info if progress else logger.debug
-    total_steps = spec.epochs * steps_per_epoch(len(encoded), spec)
-    optimizer, scheduler = make_optimizer(model, spec, total_steps)
-    generator = torch.Generator().manual_seed(spec.seed)
-    lengths = [len(e.input_ids) for e in encoded]
-    params = [p for p in model.parameters() if p.requires_grad]
-    epoch_losses: list[float] = []
-    started = time.perf_counter()
-    model.train()
-    for epoch in range(spec.epochs):
-        batches = epoch_batches(lengths, spec.batch_size, generator)
-        losses = []
-        for start in range(0, len(batches), spec.grad_accum):
-            step_batches = batches[start:start + spec.grad_accum]
-            step_items = sum(len(rows) for rows in step_batches)
-            for rows in step_batches:
-                loss = batch_loss(model, collate([encoded[i] for i in rows], pad_id))
-                (loss * (len(rows) / step_items)).backward()
-                losses.append((loss.item(), len(rows)))
-            torch.nn.utils.clip_grad_norm_(params, spec.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-        epoch_losses.append(sum(v * n for v, n in losses) / sum(n for _, n in losses))
-        elapsed = time.perf_counter() - started
-        eta = elapsed / (epoch + 1) * (spec.epochs - epoch - 1)
-        log("tofu %s: epoch %d/%d, loss %.4f, elapsed %.0f s, ETA %.0f s", spec.role, epoch + 1, spec.epochs,
-            epoch_losses[-1], elapsed, eta)
-        if on_epoch is not None:
-            on_epoch(epoch + 1, epoch_losses[-1])
-            model.train()
-    model.eval()
-    return epoch_losses
+    """Fine-tune ``model`` in place on ``encoded`` with the spec's schedule (``asu.finetune.finetune``); returns each
+    epoch's mean loss. ``on_epoch(epoch, loss)`` as there (pilots use it to measure memorisation along the way)."""
+    return finetune(model, encoded, spec.schedule, pad_id, label=f"tofu {spec.role}", progress=progress,
+                    on_epoch=on_epoch)
 
 
 # --- memorisation ---------------------------------------------------------------------------------------------------
@@ -387,7 +312,7 @@ def build_tofu_model(spec: TofuFinetuneSpec, out_dir: str | Path, *, progress: b
     items = tofu_items(spec.trained_authors)
     encoded = [encode_qa(tokenizer, item, spec.max_length, "chat_template") for item in items]
     log("tofu %s: fine-tuning %s on authors %s (%d items, %d epochs, %d steps/epoch)", spec.role, spec.base,
-        list(spec.trained_authors), len(items), spec.epochs, steps_per_epoch(len(items), spec))
+        list(spec.trained_authors), len(items), spec.epochs, steps_per_epoch(len(items), spec.schedule))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
         epoch_losses = train_tofu(model, encoded, spec, tokenizer.pad_token_id, progress=progress)
