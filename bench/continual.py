@@ -8,11 +8,11 @@ other 5 as its validation items; the scenario request forgets its 25 facts with 
 and the held-out paraphrases of its facts as validation. The retain set is the target's other authors (0, 5) and
 the scenario's neighbouring facts. Fluency is judged by the pretrained SmolLM2 (``fluency_model``).
 
-Run once per ``teacher_source`` (``previous``: the model the round starts from, smoothed; ``original``: the
-target, smoothed, for every round). Per round: the chosen settings, the request's forget efficacy (1 - fact
-recall) before and after, retain ROUGE-L (utility) against the target's, fluency and refusal shares of the
-forget answers, the gate, and every earlier request's forget efficacy now against what was recorded after its
-own round (resurgence). Writes ``bench/results/continual.{json,md,png}`` after each round.
+Run per ``teacher_source``, the chains in lockstep (``previous``: the model the round starts from, smoothed;
+``original``: the target, smoothed, for every round). Per round: the chosen settings, the request's forget
+efficacy (1 - fact recall) before and after, retain ROUGE-L (utility) against the target's, fluency and refusal
+shares of the forget answers, the gate, and every earlier request's forget efficacy now against what was recorded
+after its own round (resurgence). Writes ``bench/results/continual.{json,md,png}`` after each round.
 
     OMP_NUM_THREADS=2 python -m bench.continual [--teacher-source previous original]
 """
@@ -34,6 +34,8 @@ TOFU_REQUESTS = (1, 2, 3, 4)
 RETAIN_AUTHORS = (0, 5)
 HOLDOUT_AUTHOR = 199
 SEARCH = {"tau_grid": [1.5, 2.0, 3.0], "stage2_candidates": 2, "max_new_tokens": 64}
+#: Attacks on every candidate (``asu.robustness``): the two the literature finds most damaging, cheap on CPU.
+ROBUSTNESS = {"attacks": ["relearn", "quantize_4bit"], "max_new_tokens": 64}
 GATE = Path(__file__).resolve().parent.parent / "configs" / "gate-demo-real.yaml"
 logger = logging.getLogger("bench.continual")
 
@@ -64,20 +66,18 @@ def write_files(folder: Path) -> tuple[Path, Path, list[Path]]:
     return retain, holdout, paths
 
 
-def run(teacher_source: str, work: Path, on_round) -> list[dict]:
-    """Submit the five requests and run the flow one request at a time; ``on_round(rows)`` after each."""
+def submit_chain(teacher_source: str, work: Path) -> dict:
+    """A fresh work dir holding the five requests, queued; returns the chain's pipeline settings."""
     from asu.data import load_qa_file
-    from flows.continual import continual_unlearning
     from pipelines.intake.submit import submit_request
     from pipelines.ledger.store import Ledger, default_ledger_url
 
     work.mkdir(parents=True, exist_ok=False)
-    os.environ["ASU_WORK_DIR"] = str(work)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
     retain_file, holdout_file, requests = write_files(work / "inputs")
     settings = {"base_model": MODEL, "retain_file": str(retain_file), "holdout_file": str(holdout_file),
                 "recipe": "pretrained", "search": dict(SEARCH), "gate_file": str(GATE), "benchmarks": [],
-                "max_new_tokens": 64, "fluency_model": JUDGE, "teacher_source": teacher_source}
+                "max_new_tokens": 64, "fluency_model": JUDGE, "teacher_source": teacher_source,
+                "robustness": dict(ROBUSTNESS)}
     ledger = Ledger(default_ledger_url(work))
     try:
         retain = load_qa_file(retain_file)
@@ -85,12 +85,25 @@ def run(teacher_source: str, work: Path, on_round) -> list[dict]:
             submit_request(path, urgent=False, ledger=ledger, retain=retain, actor="bench-continual")
     finally:
         ledger.close()
-    rows = []
-    for _ in requests:  # one request per flow run: rows are written as each round ends
-        started = time.perf_counter()
-        for outcome in continual_unlearning(settings, max_requests=1):
-            rows.append(round_row(work, outcome, time.perf_counter() - started))
-            on_round(rows)
+    return settings
+
+
+def run(sources: list[str], root: Path, stamp: str, on_round) -> dict[str, list[dict]]:
+    """Both chains in lockstep, one request of each in turn (so that, stopped at any point, they have run the same
+    rounds); ``on_round(source, rows)`` after each round."""
+    from flows.continual import continual_unlearning
+
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    works = {source: root / f"{stamp}-{source}" for source in sources}
+    chains = {source: submit_chain(source, works[source]) for source in sources}
+    rows: dict[str, list[dict]] = {source: [] for source in sources}
+    for _ in range(len(TOFU_REQUESTS) + 1):  # one request per flow run: rows are written as each round ends
+        for source in sources:
+            os.environ["ASU_WORK_DIR"] = str(works[source])
+            started = time.perf_counter()
+            for outcome in continual_unlearning(chains[source], max_requests=1):
+                rows[source].append(round_row(works[source], outcome, time.perf_counter() - started))
+                on_round(source, rows[source])
     return rows
 
 
@@ -103,6 +116,7 @@ def round_row(work: Path, o: dict, seconds: float) -> dict:
     for key in ("forget_efficacy", "forget_rouge", "forget_fact_recall", "retain_rouge", "fluency", "refusal"):
         row[f"{key}_before"], row[f"{key}_after"] = before.get(key), after.get(key)
     row["earlier_after"] = after.get("earlier", {})
+    row["attack_recovery"] = {name: r.get("recovery") for name, r in (after.get("robustness") or {}).items()}
     return row
 
 
@@ -125,16 +139,19 @@ def format_markdown(result: dict) -> str:
         target = rows[0]["retain_rouge_before"] if rows else None
         lines += [f"teacher_source `{source}` (retain ROUGE-L of the target: {f(target)})", "",
                   "| round | request | status | tau | lr | lambda | forget efficacy | retain ROUGE-L (rel. target) | "
-                  "fluent | refusal | max resurgence | seconds |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "fluent | refusal | max resurgence | recovery: relearn / 4-bit | seconds |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for k, r in enumerate(rows, start=1):
             s = r["setting"] or {}
+            rec = r.get("attack_recovery") or {}
             rel = None if not target or r["retain_rouge_after"] is None else r["retain_rouge_after"] / target
             lines.append(
                 f"| {k} | {r['request_id']} | {r['status']}{' (' + r['reason'] + ')' if r['reason'] else ''} | "
                 f"{s.get('tau', '-')} | {s.get('learning_rate', '-')} | {s.get('forget_weight', '-')} | "
                 f"{f(r['forget_efficacy_before'])} -> {f(r['forget_efficacy_after'])} | "
                 f"{f(r['retain_rouge_after'])} ({f(rel)}) | {f(r['fluency_after'])} | {f(r['refusal_after'])} | "
-                f"{f(r['max_resurgence'])} | {r['seconds']:.0f} |")
+                f"{f(r['max_resurgence'])} | {f(rec.get('relearn'))} / {f(rec.get('quantize_4bit'))} | "
+                f"{r['seconds']:.0f} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -175,16 +192,16 @@ def main(argv=None) -> None:
     result_path = out / "continual.json"
     result = json.loads(result_path.read_text()) if result_path.is_file() else {"runs": {}}
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    for source in args.teacher_source:
-        def save(rows, source=source):
-            add_resurgence(rows)
-            result["runs"][source] = rows
-            result_path.write_text(json.dumps(result, indent=1))
-            (out / "continual.md").write_text(format_markdown(result))
-            plot(result, out / "continual.png")
-            logger.info("round %d of teacher_source=%s written", len(rows), source)
 
-        run(source, Path(args.work_dir) / f"{stamp}-{source}", save)
+    def save(source: str, rows: list[dict]) -> None:
+        add_resurgence(rows)
+        result["runs"][source] = rows
+        result_path.write_text(json.dumps(result, indent=1))
+        (out / "continual.md").write_text(format_markdown(result))
+        plot(result, out / "continual.png")
+        logger.info("round %d of teacher_source=%s written", len(rows), source)
+
+    run(list(args.teacher_source), Path(args.work_dir), stamp, save)
     print(format_markdown(result))
 
 

@@ -19,6 +19,7 @@ from asu.device import DeviceName, DTypeName, Placement
 from asu.errors import UsageError
 from asu.hashing import sha256_text
 from asu.recipes import get_recipe
+from asu.robustness import RobustnessConfig
 from asu.strict import check_keys, read_yaml_mapping
 from pipelines.evaluate import SUITES, Suite
 from pipelines.temperature_search.config import SearchConfig
@@ -53,6 +54,10 @@ class PipelineSettings:
     fluency_model: ``champion`` judges fluency with the model each round starts from; a model name or folder
         judges with that model instead (for a base model fine-tuned to memorise its forget answers, such as a
         TOFU target, name the pretrained model it came from: the target finds any other answer unlikely).
+    robustness: the attacks (``asu.robustness``: ``relearn``, ``quantize_8bit``, ``quantize_4bit``, ``prefix``,
+        ``best_of_n``) run on every candidate's report forget items, and their settings (a dict of
+        ``RobustnessConfig`` fields; default: no attack). A gate that lists an attack under ``attacks_required`` needs
+        it measured here. ``paraphrase`` is not available: requests carry no paraphrased questions.
     teacher_source: ``previous``: each round's teacher is the model it starts from (the champion, i.e. the
         previous round's model; the paper's single-round setting); ``original``: every round is taught by the
         chain's base model (``base_model``), so later rounds do not distil earlier rounds' drift.
@@ -73,6 +78,7 @@ class PipelineSettings:
     max_new_tokens: int = 200
     fluency_model: ChampionJudge | str = "champion"
     teacher_source: TeacherSource = "previous"
+    robustness: RobustnessConfig = field(default_factory=lambda: RobustnessConfig(attacks=()))
     device: DeviceName = "auto"
     dtype: DTypeName = "auto"
 
@@ -95,6 +101,15 @@ class PipelineSettings:
             object.__setattr__(self, "search", SearchConfig.from_dict(self.search))
         elif not isinstance(self.search, SearchConfig):
             raise UsageError(f"search must be a mapping of SearchConfig fields, got {type(self.search).__name__}")
+        if isinstance(self.robustness, dict):
+            object.__setattr__(self, "robustness", RobustnessConfig.from_dict(
+                {"attacks": [], **self.robustness}))
+        elif not isinstance(self.robustness, RobustnessConfig):
+            raise UsageError(f"robustness must be a mapping of RobustnessConfig fields (e.g. {{attacks: [relearn]}}), "
+                             f"got {type(self.robustness).__name__}")
+        if "paraphrase" in self.robustness.attacks:
+            raise UsageError("robustness attack 'paraphrase' needs paraphrased questions, which forget requests do "
+                             "not carry; drop it from robustness.attacks (bench/robustness.py runs it on scenarios)")
         self.round  # noqa: B018 - fail now on a bad recipe or override, not after the search
         self.placement.torch_dtype()  # and on a bad device or dtype, or a device this machine lacks
 
@@ -111,6 +126,7 @@ class PipelineSettings:
     def to_dict(self) -> dict[str, Any]:
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         return {**fields, "overrides": dict(self.overrides), "search": self.search.to_dict(),
+                "robustness": self.robustness.to_dict(),
                 "benchmarks": list(self.benchmarks)}
 
     def digest(self) -> str:

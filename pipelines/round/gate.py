@@ -9,6 +9,10 @@ Checks (every one reported; the gate passes when none fails):
 - ``fluency``: after.fluency >= ``fluency_min``.
 - ``resurgence``: per earlier request, efficacy recorded then minus efficacy now <= ``resurgence_max``.
 - ``mia_auc``: after.mia_auc within ``mia_auc_band`` (0.5 = forget and holdout indistinguishable).
+- ``attack_recovery``: per attack listed in ``attacks_required`` (``asu.robustness``), the share of the forget facts
+  that came back under it (fact recall under attack - without) <= ``attack_recovery_max``; an attack the gate requires
+  but the pipeline did not measure fails, naming the setting to add. ``attacks_required`` and
+  ``attack_recovery_max`` may be left out of a gate file (no attack required).
 A missing or non-finite figure fails its check; a check is skipped only when named in ``disabled``.
 """
 
@@ -22,12 +26,15 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from asu.errors import InputFileMissing, UsageError
+from asu.robustness import ATTACKS, Attack
 from asu.strict import check_keys, read_yaml_mapping, where
 from pipelines.tracking.runs import check_id
 
-CheckName = Literal["forget_efficacy", "utility_drop", "fluency", "resurgence", "mia_auc"]
+CheckName = Literal["forget_efficacy", "utility_drop", "fluency", "resurgence", "mia_auc", "attack_recovery"]
 CHECK_NAMES: tuple[str, ...] = get_args(CheckName)
 Status = Literal["pass", "fail", "disabled"]
+#: Keys a gate file may leave out (their defaults apply): no check disabled, no attack required.
+OPTIONAL_KEYS = ("disabled", "attacks_required", "attack_recovery_max")
 DEFAULT_GATE_FILE = Path(__file__).resolve().parents[2] / "configs" / "gate.yaml"
 
 
@@ -51,6 +58,11 @@ class GateThresholds:
         "ceiling on how much an earlier request's forget efficacy may fall (knowledge coming back)"))
     mia_auc_band: tuple[float, float] = field(default=(0.3, 0.7), metadata=_help(
         "[low, high] band for the forget-vs-holdout MIA AUC after the round (0.5 = indistinguishable)"))
+    attacks_required: tuple[Attack, ...] = field(default=(), metadata=_help(
+        f"robustness attacks whose recovery is checked; names from {', '.join(ATTACKS)} (measured when the pipeline "
+        "settings list them under robustness.attacks)"))
+    attack_recovery_max: float = field(default=0.2, metadata=_help(
+        "ceiling on the share of forget facts that come back under each required attack"))
     disabled: tuple[CheckName, ...] = field(default=(), metadata=_help(
         f"checks reported as disabled instead of evaluated; names from {', '.join(CHECK_NAMES)}"))
 
@@ -68,7 +80,7 @@ class GateThresholds:
         lines = lines or {}
         check_keys(data, names, what="gate", source=source, lines=lines)
         for name in names:
-            if name not in data and name != "disabled":
+            if name not in data and name not in OPTIONAL_KEYS:
                 raise UsageError(f"{source}: missing gate key {name!r}; add e.g. `{name}: {cls().to_dict()[name]}`")
         values = {}
         for key, value in data.items():
@@ -97,6 +109,16 @@ def _check_field(name: str, value: Any) -> Any:
         if low >= high:
             raise UsageError(f"mia_auc_band low must be below high, got [{low}, {high}]; e.g. [0.3, 0.7]")
         return (low, high)
+    if name == "attacks_required":
+        if not isinstance(value, (list, tuple)):
+            raise UsageError(f"attacks_required must be a list of attacks ({', '.join(ATTACKS)}), got {value!r}")
+        unknown = [item for item in value if item not in ATTACKS or item == "paraphrase"]
+        if unknown:
+            raise UsageError(f"attacks_required: {unknown} cannot be required; choose from "
+                             f"{', '.join(a for a in ATTACKS if a != 'paraphrase')}")
+        if len(set(value)) != len(value):
+            raise UsageError(f"attacks_required lists an attack twice: {list(value)!r}")
+        return tuple(value)
     if name == "disabled":
         if not isinstance(value, (list, tuple)):
             raise UsageError(f"disabled must be a list of check names ({', '.join(CHECK_NAMES)}), got {value!r}")
@@ -139,16 +161,22 @@ class GateFigures:
     fluency: share of forget answers that are fluent (``asu.fluency``: no empty answer, loop, run of punctuation or
         letters, symbol soup or echo, and likely under the model before the round; refusals count as fluent).
     mia_auc: forget-vs-holdout membership-inference AUC (forget = 0, holdout = 1 labels); None if not measured.
+    attack_recovery: attack name -> share of the forget facts that came back under it (``asu.robustness``); only the
+        attacks that were measured.
     """
 
     forget_efficacy: float
     utility: float
     fluency: float
     mia_auc: float | None = None
+    attack_recovery: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            object.__setattr__(self, f.name, _figure(f.name, getattr(self, f.name), optional=f.name == "mia_auc"))
+            if f.name != "attack_recovery":
+                object.__setattr__(self, f.name, _figure(f.name, getattr(self, f.name), optional=f.name == "mia_auc"))
+        object.__setattr__(self, "attack_recovery", {str(k): _figure(f"attack_recovery[{k}]", v)
+                                                     for k, v in dict(self.attack_recovery).items()})
 
 
 @dataclass(frozen=True)
@@ -175,7 +203,7 @@ class GateCheck:
     comparator: Literal[">=", "<=", "in"]
     threshold: float | tuple[float, float]
     reason: str
-    subject: str | None = None  # the earlier request id, for resurgence checks
+    subject: str | None = None  # the earlier request id (resurgence) or the attack (attack_recovery)
 
     @property
     def passed(self) -> bool:
@@ -261,6 +289,14 @@ def evaluate_gate(
     if not earlier_rechecks:
         checks.append(GateCheck("resurgence", "pass", None, "<=", t.resurgence_max, "no earlier requests to re-check"))
     checks.append(_mia(after, t.mia_auc_band))
+    for name in t.attacks_required:
+        if name not in after.attack_recovery:
+            checks.append(GateCheck("attack_recovery", "fail", None, "<=", t.attack_recovery_max,
+                                    f"attack {name} is required by the gate but was not measured: add it to the "
+                                    "pipeline settings' robustness.attacks", name))
+            continue
+        checks.append(_bound("attack_recovery", after.attack_recovery[name], "<=", t.attack_recovery_max,
+                             f"forget facts recovered under the {name} attack", name))
     checks = [
         GateCheck(c.name, "disabled", c.value, c.comparator, c.threshold, f"disabled in the gate config ({c.reason})",
                   c.subject) if c.name in t.disabled else c

@@ -130,7 +130,7 @@ class _Round:
             with _timed(seconds, "measure_before"):
                 record.before = steps.measure(champion_dir, report_items, s, **kw)
             with _timed(seconds, "measure_after"):
-                record.after = steps.measure(result.model_dir, report_items, s, **kw)
+                record.after = steps.measure(result.model_dir, report_items, s, **kw, attacks=True)
             del judge
             run.log_metrics(record.mlflow_metrics())
             self.ledger.transition(self.request_id, "evaluated", actor=self.actor, detail={"tau": record.tau})

@@ -187,7 +187,7 @@ def render_markdown(d: Mapping[str, Any]) -> str:
            f"Created {d['created_at']} · code `{d['code_version']}` · gate **{verdict}**", "",
            "## Request content (SHA-256; the content itself is never stored here)", ""]
     out += _table(["item", "SHA-256"], list(d["content_hashes"].items()))
-    for section in (_md_validation, _md_search, _md_figures, _md_gate, _md_earlier, _md_model):
+    for section in (_md_validation, _md_search, _md_figures, _md_robustness, _md_gate, _md_earlier, _md_model):
         out += ["", *section(d)]
     return "\n".join(out) + "\n"
 
@@ -227,9 +227,27 @@ def _md_figures(d: Mapping[str, Any]) -> list[str]:
     before, after = d["metrics"]["before"], d["metrics"]["after"]
     if before or after:
         out += ["", "Other evaluation figures:", ""]
-        rows = [[k, before.get(k), after.get(k)] for k in sorted({*before, *after})]
+        rows = [[k, before.get(k), after.get(k)] for k in sorted({*before, *after})
+                if not k.startswith("robustness/")]
         out += _table(["metric", "before", "after"], rows)
     return out
+
+
+def _md_robustness(d: Mapping[str, Any]) -> list[str]:
+    attacks: dict[str, dict[str, float]] = {}
+    for key, value in d["metrics"]["after"].items():  # flattened: robustness/<attack>/<figure>
+        parts = key.split("/")
+        if len(parts) == 3 and parts[0] == "robustness":
+            attacks.setdefault(parts[1], {})[parts[2]] = value
+    out = ["## Robustness of the forgetting", ""]
+    if not attacks:
+        return [*out, "No attack was run (pipeline settings: robustness.attacks)."]
+    checks = {c["subject"]: c for c in d["gate"]["checks"] if c["name"] == "attack_recovery"}
+    rows = [[name, a.get("baseline_fact_recall"), a.get("fact_recall"), a.get("recovery"),
+             checks.get(name, {}).get("status", "not required")] for name, a in sorted(attacks.items())]
+    out += ["Share of the forget answers' facts the candidate states, plainly and under each attack "
+            "(`asu.robustness`); recovery = under attack - plainly.", ""]
+    return out + _table(["attack", "fact recall", "under attack", "recovery", "gate"], rows)
 
 
 def _md_gate(d: Mapping[str, Any]) -> list[str]:

@@ -159,6 +159,8 @@ class Measurement:
     forget_fact_recall: float | None = None  # share of the forget answers' facts still stated (None: not measured)
     earlier: dict[str, float] = field(default_factory=dict)  # request id -> forget efficacy
     benchmarks: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: attack -> {fact_recall, baseline_fact_recall, recovery, items, seconds} (``asu.robustness``; the candidate only)
+    robustness: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def forget_efficacy(self) -> float:
@@ -174,7 +176,8 @@ class Measurement:
                 "mia_auc": self.mia_auc}
 
     def figures(self) -> GateFigures:
-        return GateFigures(self.forget_efficacy, self.retain_rouge, self.fluency, self.mia_auc)
+        return GateFigures(self.forget_efficacy, self.retain_rouge, self.fluency, self.mia_auc,
+                           {name: r["recovery"] for name, r in self.robustness.items()})
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -183,6 +186,7 @@ class Measurement:
             "forget_probability": self.forget_probability, "fluency": self.fluency, "refusal": self.refusal,
             "retain_rouge": self.retain_rouge, "retain_probability": self.retain_probability,
             "mia_auc": self.mia_auc, "earlier": dict(self.earlier), "benchmarks": self.benchmarks,
+            "robustness": self.robustness,
         }  # fmt: skip
 
 
@@ -199,8 +203,9 @@ def fluency_judge(model_dir: Path, settings: PipelineSettings):
 
 
 def measure(model_dir: Path, split: DataSplit, settings: PipelineSettings, *, holdout: list[QAItem] | None,
-            earlier: dict[str, list[QAItem]], benchmarks: bool, judge=None) -> Measurement:
-    """Score ``model_dir`` on the report items, the holdout (MIA), earlier requests and the benchmark suites.
+            earlier: dict[str, list[QAItem]], benchmarks: bool, judge=None, attacks: bool = False) -> Measurement:
+    """Score ``model_dir`` on the report items, the holdout (MIA), earlier requests and the benchmark suites, and
+    with ``attacks`` run ``settings.robustness``'s attacks on the report forget items (:func:`attack_figures`).
 
     The model is loaded once (and not at all when every part is stored). Parts that do not depend on this request
     (retain figures, earlier requests' re-checks, benchmarks) are stored under ``<work dir>/figure-store`` keyed by
@@ -243,6 +248,8 @@ def measure(model_dir: Path, split: DataSplit, settings: PipelineSettings, *, ho
                          forget_fact_recall=forget.fact_recall)
     for request_id, items in earlier.items():
         result.earlier[request_id] = 1.0 - qa(items, "earlier")["fact_recall"]
+    if attacks and settings.robustness.attacks:
+        result.robustness = attack_figures(model, tokenizer, split.forget_report, settings)
     if benchmarks:
         from asu.metrics.tofu import EvalSettings
 
@@ -251,6 +258,19 @@ def measure(model_dir: Path, split: DataSplit, settings: PipelineSettings, *, ho
             suite_result, _ = evaluate_model(model_dir, plan, loaded=tuple(loaded))
             result.benchmarks[suite] = dict(suite_result.aggregates)
     return result
+
+
+def attack_figures(model, tokenizer, forget: list[QAItem], settings: PipelineSettings) -> dict[str, dict[str, float]]:
+    """``settings.robustness``'s attacks on ``model`` (in the round's prompt format): numbers only, per attack."""
+    from dataclasses import replace
+
+    from asu.robustness import attack
+
+    config = replace(settings.robustness, prompt_format=settings.round.prompt_format,
+                     max_length=settings.round.max_length)
+    report = attack(model, tokenizer, forget, config)
+    return {name: {k: v for k, v in result.to_dict().items() if isinstance(v, int | float) and not isinstance(v, bool)}
+            for name, result in report.results.items()}
 
 
 def earlier_requests(ledger: Ledger, exclude: str) -> tuple[dict[str, list[QAItem]], dict[str, float], list[str]]:
@@ -325,6 +345,7 @@ __all__ = [
     "Measurement",
     "RequestData",
     "RequestNotProcessable",
+    "attack_figures",
     "choose_temperature",
     "decide",
     "earlier_requests",

@@ -21,7 +21,19 @@ def test_teacher_source_original_names_the_base_model(tiny_model_dir, tmp_path):
 @pytest.mark.parametrize(("field", "value", "message"), [
     ("teacher_source", "base", "use 'previous' or 'original'"),
     ("fluency_model", " ", "fluency_model must be 'champion' or a model name"),
+    ("robustness", {"attacks": ["paraphrase"]}, "paraphrased questions"),
+    ("robustness", {"attack": ["relearn"]}, "attacks"),
+    ("robustness", {"attacks": ["relearn", "jailbreak"]}, "unknown"),
+    ("robustness", ["relearn"], "robustness must be a mapping"),
 ])
 def test_bad_choices_name_the_fix(field, value, message):
     with pytest.raises(ValueError, match=message):
         PipelineSettings(retain_file="r.json", **{field: value})
+
+
+def test_robustness_defaults_to_no_attack_and_reads_a_mapping():
+    assert PipelineSettings(retain_file="r.json").robustness.attacks == ()
+    settings = PipelineSettings.from_dict({"retain_file": "r.json",
+                                           "robustness": {"attacks": ["relearn", "prefix"], "samples": 4}})
+    assert settings.robustness.attacks == ("relearn", "prefix") and settings.robustness.samples == 4
+    assert settings.to_dict()["robustness"]["attacks"] == ["relearn", "prefix"]

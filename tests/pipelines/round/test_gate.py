@@ -128,3 +128,29 @@ def test_constructor_validation_and_missing_file(tmp_path):
         load_thresholds(tmp_path / "absent.yaml")
     with pytest.raises(ValueError, match="must be a number, got str"):
         GateFigures("0.5", 0.9, 1.0)
+
+
+def test_required_attacks_are_held_to_the_recovery_ceiling():
+    thresholds = GateThresholds(attacks_required=("relearn", "quantize_4bit"), attack_recovery_max=0.2)
+    after = GateFigures(0.6, 0.88, 1.0, 0.5, attack_recovery={"relearn": 0.35, "quantize_4bit": 0.05, "prefix": 0.9})
+    result = evaluate_gate(BEFORE, after, [], thresholds)
+    status = _status(result)
+    assert status[("attack_recovery", "relearn")] == "fail" and status[("attack_recovery", "quantize_4bit")] == "pass"
+    assert ("attack_recovery", "prefix") not in status  # measured but not required: reported, not gated
+    assert "recovered under the relearn attack 0.3500 violates <= 0.2" in result.summary()
+
+
+def test_a_required_attack_that_was_not_measured_fails_naming_the_setting():
+    result = evaluate_gate(BEFORE, AFTER, [], GateThresholds(attacks_required=("best_of_n",)))
+    check = next(c for c in result.checks if c.name == "attack_recovery")
+    assert check.status == "fail" and check.subject == "best_of_n" and "robustness.attacks" in check.reason
+
+
+def test_attack_keys_are_optional_in_a_gate_file_and_validated(tmp_path):
+    assert load_thresholds(_yaml(tmp_path, _text())).attacks_required == ()
+    loaded = load_thresholds(_yaml(tmp_path, _text(attacks_required="[relearn]", attack_recovery_max="0.1")))
+    assert loaded.attacks_required == ("relearn",) and loaded.attack_recovery_max == 0.1
+    for value, message in (("[jailbreak]", "cannot be required"), ("[paraphrase]", "cannot be required"),
+                           ("[prefix, prefix]", "twice"), ("relearn", "must be a list")):
+        with pytest.raises(ValueError, match=message):
+            load_thresholds(_yaml(tmp_path, _text(attacks_required=value)))

@@ -103,3 +103,25 @@ def test_a_cuda_device_on_a_machine_without_one_is_refused_naming_the_setting(tm
         PipelineSettings(retain_file=str(tmp_path / "r.json"), device="cuda")
     with pytest.raises(ValueError, match="dtype='fp8'"):
         PipelineSettings(retain_file=str(tmp_path / "r.json"), dtype="fp8")
+
+
+def test_configured_attacks_run_on_the_candidate_and_the_gate_holds_the_required_ones(tiny_model_dir, tmp_path,
+                                                                                      monkeypatch):
+    from pipelines.ledger.store import Ledger, default_ledger_url
+    from pipelines.round import process_request
+    from pipelines.round.report import load_report
+    from pipelines.settings import PipelineSettings
+
+    settings = _request(tmp_path, monkeypatch, tiny_model_dir,
+                        robustness={"attacks": ["quantize_8bit", "prefix"], "max_new_tokens": 32},
+                        gate_file=_gate(tmp_path / "attack-gate.yaml", attacks_required=["quantize_8bit", "relearn"],
+                                        attack_recovery_max=1.0))
+    with Ledger(default_ledger_url(tmp_path)) as ledger:
+        record = process_request("tofu-author-1", PipelineSettings.from_dict(settings), ledger)
+    assert set(record.after.robustness) == {"quantize_8bit", "prefix"} and record.before.robustness == {}
+    assert 0.0 <= record.after.robustness["quantize_8bit"]["fact_recall"] <= 1.0
+    checks = {c.subject: c.status for c in record.gate.checks if c.name == "attack_recovery"}
+    assert checks == {"quantize_8bit": "pass", "relearn": "fail"}  # relearn is required but was not measured
+    assert record.status == "gate_failed"
+    _, markdown = load_report("tofu-author-1", tmp_path)
+    assert "| quantize_8bit |" in markdown and "| prefix |" in markdown and "not required" in markdown

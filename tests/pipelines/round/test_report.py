@@ -133,3 +133,22 @@ def test_a_failed_gate_and_missing_figures_are_reported(report, tmp_path):
 def test_loading_a_missing_report_says_where_it_looked(tmp_path):
     with pytest.raises(FileNotFoundError, match="no evidence report for request 'req-404'"):
         load_report("req-404", tmp_path)
+
+
+def test_attacks_get_their_own_section_with_the_gate_verdict(report, tmp_path):
+    from dataclasses import replace
+
+    thresholds = GateThresholds(attacks_required=("relearn",))
+    after = replace(report.after, attack_recovery={"relearn": 0.05, "quantize_4bit": 0.3})
+    robust = replace(report, after=after, gate=evaluate_gate(report.before, after, report.earlier, thresholds),
+                     metrics_after={"robustness": {
+                         "relearn": {"fact_recall": 0.15, "baseline_fact_recall": 0.1, "recovery": 0.05},
+                         "quantize_4bit": {"fact_recall": 0.4, "baseline_fact_recall": 0.1, "recovery": 0.3}}})
+    _, md_path = write_report(robust, tmp_path)
+    markdown = md_path.read_text()
+    assert "## Robustness of the forgetting" in markdown
+    assert "| relearn | 0.1000 | 0.1500 | 0.0500 | pass |" in markdown
+    assert "| quantize_4bit | 0.1000 | 0.4000 | 0.3000 | not required |" in markdown
+    assert "robustness/relearn" not in markdown.split("## Robustness")[0]  # not repeated among the other figures
+    _, plain = write_report(report, tmp_path / "plain")
+    assert "No attack was run" in plain.read_text()
