@@ -41,3 +41,22 @@ def submit_files(url: str, work: str, worker: int, paths: list[str], barrier, re
         out.append((path, sub.request_id, sub.state, sub.created))
     ledger.close()
     results.put((worker, out))
+
+
+def drain(url: str, worker: int, barrier, results) -> None:
+    """Claim until the queue is empty; each claimed request is processed (evaluated, approved, registered) with
+    random delays between the steps, as a worker running rounds would. Reports the requests this worker finished."""
+    import time
+
+    ledger = Ledger(url)
+    rng = random.Random(1000 + worker)
+    barrier.wait()
+    done = []
+    while (entry := ledger.claim_next(actor=f"w{worker}")) is not None:
+        for state in ("evaluated", "approved", "registered"):
+            time.sleep(rng.uniform(0.0, 0.02))
+            ledger.transition(entry.request_id, state, actor=f"w{worker}", expected_from=None)
+        done.append(entry.request_id)
+        time.sleep(rng.uniform(0.0, 0.01))
+    ledger.close()
+    results.put((worker, done))

@@ -87,3 +87,21 @@ def test_parallel_submissions_of_the_same_files(tmp_path):
         assert sorted(e.request_id for e in ledger.list_requests()) == ["own-0", "own-1", "same-a", "same-b"]
         assert all(len(ledger.history(rid)) == 3 for rid in ("same-a", "same-b"))
         assert ledger.rejections() == []
+
+
+def test_two_worker_processes_drain_one_ledger_and_process_every_request_once(ledger_url):
+    """Two processes claim and process (evaluated -> approved -> registered, random delays) 40 queued requests."""
+    with Ledger(ledger_url) as ledger:
+        ids = [f"req-{i:02d}" for i in range(40)]
+        for rid in ids:
+            ledger.accept(intake_workers.make_request(rid), actor="submitter")
+    results = _run(multiprocessing.get_context("spawn"), intake_workers.drain, [(ledger_url, w) for w in range(2)],
+                   timeout=300)
+    finished = [rid for _, done in results for rid in done]
+    assert sorted(finished) == ids  # every request processed, none twice
+    assert all(done for _, done in results)  # both workers took part
+    with Ledger(ledger_url) as ledger:
+        for rid in ids:
+            history = [t.to_state for t in ledger.history(rid)]
+            assert history == ["received", "validated", "queued", "running", "evaluated", "approved", "registered"]
+            assert ledger.get(rid).state == "registered"
