@@ -40,8 +40,10 @@ ALLOWED: dict[RequestState, frozenset[RequestState]] = {
     "rejected": frozenset({"received"}),
     "queued": frozenset({"running", "superseded"}),
     "running": frozenset({"evaluated", "queued"}),
-    "evaluated": frozenset({"approved", "gate_failed"}),
-    "approved": frozenset({"registered"}),
+    # -> queued: the worker died between measuring and registering (``Ledger.release_orphans``); the rerun resumes
+    # from the finished round and the registry reuses a version it already created for the same weights.
+    "evaluated": frozenset({"approved", "gate_failed", "queued"}),
+    "approved": frozenset({"registered", "queued"}),
     "gate_failed": frozenset({"queued", "registered"}),
     "registered": frozenset({"superseded", "rolled_back"}),
     "superseded": frozenset({"registered"}),
@@ -49,6 +51,8 @@ ALLOWED: dict[RequestState, frozenset[RequestState]] = {
 }
 # States after which the raw content is no longer needed; the retention purge applies to these.
 COMPLETED = frozenset({"registered", "superseded", "rolled_back", "rejected", "gate_failed"})
+# States a worker holds a request in (``claimed_by``) until it records the outcome; orphaned when the worker dies.
+IN_PROGRESS = ("running", "evaluated", "approved")
 # Accepted requests whose urgency can still be raised.
 ESCALATABLE = frozenset({"received", "validated", "queued"})
 

@@ -45,6 +45,7 @@ from pipelines.ledger.schema import (
     ALLOWED,
     COMPLETED,
     ESCALATABLE,
+    IN_PROGRESS,
     STATES,
     RequestState,
     metadata,
@@ -264,14 +265,15 @@ class Ledger(LedgerReads):
     next_queued = claim_next  # the name issue 6 builds on
 
     def release_orphans(self, *, actor: str, alive: Callable[[str], bool | None]) -> list[str]:
-        """Return to the queue every ``running`` request whose claiming worker is gone (``alive(claimed_by)`` is
-        False: a process killed with SIGKILL or by the OOM killer never ran its cleanup); ``None`` from ``alive``
-        means unknown (a worker on another host) and leaves the request alone. Returns the released ids."""
+        """Return to the queue every request a worker holds (``running``, ``evaluated``, ``approved``) whose claiming
+        worker is gone (``alive(claimed_by)`` is False: a process killed with SIGKILL or by the OOM killer never ran
+        its cleanup, possibly between registering the model and recording it); ``None`` from ``alive`` means unknown
+        (a worker on another host) and leaves the request alone. Returns the released ids."""
         released = []
-        for entry in self.list_requests(["running"]):
+        for entry in self.list_requests(list(IN_PROGRESS)):
             if entry.claimed_by is not None and alive(entry.claimed_by) is False:
                 try:
-                    self.transition(entry.request_id, "queued", actor=actor, expected_from="running",
+                    self.transition(entry.request_id, "queued", actor=actor, expected_from=entry.state,
                                     detail={"released": "the worker that claimed it is gone",
                                             "claimed_by": entry.claimed_by,
                                             "retry": "the round resumes from its checkpoint"})

@@ -190,7 +190,9 @@ class ModelRegistry:
             **_gate_tags(gate_results),
             **{k: safe_param_value(k, v) for k, v in (tags or {}).items()},
         }
-        info = self._register(folder, version_tags, run_id)
+        weights = sha256_dir(folder, files=sorted(folder.glob("*.safetensors")))
+        version_tags[f"{TAG}weights_sha256"] = weights
+        info = self._registered_already(weights, request_ids) or self._register(folder, version_tags, run_id)
         self._set_alias(CANDIDATE, info.version)
         logger.info("registered %s version %s as %s", self.name, info.version, CANDIDATE)
         return self.get(info.version)
@@ -199,6 +201,19 @@ class ModelRegistry:
         """Register a complete model that did not come from a round (the starting model; no gate, no marker)."""
         folder = check_model_folder(model_dir, require_marker=False)
         return self._register(folder, {f"{TAG}kind": "base", f"{TAG}parent_version": "none"}, run_id)
+
+    def _registered_already(self, weights: str, request_ids: Sequence[str]) -> VersionInfo | None:
+        """The candidate version of these weights (``asu.weights_sha256``: the safetensors files only; the folder
+        digest also covers ``round.json``, which records a resume) for these requests, when one exists: a worker
+        killed after MLflow created the version but before the ledger recorded it reruns the request (seeded: the
+        same weights), and must not register the same model twice."""
+        for info in self.history():
+            if (info.tags.get(f"{TAG}kind") == "candidate" and info.tags.get(f"{TAG}weights_sha256") == weights
+                    and info.request_ids == tuple(request_ids)):
+                logger.warning("version %s of %s already holds this model for requests %s (registered before an "
+                               "interruption); reusing it", info.version, self.name, ",".join(request_ids))
+                return info
+        return None
 
     def _register(self, folder: Path, tags: dict[str, str], run_id: str | None) -> VersionInfo:
         self._ensure_model()

@@ -1,6 +1,7 @@
-"""A real crash: ``asu run`` killed with SIGKILL in the middle of a round (no cleanup runs). The next ``asu run``
-puts the orphaned request back in the queue, frees the ``gpu`` slot the dead worker held, resumes the round from
-its checkpoint and ends with the weights of an uninterrupted run; nothing is registered twice."""
+"""A real crash: ``asu run`` killed with SIGKILL in the middle of a round, and in the middle of registering the model
+(after MLflow created the version, before the ledger recorded it; no cleanup runs). The next ``asu run`` puts the
+orphaned request back in the queue, frees the ``gpu`` slot the dead worker held, resumes the round from its
+checkpoint and ends with the weights of an uninterrupted run; nothing is registered twice."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from pipeline_helpers import TEST_SEARCH, write_gate
 from asu.hashing import sha256_file
 
 
-def _work(root: Path, tiny_model_dir: Path) -> Path:
-    """A work dir with one queued request and settings whose round is long enough to be killed in."""
+def _work(root: Path, tiny_model_dir: Path, epochs: int = 80) -> Path:
+    """A work dir with one queued request and settings whose round (``epochs``; by default long enough to be killed
+    in) saves a checkpoint every step."""
     from asu.data import load_qa_file
     from pipelines.demo.data import write_demo_files
     from pipelines.intake.submit import submit_request
@@ -26,7 +28,7 @@ def _work(root: Path, tiny_model_dir: Path) -> Path:
 
     files = write_demo_files(root / "inputs", "tiny", (1,), 1)
     settings = {"base_model": str(tiny_model_dir), "retain_file": str(files.retain), "holdout_file": str(files.holdout),
-                "recipe": "embedded", "overrides": {"epochs": 80, "checkpoint_every": 1},
+                "recipe": "embedded", "overrides": {"epochs": epochs, "checkpoint_every": 1},
                 "search": {**TEST_SEARCH, "tau_grid": [2.0]}, "gate_file": write_gate(root / "gate.yaml"),
                 "report_retain_items": 8, "max_new_tokens": 48, "benchmarks": []}
     (root / "settings.yaml").write_text(yaml.safe_dump(settings))
@@ -35,10 +37,18 @@ def _work(root: Path, tiny_model_dir: Path) -> Path:
     return root
 
 
-def _run(work: Path, env: dict, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "cli.main", "run", "--settings", str(work / "settings.yaml"),
-                             "--work-dir", str(work)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True, **kw)
+def _run(work: Path, env: dict, pause_marker: Path | None = None, **kw) -> subprocess.Popen:
+    """``asu run`` on ``work`` in a new session; with ``pause_marker``, the process pauses once MLflow has created the
+    candidate's model version (``fault_injection.py``), after touching the marker."""
+    args = ["run", "--settings", str(work / "settings.yaml"), "--work-dir", str(work)]
+    command = [sys.executable, "-m", "cli.main", *args]
+    if pause_marker is not None:
+        tests = Path(__file__).resolve().parents[1]
+        command = [sys.executable, "-c", f"import sys; sys.path[:0] = [{str(tests)!r}, {str(tests.parent)!r}]; "
+                   f"import fault_injection; fault_injection.pause_after_model_version({str(pause_marker)!r}); "
+                   f"from cli.main import main; sys.exit(main({args!r}))"]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, **kw)
 
 
 def _registered(work: Path, env: dict) -> list[tuple[str, str | None]]:
@@ -84,6 +94,40 @@ def test_a_killed_run_resumes_and_ends_with_the_uninterrupted_weights(tiny_model
     assert len(_registered(killed, env)) == len(_registered(clean, env)) == 2  # the base and one candidate each
     weights = [sha256_file(w / "rounds" / "tofu-author-1" / "model" / "model.safetensors") for w in (killed, clean)]
     assert weights[0] == weights[1]  # byte for byte (round.json differs: it records the resume)
+
+
+def test_a_run_killed_while_registering_registers_the_model_once(tiny_model_dir, tmp_path):
+    from pipelines.ledger.store import Ledger, default_ledger_url
+
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "ASU_CACHE_DIR": str(tiny_model_dir.parent.parent)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("ASU_LEDGER_URL", None)
+    work = _work(tmp_path / "killed", tiny_model_dir, epochs=2)
+    marker = tmp_path / "version-created"
+    first = _run(work, env, pause_marker=marker)
+    deadline = time.monotonic() + 600
+    while not marker.exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert marker.exists(), "the run never reached registration: " + first.stderr.read()[-2000:]
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    assert [v for v, _ in _registered(work, env)] == ["1", marker.read_text()]  # MLflow has the version...
+    with Ledger(default_ledger_url(work)) as ledger:
+        assert ledger.get("tofu-author-1").state == "evaluated"  # ...the ledger does not know it yet
+
+    second = _run(work, env)
+    _, err = second.communicate(timeout=600)
+    assert second.returncode == 0, err[-3000:]
+    assert "back in the queue" in err and "registered before an interruption" in err
+    versions = _registered(work, env)
+    assert [v for v, _ in versions] == ["1", "2"]  # the base and the candidate, once
+    weights = sha256_file(work / "rounds" / "tofu-author-1" / "model" / "model.safetensors")
+    assert versions[1][1] is not None
+    with Ledger(default_ledger_url(work)) as ledger:
+        history = [t.to_state for t in ledger.history("tofu-author-1")]
+        assert history.count("registered") == 1 and history[-1] == "registered"
+        assert ledger.history("tofu-author-1")[-1].detail["model_version"] == "2"
+    assert weights  # the model the version points at is the round's
 
 
 def test_worker_liveness_is_known_only_on_this_host():
