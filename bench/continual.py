@@ -66,6 +66,14 @@ def write_files(folder: Path) -> tuple[Path, Path, list[Path]]:
     return retain, holdout, paths
 
 
+def chain_settings(teacher_source: str, work: Path) -> dict:
+    """The pipeline settings of the chain in ``work`` (its inputs written by :func:`write_files`)."""
+    return {"base_model": MODEL, "retain_file": str(work / "inputs" / "retain.json"),
+            "holdout_file": str(work / "inputs" / "holdout.json"), "recipe": "pretrained", "search": dict(SEARCH),
+            "gate_file": str(GATE), "benchmarks": [], "max_new_tokens": 64, "fluency_model": JUDGE,
+            "teacher_source": teacher_source, "robustness": dict(ROBUSTNESS)}
+
+
 def submit_chain(teacher_source: str, work: Path) -> dict:
     """A fresh work dir holding the five requests, queued; returns the chain's pipeline settings."""
     from asu.data import load_qa_file
@@ -73,14 +81,11 @@ def submit_chain(teacher_source: str, work: Path) -> dict:
     from pipelines.ledger.store import Ledger, default_ledger_url
 
     work.mkdir(parents=True, exist_ok=False)
-    retain_file, holdout_file, requests = write_files(work / "inputs")
-    settings = {"base_model": MODEL, "retain_file": str(retain_file), "holdout_file": str(holdout_file),
-                "recipe": "pretrained", "search": dict(SEARCH), "gate_file": str(GATE), "benchmarks": [],
-                "max_new_tokens": 64, "fluency_model": JUDGE, "teacher_source": teacher_source,
-                "robustness": dict(ROBUSTNESS)}
+    _, _, requests = write_files(work / "inputs")
+    settings = chain_settings(teacher_source, work)
     ledger = Ledger(default_ledger_url(work))
     try:
-        retain = load_qa_file(retain_file)
+        retain = load_qa_file(settings["retain_file"])
         for path in requests:
             submit_request(path, urgent=False, ledger=ledger, retain=retain, actor="bench-continual")
     finally:
@@ -105,6 +110,24 @@ def run(sources: list[str], root: Path, stamp: str, on_round) -> dict[str, list[
                 rows[source].append(round_row(works[source], outcome, time.perf_counter() - started))
                 on_round(source, rows[source])
     return rows
+
+
+def resume(source: str, work: Path, rows: list[dict], on_round) -> list[dict]:
+    """Continue the chain in ``work`` (an interrupted run) until its queue is empty, appending to ``rows``."""
+    from flows.continual import continual_unlearning
+    from pipelines.ledger.store import Ledger, default_ledger_url
+
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ["ASU_WORK_DIR"] = str(work)
+    settings = chain_settings(source, work)
+    while True:
+        with Ledger(default_ledger_url(work)) as ledger:
+            if not ledger.list_requests(["queued", "running"]):
+                return rows
+        started = time.perf_counter()
+        for outcome in continual_unlearning(settings, max_requests=1):
+            rows.append(round_row(work, outcome, time.perf_counter() - started))
+            on_round(source, rows)
 
 
 def round_row(work: Path, o: dict, seconds: float) -> dict:
@@ -186,6 +209,9 @@ def main(argv=None) -> None:
                         choices=["previous", "original"])
     parser.add_argument("--work-dir", default="runs/bench_continual")
     parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--resume", type=Path, default=None,
+                        help="continue the interrupted chain in this work dir (one --teacher-source), appending to "
+                             "its rows in the results")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     out = Path(args.out)
@@ -201,7 +227,13 @@ def main(argv=None) -> None:
         plot(result, out / "continual.png")
         logger.info("round %d of teacher_source=%s written", len(rows), source)
 
-    run(list(args.teacher_source), Path(args.work_dir), stamp, save)
+    if args.resume is not None:
+        if len(args.teacher_source) != 1:
+            parser.error("--resume continues one chain: name its --teacher-source")
+        source = args.teacher_source[0]
+        resume(source, args.resume, list(result["runs"].get(source, [])), save)
+    else:
+        run(list(args.teacher_source), Path(args.work_dir), stamp, save)
     print(format_markdown(result))
 
 
