@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 TEST_SEARCH = {"tau_grid": [2.0, 3.0], "stage2_candidates": 1, "trial_epochs": 1, "retain_validation_size": 8,
                "max_new_tokens": 48, "lr_multipliers": [1.0], "trial_length": "same_epochs", "min_forget_gain": 0.0,
@@ -18,3 +19,24 @@ def write_gate(path, **values) -> str:
             "mia_auc_band": [0.0, 1.0], "disabled": []}
     path.write_text("\n".join(f"{k}: {json.dumps(v)}" for k, v in {**base, **values}.items()))
     return str(path)
+
+
+def queued_request_work(root: Path, tiny_model_dir: Path, epochs: int = 80) -> Path:
+    """A work dir for ``asu run``: ``settings.yaml`` and one queued request (author 1 of the tiny model), its round
+    ``epochs`` long (by default long enough to be interrupted in) with a checkpoint every step."""
+    import yaml
+
+    from asu.data import load_qa_file
+    from pipelines.demo.data import write_demo_files
+    from pipelines.intake.submit import submit_request
+    from pipelines.ledger.store import Ledger, default_ledger_url
+
+    files = write_demo_files(root / "inputs", "tiny", (1,), 1)
+    settings = {"base_model": str(tiny_model_dir), "retain_file": str(files.retain), "holdout_file": str(files.holdout),
+                "recipe": "embedded", "overrides": {"epochs": epochs, "checkpoint_every": 1},
+                "search": {**TEST_SEARCH, "tau_grid": [2.0]}, "gate_file": write_gate(root / "gate.yaml"),
+                "report_retain_items": 8, "max_new_tokens": 48, "benchmarks": []}
+    (root / "settings.yaml").write_text(yaml.safe_dump(settings))
+    with Ledger(default_ledger_url(root)) as ledger:
+        submit_request(files.requests[0][0], ledger=ledger, retain=load_qa_file(files.retain), actor="test")
+    return root

@@ -12,29 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-from pipeline_helpers import TEST_SEARCH, write_gate
+from pipeline_helpers import queued_request_work as _work
 
 from asu.hashing import sha256_file
-
-
-def _work(root: Path, tiny_model_dir: Path, epochs: int = 80) -> Path:
-    """A work dir with one queued request and settings whose round (``epochs``; by default long enough to be killed
-    in) saves a checkpoint every step."""
-    from asu.data import load_qa_file
-    from pipelines.demo.data import write_demo_files
-    from pipelines.intake.submit import submit_request
-    from pipelines.ledger.store import Ledger, default_ledger_url
-
-    files = write_demo_files(root / "inputs", "tiny", (1,), 1)
-    settings = {"base_model": str(tiny_model_dir), "retain_file": str(files.retain), "holdout_file": str(files.holdout),
-                "recipe": "embedded", "overrides": {"epochs": epochs, "checkpoint_every": 1},
-                "search": {**TEST_SEARCH, "tau_grid": [2.0]}, "gate_file": write_gate(root / "gate.yaml"),
-                "report_retain_items": 8, "max_new_tokens": 48, "benchmarks": []}
-    (root / "settings.yaml").write_text(yaml.safe_dump(settings))
-    with Ledger(default_ledger_url(root)) as ledger:
-        submit_request(files.requests[0][0], ledger=ledger, retain=load_qa_file(files.retain), actor="test")
-    return root
 
 
 def _run(work: Path, env: dict, pause_marker: Path | None = None, **kw) -> subprocess.Popen:
