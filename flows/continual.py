@@ -23,7 +23,7 @@ from prefect.cache_policies import NONE
 
 from asu.errors import UsageError
 from pipelines import round as rounds
-from pipelines.ledger.store import Ledger, default_ledger_url
+from pipelines.ledger.store import Ledger, LedgerUnavailable, default_ledger_url
 from pipelines.round import RoundSteps, steps
 from pipelines.settings import PipelineSettings
 from pipelines.tracking.runs import TrackingUnavailable, is_transient
@@ -38,7 +38,7 @@ def _io_only(task, task_run, state) -> bool:
     try:
         state.result()
     except Exception as err:  # noqa: BLE001 - inspecting the failure, not handling it
-        return is_transient(err) or isinstance(err, TrackingUnavailable | OSError)
+        return is_transient(err) or isinstance(err, TrackingUnavailable | LedgerUnavailable | OSError)
     return False
 
 

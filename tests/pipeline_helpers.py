@@ -21,9 +21,10 @@ def write_gate(path, **values) -> str:
     return str(path)
 
 
-def queued_request_work(root: Path, tiny_model_dir: Path, epochs: int = 80) -> Path:
+def queued_request_work(root: Path, tiny_model_dir: Path, epochs: int = 80, ledger_url: str | None = None) -> Path:
     """A work dir for ``asu run``: ``settings.yaml`` and one queued request (author 1 of the tiny model), its round
-    ``epochs`` long (by default long enough to be interrupted in) with a checkpoint every step."""
+    ``epochs`` long (by default long enough to be interrupted in) with a checkpoint every step; the request in the
+    ledger at ``ledger_url`` (default: the work dir's SQLite ledger)."""
     import yaml
 
     from asu.data import load_qa_file
@@ -37,6 +38,6 @@ def queued_request_work(root: Path, tiny_model_dir: Path, epochs: int = 80) -> P
                 "search": {**TEST_SEARCH, "tau_grid": [2.0]}, "gate_file": write_gate(root / "gate.yaml"),
                 "report_retain_items": 8, "max_new_tokens": 48, "benchmarks": []}
     (root / "settings.yaml").write_text(yaml.safe_dump(settings))
-    with Ledger(default_ledger_url(root)) as ledger:
+    with Ledger(ledger_url or default_ledger_url(root)) as ledger:
         submit_request(files.requests[0][0], ledger=ledger, retain=load_qa_file(files.retain), actor="test")
     return root

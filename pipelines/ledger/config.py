@@ -72,10 +72,23 @@ def make_engine(url: str) -> sa.Engine:
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     try:
-        return sa.create_engine(parsed, pool_pre_ping=True)
+        engine = sa.create_engine(parsed, pool_pre_ping=True)
     except ModuleNotFoundError as err:
         raise UsageError(f"the ledger URL needs the database driver {err.name!r}; install it "
                           "(PostgreSQL: pip install 'psycopg[binary]')") from None
     except sa.exc.NoSuchModuleError:
         raise UsageError(f"ledger URL {parsed.render_as_string(hide_password=True)!r} names an unknown "
                                 "database or driver; use sqlite:///... or postgresql://...") from None
+    where = parsed.render_as_string(hide_password=True)
+
+    @sa.event.listens_for(engine, "handle_error")
+    def _unreachable(context):
+        # A server that went away (stopped, network cut) mid-run: say which ledger, not a driver traceback. Other
+        # database errors (constraints, serialisation) keep their type: the ledger's own logic handles them.
+        if context.is_disconnect or isinstance(context.sqlalchemy_exception, sa.exc.OperationalError):
+            raise LedgerUnavailable(
+                f"the ledger at {where} is unreachable ({str(context.original_exception).strip()[:200]}); check that "
+                f"the database server runs and is reachable ({LEDGER_ENV} or --ledger); requests it holds resume on "
+                "the next run") from context.original_exception
+
+    return engine

@@ -94,10 +94,11 @@ class Ledger(LedgerReads):
                 if conn.dialect.name == "postgresql":
                     conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
                 metadata.create_all(conn)
-        except sa.exc.OperationalError as err:
+        except (sa.exc.OperationalError, LedgerUnavailable) as err:
             self.engine.dispose()
             where = self.engine.url.render_as_string(hide_password=True)
-            raise LedgerUnavailable(f"the ledger at {where} cannot be opened ({str(err.orig).strip()[:200]}); check "
+            cause = err.orig if isinstance(err, sa.exc.OperationalError) else err.__cause__
+            raise LedgerUnavailable(f"the ledger at {where} cannot be opened ({str(cause).strip()[:200]}); check "
                                     f"that the database server runs and the URL is right ({LEDGER_ENV} or "
                                     "--ledger)") from None
 

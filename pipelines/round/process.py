@@ -209,8 +209,9 @@ def _requeue(ledger: Ledger, request_id: str, actor: str, err: BaseException) ->
         if ledger.get(request_id).state == "running":
             ledger.transition(request_id, "queued", actor=actor,
                               detail={"error": type(err).__name__, "retry": "the round resumes from its checkpoint"})
-    except Exception:  # noqa: BLE001 - the original error matters more; the ledger may be the thing that failed
-        logger.exception("could not return request %s to the queue", request_id)
+    except Exception as failure:  # noqa: BLE001 - the original error matters more; the ledger may be what failed
+        logger.error("could not return request %s to the queue (%s: %s); the next run releases it once its worker "
+                     "is gone", request_id, type(failure).__name__, str(failure)[:300])
 
 
 __all__ = ["RoundSteps", "process_request"]
