@@ -28,6 +28,9 @@ OFFLINE_ENV = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "GX_ANALYTICS_ENABLED": "false",
+    # Prefect's temporary API server gets 20 s to start by default: on 2 busy cores it can take longer, and the
+    # command then died with a timeout before doing anything. A setting of the user's own still wins.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
 }
 COMMAND_GROUPS = (demo, intake, rounds, registry, evaluate, models)
 logger = logging.getLogger("cli")
