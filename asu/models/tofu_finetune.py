@@ -172,14 +172,8 @@ class TofuFinetuneSpec:
                 f"{list(forget)} are all of authors {list(authors)}); add authors the retain model keeps, or forget "
                 "fewer"
             )
+        self.schedule  # noqa: B018 - validates the optimiser settings (asu.finetune.FinetuneSchedule)
         checks = [
-            ("learning_rate", self.learning_rate > 0, "a positive number, e.g. 1e-4"),
-            ("epochs", isinstance(self.epochs, int) and self.epochs >= 1, "an integer >= 1"),
-            ("batch_size", isinstance(self.batch_size, int) and self.batch_size >= 1, "an integer >= 1"),
-            ("grad_accum", isinstance(self.grad_accum, int) and self.grad_accum >= 1, "an integer >= 1"),
-            ("weight_decay", self.weight_decay >= 0, "a number >= 0"),
-            ("warmup_epochs", 0 <= self.warmup_epochs <= self.epochs, f"between 0 and epochs ({self.epochs})"),
-            ("max_grad_norm", self.max_grad_norm > 0, "a positive number"),
             ("max_length", isinstance(self.max_length, int) and self.max_length >= 16, "an integer >= 16"),
             ("seed", isinstance(self.seed, int), "an integer"),
             ("min_forget_rouge", 0 <= self.min_forget_rouge <= 1, "between 0 and 1"),
