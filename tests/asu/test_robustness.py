@@ -125,7 +125,7 @@ def test_relearning_brings_forgotten_answers_back_and_other_attacks_report(forgo
     assert relearn.recovery > 0.2  # a few steps on the forget answers teach them again
     assert relearn.reference_before > 0.8 and relearn.reference_after is not None
     assert report.results["paraphrase"].recovery == pytest.approx(0.0)  # the same questions: nothing new
-    assert report.results["best_of_n"].fact_recall >= 0.0
+    assert report.results["best_of_n"].items == len(forget)
     assert set(report.to_dict()["attacks"]) == set(config.attacks)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # the model was not changed
 

@@ -101,13 +101,10 @@ def test_a_run_killed_while_registering_registers_the_model_once(tiny_model_dir,
     assert "back in the queue" in err and "registered before an interruption" in err
     versions = _registered(work, env)
     assert [v for v, _ in versions] == ["1", "2"]  # the base and the candidate, once
-    weights = sha256_file(work / "rounds" / "tofu-author-1" / "model" / "model.safetensors")
-    assert versions[1][1] is not None
     with Ledger(default_ledger_url(work)) as ledger:
         history = [t.to_state for t in ledger.history("tofu-author-1")]
         assert history.count("registered") == 1 and history[-1] == "registered"
         assert ledger.history("tofu-author-1")[-1].detail["model_version"] == "2"
-    assert weights  # the model the version points at is the round's
 
 
 def test_worker_liveness_is_known_only_on_this_host():
