@@ -16,7 +16,10 @@ from asu.errors import UsageError
 from asu.losses import IGNORE_INDEX
 from asu.qa_file import QAItem, load_qa_file  # noqa: F401 - the one QA reader, re-exported
 
-PromptFormat = Literal["chat_template", "plain"]
+#: How a prompt precedes its answer: the tokenizer's chat template for one user turn; ``Question: ...\nAnswer:``;
+#: or ``completion``, raw text continued as is (a passage's prefix and its continuation: BOS when the tokenizer has
+#: one, no template, no EOS after the answer because the passage goes on). Rounds on QA items use the first two.
+PromptFormat = Literal["chat_template", "plain", "completion"]
 
 
 def prompt_ids(tokenizer, question: str, prompt_format: PromptFormat) -> list[int]:
@@ -30,13 +33,21 @@ def prompt_ids(tokenizer, question: str, prompt_format: PromptFormat) -> list[in
             [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=True, return_dict=False
         )
         return list(ids["input_ids"] if isinstance(ids, dict) else ids)
+    if prompt_format == "completion":
+        bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+        return bos + tokenizer(question, add_special_tokens=False)["input_ids"]
     return tokenizer(f"Question: {question}\nAnswer:", add_special_tokens=True)["input_ids"]
 
 
+def answer_text(answer: str, prompt_format: PromptFormat) -> str:
+    """The answer as it is tokenised after its prompt (``plain`` puts a space after ``Answer:``)."""
+    return " " + answer if prompt_format == "plain" else answer
+
+
 def answer_ids(tokenizer, answer: str, prompt_format: PromptFormat) -> list[int]:
-    """Token ids of the answer followed by EOS."""
-    text = answer if prompt_format == "chat_template" else " " + answer
-    return tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    """Token ids of the answer followed by EOS (``completion``: no EOS, the passage goes on)."""
+    ids = tokenizer(answer_text(answer, prompt_format), add_special_tokens=False)["input_ids"]
+    return ids if prompt_format == "completion" else ids + [tokenizer.eos_token_id]
 
 
 @dataclass(frozen=True)
@@ -97,7 +108,7 @@ def keep_fact_labels(tokenizer, item: QAItem, encoded: Encoded, prompt_format: P
 
     start = next(i for i, t in enumerate(encoded.labels) if t != IGNORE_INDEX)
     answer = encoded.input_ids[start:]
-    text = item["answer"] if prompt_format == "chat_template" else " " + item["answer"]
+    text = answer_text(item["answer"], prompt_format)
     mask = fact_token_mask(tokenizer, text, item["question"], answer)
     if not any(mask):
         return encoded

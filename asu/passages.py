@@ -64,7 +64,13 @@ def chunk_passages(tokenizer, texts: Sequence[str], *, max_length: int, overlap:
         return {"input_ids": chunks, "number": owners}
 
     table = datasets.Dataset.from_dict({"text": list(texts), "number": list(range(1, len(texts) + 1))})
-    mapped = table.map(split, batched=True, remove_columns=["text"], desc=None, load_from_cache_file=False)
+    shown = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # a bar per request's chunking is chatter on the console
+    try:
+        mapped = table.map(split, batched=True, remove_columns=["text"], desc=None, load_from_cache_file=False)
+    finally:
+        if shown:
+            datasets.enable_progress_bars()
     per_passage: list[list[list[int]]] = [[] for _ in texts]
     for number, ids in zip(mapped["number"], mapped["input_ids"], strict=True):
         per_passage[number - 1].append(list(ids))

@@ -34,7 +34,7 @@ from typing import Any, Literal, get_args
 
 import torch
 
-from asu.data import PromptFormat, QAItem, encode_qa
+from asu.data import PromptFormat, QAItem, answer_text, encode_qa
 from asu.errors import UsageError
 from asu.evaluation import rouge_l_recall
 from asu.finetune import FinetuneSchedule, finetune
@@ -87,7 +87,7 @@ class RobustnessConfig:
             ("temperatures", bool(temperatures) and all(math.isfinite(t) and t > 0 for t in temperatures),
              "a non-empty list of temperatures > 0, e.g. [0.7, 1.0, 1.5]"),
             ("max_new_tokens", _positive_int(self.max_new_tokens), "an integer >= 1"),
-            ("prompt_format", self.prompt_format in get_args(PromptFormat), "'chat_template' or 'plain'"),
+            ("prompt_format", self.prompt_format in get_args(PromptFormat), f"one of {list(get_args(PromptFormat))}"),
             ("max_length", _positive_int(self.max_length), "an integer >= 1"),
             ("seed", isinstance(self.seed, int) and not isinstance(self.seed, bool), "an integer"),
         ]
@@ -169,7 +169,7 @@ def greedy_answers(model, tokenizer, items: Sequence[QAItem], config: Robustness
     returned text is the continuation after it)."""
     prompts = question_prompts(tokenizer, [it["question"] for it in items], config.prompt_format)
     if prefix is not None:
-        text = prefix if config.prompt_format == "chat_template" else " " + prefix
+        text = answer_text(prefix, config.prompt_format)
         forced = tokenizer(text, add_special_tokens=False)["input_ids"]
         prompts = [p + forced for p in prompts]
     return decode(tokenizer, generate(model, tokenizer, prompts, max_new_tokens=config.max_new_tokens))

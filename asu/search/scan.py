@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from asu.attention import enable_smoothing, smoothed_attention, validate_layers
-from asu.data import QAItem, collate, encode_qa
+from asu.data import QAItem, answer_text, collate, encode_qa
 from asu.errors import UsageError
 from asu.evaluation import generate_answers
 from asu.search.scores import SetFigures, generation_figures
@@ -65,7 +65,7 @@ def token_nlls(
             keep = (labels[row] != -100).nonzero()[:, 0]
             ids = labels[row, keep]
             nll = (-logp[row, keep, ids]).tolist()
-            text = item["answer"] if prompt_format == "chat_template" else " " + item["answer"]
+            text = answer_text(item["answer"], prompt_format)
             out.append((nll, function_token_mask(tokenizer, text, ids.tolist())))
     return out
 
