@@ -39,6 +39,12 @@ def prompt_ids(tokenizer, question: str, prompt_format: PromptFormat) -> list[in
     return tokenizer(f"Question: {question}\nAnswer:", add_special_tokens=True)["input_ids"]
 
 
+def item_format(item: QAItem, default: PromptFormat) -> PromptFormat:
+    """The prompt format of ``item``: its own ``prompt_format`` (a passage's continuation probe carries
+    ``completion``, ``asu.passages.continuation_probes``) or ``default``."""
+    return item.get("prompt_format", default)
+
+
 def answer_text(answer: str, prompt_format: PromptFormat) -> str:
     """The answer as it is tokenised after its prompt (``plain`` puts a space after ``Answer:``)."""
     return " " + answer if prompt_format == "plain" else answer
@@ -64,7 +70,9 @@ class Encoded:
 
 
 def encode_qa(tokenizer, item: QAItem, max_length: int, prompt_format: PromptFormat) -> Encoded:
-    """Tokenise prompt + answer + EOS, truncating the answer so the whole fits ``max_length``."""
+    """Tokenise prompt + answer + EOS, truncating the answer so the whole fits ``max_length`` (the item's own
+    ``prompt_format`` wins over ``prompt_format``: :func:`item_format`)."""
+    prompt_format = item_format(item, prompt_format)
     prompt = prompt_ids(tokenizer, item["question"], prompt_format)
     answer = answer_ids(tokenizer, item["answer"], prompt_format)
     room = max_length - len(prompt)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from asu.data import QAItem, collate, encode_qa
+from asu.data import QAItem, collate, encode_qa, item_format
 from asu.errors import UsageError
 from asu.losses import IGNORE_INDEX, sequence_log_likelihood
 from asu.metrics.formulas import repetition_rate
@@ -27,11 +27,12 @@ def generate_answers(
     tokenizer,
     questions: Sequence[str],
     *,
-    prompt_format: str = "chat_template",
+    prompt_format: str | Sequence[str] = "chat_template",
     max_new_tokens: int = 200,
     batch_size: int = 32,
 ) -> list[str]:
-    """Greedy answers, batched with left padding and the KV cache (``asu.metrics.passes.generate``), decoded."""
+    """Greedy answers (``prompt_format``: one for all, or one per question), batched with left padding and the KV
+    cache (``asu.metrics.passes.generate``), decoded."""
     prompts = question_prompts(tokenizer, list(questions), prompt_format)
     return decode(tokenizer, generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size))
 
@@ -72,12 +73,14 @@ def answers_and_nlls(
     """Greedy answers (decoded) and mean answer-token NLLs (nats/token) of ``items``, from one prompt pass each.
 
     ``generate_answers`` and ``answer_nll`` give the same figures (up to float rounding) but run every prompt twice.
+    An item's own ``prompt_format`` (a passage's continuation probe) wins over ``prompt_format``.
     """
     questions = [it["question"] for it in items]
-    encoded = encode_pairs(tokenizer, questions, [it["answer"] for it in items], prompt_format=prompt_format,
+    formats = [item_format(it, prompt_format) for it in items]
+    encoded = encode_pairs(tokenizer, questions, [it["answer"] for it in items], prompt_format=formats,
                            max_length=max_length, source="QA set")
     stats, ids = score_prompts(
-        model, encoded, question_prompts(tokenizer, questions, prompt_format), pad_id=tokenizer.pad_token_id,
+        model, encoded, question_prompts(tokenizer, questions, formats), pad_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id, max_new_tokens=max_new_tokens, generation_batch_size=batch_size,
     )
     return decode(tokenizer, ids), [st.avg_loss for st in stats]
@@ -91,15 +94,17 @@ def rouge_l_recall(predictions: Sequence[str], references: Sequence[str]) -> lis
     return [scorer.score(ref, pred)["rougeL"].recall for pred, ref in zip(predictions, references, strict=True)]
 
 
-def fluency_verdicts(answers: Sequence[str], questions: Sequence[str] | None = None, judge=None) -> list:
+def fluency_verdicts(answers: Sequence[str], questions: Sequence[str] | None = None, judge=None,
+                     formats: Sequence[str] | None = None) -> list:
     """``asu.fluency`` verdicts of ``answers``: the full measure with a ``FluencyJudge`` of the original model (and
-    the ``questions``), else the surface checks alone (no likelihood; ``score`` None)."""
+    the ``questions``; ``formats``: each question's prompt format, default the judge's), else the surface checks
+    alone (no likelihood; ``score`` None)."""
     from asu.fluency import FluencyVerdict, is_refusal, surface_failures
 
     if judge is not None:
         if questions is None:
             raise UsageError("a FluencyJudge scores answers given their questions: pass questions=")
-        return judge.judge(list(questions), list(answers))
+        return judge.judge(list(questions), list(answers), formats=formats)
     out = []
     for answer in answers:
         failed = tuple(surface_failures(answer))

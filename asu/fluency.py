@@ -283,6 +283,7 @@ class FluencyJudge:
         self.model, self.tokenizer, self.settings = model, tokenizer, settings
         self.prompt_format, self.batch_size, self.calibration_tokens = prompt_format, batch_size, calibration_tokens
         self._own: dict[str, AnswerLikelihood | None] = {}  # question -> figures of the judge's own answer
+        self._siblings: dict[str, FluencyJudge] = {prompt_format: self}  # the same model in other prompt formats
         # What the template adds around a question (a system prompt): an answer that copies it is an echo.
         self.context = tokenizer.decode(prompt_ids(tokenizer, "", prompt_format), skip_special_tokens=True)
         questions = [q for q, _ in calibration_items()]
@@ -340,8 +341,27 @@ class FluencyJudge:
         own = self.own_figures([prompt])[prompt]
         return self.reference if own is None else self.reference.blend(own)
 
-    def judge(self, prompts: Sequence[str], texts: Sequence[str]) -> list[FluencyVerdict]:
-        """One verdict per (prompt, text), in order."""
+    def in_format(self, prompt_format: PromptFormat) -> FluencyJudge:
+        """This judge's model and settings in ``prompt_format`` (built once, with its own calibration: a passage's
+        continuation is compared with the model's own continuations, not with its chat answers)."""
+        if prompt_format not in self._siblings:
+            sibling = FluencyJudge(self.model, self.tokenizer, settings=self.settings, prompt_format=prompt_format,
+                                   batch_size=self.batch_size, calibration_tokens=self.calibration_tokens)
+            sibling._siblings = self._siblings
+            self._siblings[prompt_format] = sibling
+        return self._siblings[prompt_format]
+
+    def judge(self, prompts: Sequence[str], texts: Sequence[str],
+              formats: Sequence[PromptFormat] | None = None) -> list[FluencyVerdict]:
+        """One verdict per (prompt, text), in order; ``formats``: each prompt's format (default: the judge's)."""
+        if formats is not None and any(f != self.prompt_format for f in formats):
+            verdicts: list[FluencyVerdict | None] = [None] * len(texts)
+            for fmt in dict.fromkeys(formats):
+                rows = [i for i, f in enumerate(formats) if f == fmt]
+                got = self.in_format(fmt).judge([prompts[i] for i in rows], [texts[i] for i in rows])
+                for i, v in zip(rows, got, strict=True):
+                    verdicts[i] = v
+            return verdicts  # type: ignore[return-value]
         scored = [i for i, text in enumerate(texts) if any(ch.isalnum() for ch in text)]
         figures = dict(zip(scored, self.likelihoods([prompts[i] for i in scored], [texts[i] for i in scored]),
                            strict=True) if scored else {})

@@ -56,13 +56,14 @@ def sha256_dir(path: str | Path, exclude: Sequence[str] = (), files: Iterable[Pa
 
 
 def qa_items_sha256(items: Iterable[Mapping[str, str]]) -> str:
-    """Digest of QA items in order (question and answer of each; other fields ignored)."""
-    return sha256_json([[item["question"], item["answer"]] for item in items])
+    """Digest of QA items in order (question and answer of each, a passage's text; other fields ignored)."""
+    return sha256_json([[item["question"], item["answer"]] if "question" in item else [item["text"]]
+                        for item in items])
 
 
 def qa_item_sha256(item: Mapping[str, str]) -> str:
-    """Digest of one QA item (question and answer)."""
-    return sha256_json([item["question"], item["answer"]])
+    """Digest of one QA item (question and answer) or passage (``{"text"}``: its text)."""
+    return sha256_json([item["question"], item["answer"]] if "question" in item else [item["text"]])
 
 
 __all__ = ["canonical_json", "qa_item_sha256", "qa_items_sha256", "sha256_bytes", "sha256_dir", "sha256_file",

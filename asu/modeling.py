@@ -66,6 +66,17 @@ def check_tokenizer(tokenizer, folder: Path | str = "the tokenizer") -> None:
         )
 
 
+def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False):
+    """The tokenizer of a local model folder (checked as :func:`check_tokenizer`), without the weights: enough to
+    check a request's texts before any model pass."""
+    from transformers import AutoTokenizer
+
+    folder = check_model_folder(path)
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    check_tokenizer(tokenizer, folder)
+    return tokenizer
+
+
 def load_model_and_tokenizer(path: str | Path, *, trust_remote_code: bool = False, placement: Placement = AUTO):
     """Load ``(model, tokenizer)`` from a local folder after the checks above.
 

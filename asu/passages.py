@@ -83,6 +83,64 @@ def chunk_passages(tokenizer, texts: Sequence[str], *, max_length: int, overlap:
 PREFIX_TOKENS, CONTINUATION_TOKENS = 32, 48
 
 
+def continuation_probes(tokenizer, texts: Sequence[str], *, prefix_tokens: int = PREFIX_TOKENS,
+                        continuation_tokens: int = CONTINUATION_TOKENS, what: str = "forget") -> list[dict[str, str]]:
+    """One probe per passage, scored like a QA item: ``question`` = its first ``prefix_tokens`` tokens,
+    ``answer`` = the next ``continuation_tokens`` (decoded), ``prompt_format`` = ``completion`` (raw text continued,
+    no template). The search and the before/after figures score a text request through these: an answer's fact
+    recall is then the share of the true continuation's content words the model reproduces (verbatim recall)."""
+    need = prefix_tokens + continuation_tokens
+    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    probes = []
+    for number, tokens in enumerate(ids, start=1):
+        if len(tokens) < need:
+            raise UsageError(f"{what} passage {number} has {len(tokens)} tokens; verbatim memorisation needs at "
+                             f"least {need} ({prefix_tokens} prefix + {continuation_tokens} continuation): lengthen "
+                             "the passage, merge it with the next, or lower the prefix/continuation lengths")
+        probes.append({"question": tokenizer.decode(tokens[:prefix_tokens], skip_special_tokens=True),
+                       "answer": tokenizer.decode(tokens[prefix_tokens:need], skip_special_tokens=True),
+                       "prompt_format": "completion"})
+    return probes
+
+
+def scored_items(tokenizer, items: Sequence[Mapping[str, Any]], what: str = "forget") -> list[dict[str, Any]]:
+    """``items`` as the scorers see them: each passage replaced by its :func:`continuation_probes` probe, QA
+    items as they are (order kept)."""
+    rows = [i for i, item in enumerate(items) if is_passage(item)]
+    if not rows:
+        return list(items)
+    probes = dict(zip(rows, continuation_probes(tokenizer, [items[i]["text"] for i in rows], what=what),
+                      strict=True))
+    return [probes.get(i, item) for i, item in enumerate(items)]
+
+
+def passage_pieces(tokenizer, items: Sequence[Mapping[str, Any]], *, max_tokens: int,
+                   ) -> tuple[list[dict[str, Any]], list[int]]:
+    """``items`` with each passage longer than ``max_tokens`` tokens cut into the fewest pieces of near-equal length
+    that fit (``{"text"}`` each, decoded at token boundaries), and the 1-based number of the item each row came
+    from. A settings search splits a text request at this grain, stratified by passage (the numbers are the
+    subjects), so that one long article still has pieces to validate on and pieces left for the report."""
+    out, owners = [], []
+    for number, item in enumerate(items, start=1):
+        if not is_passage(item):
+            out.append(dict(item))
+            owners.append(number)
+            continue
+        ids = tokenizer(item["text"], add_special_tokens=False)["input_ids"]
+        count = max(1, -(-len(ids) // max_tokens))
+        bounds = [round(i * len(ids) / count) for i in range(count + 1)]
+        for start, end in zip(bounds, bounds[1:], strict=False):
+            out.append({"text": tokenizer.decode(ids[start:end])})
+            owners.append(number)
+    return out, owners
+
+
+def check_passage_lengths(tokenizer, items: Sequence[Mapping[str, Any]], what: str = "forget") -> None:
+    """Raise ``UsageError`` naming the first passage of ``items`` too short for verbatim memorisation (before any
+    model pass: a tokenizer is enough)."""
+    scored_items(tokenizer, items, what)
+
+
 @dataclass(frozen=True)
 class VerbatimFigures:
     """Per passage: ROUGE-L F1 of the greedy continuation against the true one (0-1), the continuations and the
@@ -187,5 +245,7 @@ def passage_figures(model, tokenizer, texts: Sequence[str], *, holdout: Sequence
                           sum(v.fluent for v in verdicts) / len(verdicts), auc)
 
 
-__all__ = ["CONTINUATION_TOKENS", "PREFIX_TOKENS", "PassageFigures", "VerbatimFigures", "chunk_passages",
-           "chunk_starts", "is_passage", "passage_figures", "verbatim_memorisation"]
+__all__ = ["CONTINUATION_TOKENS", "PREFIX_TOKENS", "PassageFigures", "VerbatimFigures", "check_passage_lengths",
+           "chunk_passages", "chunk_starts", "continuation_probes", "is_passage", "passage_figures", "passage_pieces",
+           "scored_items",
+           "verbatim_memorisation"]

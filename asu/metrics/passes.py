@@ -73,16 +73,18 @@ def encode_pairs(
     questions: Sequence[str],
     answers: Sequence[str],
     *,
-    prompt_format: PromptFormat,
+    prompt_format: PromptFormat | Sequence[PromptFormat],
     max_length: int,
     source: str = "evaluation set",
 ) -> list[Encoded]:
-    """Prompt + answer + EOS with labels on the answer and EOS, one per (question, answer) pair."""
+    """Prompt + answer + EOS with labels on the answer and EOS, one per (question, answer) pair (``prompt_format``:
+    one for all, or one per pair)."""
     encoded = []
+    formats = per_item_formats(prompt_format, len(questions))
     for row, (question, answer) in enumerate(zip(questions, answers, strict=True)):
         if not answer.strip():
             raise EvaluationDataError(f"{source}, item {row}: empty answer; every answer must have text")
-        e = encode_qa(tokenizer, {"question": question, "answer": answer}, max_length, prompt_format)
+        e = encode_qa(tokenizer, {"question": question, "answer": answer}, max_length, formats[row])
         _check_encodable(tokenizer, e.input_ids, f"{source}, item {row}")
         encoded.append(e)
     return encoded
@@ -227,9 +229,22 @@ def generate(
                          max_new_tokens=max_new_tokens, generation_batch_size=batch_size)[1]
 
 
-def question_prompts(tokenizer, questions: Sequence[str], prompt_format: PromptFormat) -> list[list[int]]:
-    """Prompt ids of each question in ``prompt_format`` (what ``generate`` continues)."""
-    return [prompt_ids(tokenizer, q, prompt_format) for q in questions]
+def per_item_formats(prompt_format: PromptFormat | Sequence[PromptFormat], count: int) -> list[PromptFormat]:
+    """``prompt_format`` for each of ``count`` items: one format for all, or one per item (checked)."""
+    if isinstance(prompt_format, str):
+        return [prompt_format] * count
+    formats = list(prompt_format)
+    if len(formats) != count:
+        raise UsageError(f"{len(formats)} prompt formats for {count} items; give one format or one per item")
+    return formats
+
+
+def question_prompts(tokenizer, questions: Sequence[str],
+                     prompt_format: PromptFormat | Sequence[PromptFormat]) -> list[list[int]]:
+    """Prompt ids of each question in ``prompt_format`` (one for all, or one per question): what ``generate``
+    continues."""
+    formats = per_item_formats(prompt_format, len(questions))
+    return [prompt_ids(tokenizer, q, f) for q, f in zip(questions, formats, strict=True)]
 
 
 def decode(tokenizer, sequences: Sequence[list[int]]) -> list[str]:

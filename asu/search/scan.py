@@ -22,9 +22,10 @@ from dataclasses import asdict, dataclass
 import torch
 
 from asu.attention import enable_smoothing, smoothed_attention, validate_layers
-from asu.data import QAItem, answer_text, collate, encode_qa
+from asu.data import QAItem, answer_text, collate, encode_qa, item_format
 from asu.errors import UsageError
 from asu.evaluation import generate_answers
+from asu.passages import scored_items
 from asu.search.scores import SetFigures, generation_figures
 from asu.search.tokens import function_token_mask
 
@@ -65,7 +66,7 @@ def token_nlls(
             keep = (labels[row] != -100).nonzero()[:, 0]
             ids = labels[row, keep]
             nll = (-logp[row, keep, ids]).tolist()
-            text = answer_text(item["answer"], prompt_format)
+            text = answer_text(item["answer"], item_format(item, prompt_format))
             out.append((nll, function_token_mask(tokenizer, text, ids.tolist())))
     return out
 
@@ -89,16 +90,19 @@ def scan_tau(
     batch_size: int = 32,
     judge=None,
 ) -> ScanRow:
-    """One scan row: the teacher at ``tau`` on ``forget`` and ``retain`` (``model`` must have smoothing enabled).
+    """One scan row: the teacher at ``tau`` on ``forget`` and ``retain`` (``model`` must have smoothing enabled;
+    passages are scanned through their continuation probes, ``asu.passages.scored_items``).
 
     ``judge``: the ``asu.fluency.FluencyJudge`` of the model at tau = 1 (its answers are judged after the smoothing
     context ends, so the judge scores at tau = 1).
     """
+    forget, retain = scored_items(tokenizer, forget, "forget"), scored_items(tokenizer, retain, "retain")
+    formats = [item_format(it, prompt_format) for it in forget]
     kw = {"prompt_format": prompt_format, "max_length": max_length, "batch_size": batch_size}
     with smoothed_attention(tau, layers):
         per_item = token_nlls(model, tokenizer, forget, **kw)
         retain_items = token_nlls(model, tokenizer, retain, **kw)
-        answers = generate_answers(model, tokenizer, [it["question"] for it in forget], prompt_format=prompt_format,
+        answers = generate_answers(model, tokenizer, [it["question"] for it in forget], prompt_format=formats,
                                    max_new_tokens=max_new_tokens, batch_size=batch_size)
     item_nll = [sum(nll) / len(nll) for nll, _ in per_item]
     figures = SetFigures(
@@ -106,7 +110,7 @@ def scan_tau(
         probability=sum(math.exp(-v) for v in item_nll) / len(item_nll),
         nll=sum(item_nll) / len(item_nll),
         **generation_figures(tokenizer, answers, [it["answer"] for it in forget],
-                             questions=[it["question"] for it in forget], judge=judge),
+                             questions=[it["question"] for it in forget], judge=judge, formats=formats),
     )
     retain_nll = sum(sum(n) / len(n) for n, _ in retain_items) / len(retain_items)
     return ScanRow(tau, figures, _pooled(per_item, False), _pooled(per_item, True), retain_nll)

@@ -114,13 +114,14 @@ class ItemFigures:
 
 
 def generation_item_figures(tokenizer, answers: Sequence[str], references: Sequence[str], *,
-                            questions: Sequence[str] | None = None, judge=None) -> dict[str, list]:
+                            questions: Sequence[str] | None = None, judge=None,
+                            formats: Sequence[str] | None = None) -> dict[str, list]:
     """Per greedy answer: ROUGE-L recall, token entropy, 3-gram repetition and fluency (``asu.fluency``).
 
-    ``judge``: a ``FluencyJudge`` built on the original model (with ``questions``, the prompts); without it the
-    fluency verdict rests on the surface checks alone.
+    ``judge``: a ``FluencyJudge`` built on the original model (with ``questions``, the prompts, and ``formats``,
+    their prompt formats when not the judge's); without it the fluency verdict rests on the surface checks alone.
     """
-    verdicts = fluency_verdicts(answers, questions, judge)
+    verdicts = fluency_verdicts(answers, questions, judge, formats)
     rouge = rouge_l_recall(answers, references)
     out = {
         "rouge_l_recall": rouge,
@@ -157,11 +158,16 @@ def score_items(
 ) -> dict[str, ItemFigures]:
     """:class:`ItemFigures` of several QA sets: one prompt pass per question, its answer NLL and greedy answer.
 
+    A set may hold passages (``{"text"}``): each is scored as its continuation probe (``asu.passages.scored_items``:
+    a prefix continued as raw text, the true continuation as the reference answer).
     Runs under any active smoothing context (the figures are then those of the smoothed model). ``judge``: the
     ``FluencyJudge`` of the original model (see :func:`generation_item_figures`).
     """
+    from asu.data import item_format
+    from asu.passages import scored_items
+
     names = [name for name, items in sets.items() for _ in items]
-    items = [item for group in sets.values() for item in group]
+    items = [item for name, group in sets.items() for item in scored_items(tokenizer, group, name)]
     empty = [name for name, group in sets.items() if not group]
     if empty:
         raise UsageError(f"score_sets needs at least one QA item per set; empty: {empty}")
@@ -171,7 +177,8 @@ def score_items(
     for name in sets:
         rows = [i for i, n in enumerate(names) if n == name]
         per_item = generation_item_figures(tokenizer, [answers[i] for i in rows], [items[i]["answer"] for i in rows],
-                                           questions=[items[i]["question"] for i in rows], judge=judge)
+                                           questions=[items[i]["question"] for i in rows], judge=judge,
+                                           formats=[item_format(items[i], prompt_format) for i in rows])
         out[name] = ItemFigures(nll=[nlls[i] for i in rows], answers=[answers[i] for i in rows], **per_item)
     return out
 

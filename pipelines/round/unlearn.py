@@ -15,13 +15,13 @@ from asu.config import ASUConfig
 from asu.data import load_qa_file
 from asu.errors import UsageError
 from asu.fluency import FluencyJudge
-from asu.modeling import load_model_and_tokenizer
-from asu.passages import is_passage
+from asu.modeling import load_model_and_tokenizer, load_tokenizer
 from asu.qa_file import load_round_items
 from asu.recipes import get_recipe
 from asu.search.scores import forget_score, retain_score, score_sets
 from asu.trainer import run_round
 from pipelines.temperature_search import SearchConfig, run_search, split_validation
+from pipelines.temperature_search.split import text_items
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +68,13 @@ def auto_unlearn(model_dir: str | Path, forget: list, retain: list, out_dir: str
     started, out_dir, work_dir = time.perf_counter(), Path(out_dir), Path(work_dir)
     if (out_dir / "config.json").exists():
         raise UsageError(f"--out {out_dir} already holds a model; choose a new folder (nothing is overwritten)")
+    # The split first: a request too small to validate on is refused before any model pass.
+    split = split_validation(forget, retain, search, subjects=subjects, forget_validation=forget_validation)
     model, tokenizer = load_model_and_tokenizer(model_dir)
     judge = FluencyJudge(model, tokenizer, prompt_format=config.prompt_format)  # the model before the round
     del model
     outcome = run_search(model_dir, forget, retain, config, search, work_dir, subjects=subjects,
-                         forget_validation=forget_validation, judge=judge)  # one judge: search, before, after
+                         forget_validation=forget_validation, judge=judge, split=split)  # one judge throughout
     result: dict[str, Any] = {
         "status": outcome.status, "setting": outcome.setting, "reasons": outcome.reasons,
         "search": {"json": str(work_dir / "search.json"), "plot": None if outcome.plot is None else str(outcome.plot),
@@ -84,7 +86,6 @@ def auto_unlearn(model_dir: str | Path, forget: list, retain: list, out_dir: str
         result["seconds"] = {"search": outcome.seconds["total"], "total": time.perf_counter() - started}
         return result
     chosen = outcome.round_config(config)
-    split = split_validation(forget, retain, search, subjects=subjects, forget_validation=forget_validation)
     train_forget = [*forget, *(forget_validation or [])]
     round_started = time.perf_counter()
     round_result = run_round(model_dir, train_forget, split.retain_rest, chosen, out_dir, progress=False)
@@ -105,17 +106,21 @@ def auto_unlearn(model_dir: str | Path, forget: list, retain: list, out_dir: str
 def auto_unlearn_from_files(model_dir: str | Path, forget_file: str, retain_file: str, out_dir: str,
                             config: ASUConfig, search: SearchConfig, work_dir: str | Path,
                             forget_validation_file: str | None = None) -> dict[str, Any]:
-    """:func:`auto_unlearn` from QA files (forget items may carry a ``subject``, which stratifies the split)."""
+    """:func:`auto_unlearn` from round files (forget items may carry a ``subject``, which stratifies the split).
+
+    Passages (``{"text"}`` rows) are cut into pieces the split draws from (``split.text_items``) and scored through
+    their continuation probes: forget efficacy is how much of each validation piece's true continuation the model
+    no longer reproduces; the floors hold the retain pieces' (and QA items') scores and the fluency of the forget
+    continuations.
+    """
     from pipelines.temperature_search.search import subjects_of
 
     validation = load_qa_file(forget_validation_file) if forget_validation_file else None
     forget, retain = load_round_items(forget_file, "forget"), load_round_items(retain_file, "retain")
-    if any(is_passage(item) for item in (*forget, *retain)):
-        raise UsageError("--auto chooses the round's settings on question/answer items; the settings search does not "
-                         "score passages yet (its verbatim-memorisation floors are not built). Run the round on "
-                         "passages without --auto, with the settings given by --set (e.g. --set tau=2.0)")
-    return auto_unlearn(model_dir, forget, retain, out_dir, config, search,
-                        work_dir, subjects=subjects_of(forget_file), forget_validation=validation)
+    items = text_items(load_tokenizer(model_dir, trust_remote_code=config.trust_remote_code), forget, retain, search,
+                       subjects_of(forget_file))  # passages checked and cut into pieces before any model pass
+    return auto_unlearn(model_dir, items.forget, items.retain, out_dir, config, search,
+                        work_dir, subjects=items.subjects, forget_validation=validation)
 
 
 def format_auto(result: dict[str, Any]) -> str:

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from asu.errors import UsageError
+from asu.passages import CONTINUATION_TOKENS, PREFIX_TOKENS
 from asu.search.scan import BracketCriteria
 from asu.strict import check_keys
 
@@ -109,6 +110,11 @@ class SearchConfig:
         default=None,
         metadata=_help("greedy answer length when scoring; None = 1.25 x the longest validation reference + 16"),
     )
+    passage_piece_tokens: int = field(
+        default=160,
+        metadata=_help("a text request's passages are cut into pieces of at most this many tokens, the units the "
+                       "validation split draws (>= 2 x (prefix + continuation) tokens, 160, so every piece is probed)"),
+    )
     seed: int = field(default=1001, metadata=_help("seeds the validation split"))
 
     def __post_init__(self) -> None:
@@ -133,6 +139,11 @@ class SearchConfig:
                 f"retain_validation_size={self.retain_validation_size} is below min_validation_items="
                 f"{self.min_validation_items}; raise retain_validation_size"
             )
+        least = 2 * (PREFIX_TOKENS + CONTINUATION_TOKENS)
+        if not (isinstance(self.passage_piece_tokens, int) and self.passage_piece_tokens >= least):
+            raise UsageError(f"passage_piece_tokens={self.passage_piece_tokens!r} must be an integer >= {least} "
+                             f"(2 x ({PREFIX_TOKENS} prefix + {CONTINUATION_TOKENS} continuation) tokens: a piece "
+                             "of a passage is probed by continuing its prefix)")
         if not 0 < self.forget_validation_fraction < 1:
             raise UsageError(f"forget_validation_fraction={self.forget_validation_fraction} must be in (0, 1)")
         self._check_floors()

@@ -29,6 +29,7 @@ from asu.device import AUTO, Placement
 from asu.errors import UsageError
 from asu.fluency import FluencyJudge
 from asu.modeling import load_model_and_tokenizer
+from asu.passages import scored_items
 from asu.qa_file import field_values
 from asu.recipes import get_recipe
 from asu.search.halving import (
@@ -89,7 +90,7 @@ def generation_cap(tokenizer, split: ValidationSplit, config: SearchConfig) -> i
     """
     if config.max_new_tokens is not None:
         return config.max_new_tokens
-    refs = [it["answer"] for it in (*split.forget_val, *split.retain_val)]
+    refs = [it["answer"] for items in (split.forget_val, split.retain_val) for it in scored_items(tokenizer, items)]
     longest = max(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in refs)
     return longest + longest // 4 + 16
 

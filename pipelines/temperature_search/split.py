@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from asu.data import QAItem
 from asu.errors import UsageError
 from asu.hashing import qa_item_sha256
+from asu.passages import is_passage
 from pipelines.temperature_search.config import SearchConfig
 
 
@@ -58,6 +59,51 @@ def _stratified(num: int, subjects: Sequence[object] | None, fraction: float, rn
         take = min(len(members) - 1, max(1, round(fraction * len(members))))
         picked += rng.sample(members, take)
     return sorted(picked)
+
+
+@dataclass(frozen=True)
+class TextItems:
+    """A request's items at the grain the search splits: passages cut into pieces (``SearchConfig.
+    passage_piece_tokens``), QA items as they were; ``subjects``: one per forget row (a passage's pieces share
+    their passage's number, or the file's subject when it gave one: :func:`_piece_subject`)."""
+
+    forget: list[QAItem]
+    retain: list[QAItem]
+    subjects: list[object] | None
+
+
+def _piece_subject(number: int, forget: Sequence[QAItem], owners: Sequence[int]) -> str:
+    """The subject of a piece of forget row ``number`` (1-based) when the file gave none: its passage when that
+    passage has several pieces (each long passage is then in both the validation and the reported pieces); one
+    shared subject for the QA items and one for the single-piece passages (a subject of one item is never drawn)."""
+    if not is_passage(forget[number - 1]):
+        return "qa"
+    return f"passage {number}" if owners.count(number) > 1 else "short passages"
+
+
+def text_items(tokenizer, forget: Sequence[QAItem], retain: Sequence[QAItem], config: SearchConfig,
+               subjects: Sequence[object] | None = None) -> TextItems:
+    """Check a request's passages and cut them into pieces (unchanged when it has none); raises ``UsageError``
+    before any model pass for a passage too short to probe (naming the minimum) and for a request whose every
+    forget passage is also in the retain set (nothing could be forgotten without unlearning what must stay)."""
+    from asu.hashing import sha256_text
+    from asu.passages import check_passage_lengths, passage_pieces
+
+    if not any(is_passage(it) for it in (*forget, *retain)):
+        return TextItems(list(forget), list(retain), None if subjects is None else list(subjects))
+    check_passage_lengths(tokenizer, forget, "forget")
+    check_passage_lengths(tokenizer, retain, "retain")
+    kept = {sha256_text(it["text"].strip()) for it in retain if is_passage(it)}
+    passages = [it for it in forget if is_passage(it)]
+    if passages and all(sha256_text(it["text"].strip()) in kept for it in passages):
+        raise UsageError(f"every one of the request's {len(passages)} forget passage(s) is also in the retain set: "
+                         "a round cannot forget a text while keeping it; remove them from the retain file, or "
+                         "withdraw the request")
+    size = config.passage_piece_tokens
+    forget_rows, owners = passage_pieces(tokenizer, forget, max_tokens=size)
+    retain_rows, _ = passage_pieces(tokenizer, retain, max_tokens=size)
+    pieces = [subjects[n - 1] if subjects is not None else _piece_subject(n, forget, owners) for n in owners]
+    return TextItems(forget_rows, retain_rows, pieces)
 
 
 def split_validation(
