@@ -95,16 +95,17 @@ def rouge_l_recall(predictions: Sequence[str], references: Sequence[str]) -> lis
 
 
 def fluency_verdicts(answers: Sequence[str], questions: Sequence[str] | None = None, judge=None,
-                     formats: Sequence[str] | None = None) -> list:
+                     formats: Sequence[str] | None = None, references: Sequence[str | None] | None = None) -> list:
     """``asu.fluency`` verdicts of ``answers``: the full measure with a ``FluencyJudge`` of the original model (and
-    the ``questions``; ``formats``: each question's prompt format, default the judge's), else the surface checks
-    alone (no likelihood; ``score`` None)."""
+    the ``questions``; ``formats``: each question's prompt format, default the judge's; ``references``: a passage's
+    true continuation per row, see ``FluencyJudge.judge``), else the surface checks alone (no likelihood; ``score``
+    None)."""
     from asu.fluency import FluencyVerdict, is_refusal, surface_failures
 
     if judge is not None:
         if questions is None:
             raise UsageError("a FluencyJudge scores answers given their questions: pass questions=")
-        return judge.judge(list(questions), list(answers), formats=formats)
+        return judge.judge(list(questions), list(answers), formats=formats, references=references)
     out = []
     for answer in answers:
         failed = tuple(surface_failures(answer))

@@ -33,6 +33,12 @@ An unlearned model can "forget" by no longer producing language: empty answers, 
    ``score >= min_score``. Threshold, cap and weight were chosen together on the labelled set's dev half
    (``bench/fluency/record.py --grid``).
 
+A passage's continuation (``completion`` prompt format) is compared with the judge's figures of the passage's *true*
+continuation when the caller gives it (``references``): the judge's own greedy text is far more likely than any
+human-written text, and measured on SmolLM2 (MUSE-News passages a fine-tuned model continued verbatim), 2 of 5
+verbatim continuations scored under the threshold against it (scores 0.08-0.59); against the true text a verbatim
+continuation scores 0.5 by construction.
+
 Refusals ("I don't know ...", the TOFU refusal strings) are language: they are fluent, and flagged ``refusal`` so
 that a report can tell a model that answers wrongly from one that refuses. The likelihood check does not apply
 to them: the original model seldom refuses, so its likelihood of a refusal says nothing about fluency (measured:
@@ -351,24 +357,31 @@ class FluencyJudge:
             self._siblings[prompt_format] = sibling
         return self._siblings[prompt_format]
 
-    def judge(self, prompts: Sequence[str], texts: Sequence[str],
-              formats: Sequence[PromptFormat] | None = None) -> list[FluencyVerdict]:
-        """One verdict per (prompt, text), in order; ``formats``: each prompt's format (default: the judge's)."""
+    def judge(self, prompts: Sequence[str], texts: Sequence[str], formats: Sequence[PromptFormat] | None = None,
+              references: Sequence[str | None] | None = None) -> list[FluencyVerdict]:
+        """One verdict per (prompt, text), in order; ``formats``: each prompt's format (default: the judge's);
+        ``references``: per row, a human-written text the answer is compared with instead of the judge's own
+        answers (a passage's true continuation; None: the usual reference)."""
+        references = list(references) if references is not None else [None] * len(texts)
         if formats is not None and any(f != self.prompt_format for f in formats):
             verdicts: list[FluencyVerdict | None] = [None] * len(texts)
             for fmt in dict.fromkeys(formats):
                 rows = [i for i, f in enumerate(formats) if f == fmt]
-                got = self.in_format(fmt).judge([prompts[i] for i in rows], [texts[i] for i in rows])
+                got = self.in_format(fmt).judge([prompts[i] for i in rows], [texts[i] for i in rows],
+                                                references=[references[i] for i in rows])
                 for i, v in zip(rows, got, strict=True):
                     verdicts[i] = v
             return verdicts  # type: ignore[return-value]
         scored = [i for i, text in enumerate(texts) if any(ch.isalnum() for ch in text)]
         figures = dict(zip(scored, self.likelihoods([prompts[i] for i in scored], [texts[i] for i in scored]),
                            strict=True) if scored else {})
+        given = [i for i in scored if references[i] and any(ch.isalnum() for ch in references[i])]
+        human = dict(zip(given, self.likelihoods([prompts[i] for i in given], [references[i] for i in given]),
+                         strict=True) if given else {})
         if self.settings.reference == "question":
-            self.own_figures([prompts[i] for i in scored])
-        return [verdict(text, figures.get(i), self.reference_for(prompts[i]) if i in figures else self.reference,
-                        self.settings, self.context)
+            self.own_figures([prompts[i] for i in scored if i not in human])
+        return [verdict(text, figures.get(i), human[i] if i in human else
+                        self.reference_for(prompts[i]) if i in figures else self.reference, self.settings, self.context)
                 for i, text in enumerate(texts)]
 
 

@@ -143,12 +143,13 @@ def check_passage_lengths(tokenizer, items: Sequence[Mapping[str, Any]], what: s
 
 @dataclass(frozen=True)
 class VerbatimFigures:
-    """Per passage: ROUGE-L F1 of the greedy continuation against the true one (0-1), the continuations and the
-    prefixes they continue (decoded)."""
+    """Per passage: ROUGE-L F1 of the greedy continuation against the true one (0-1), the continuations, the
+    prefixes they continue and the true continuations (decoded)."""
 
     rouge_l_f1: list[float]
     continuations: list[str]
     prefixes: list[str]
+    truths: list[str]
 
     @property
     def mean(self) -> float:
@@ -175,7 +176,7 @@ def verbatim_memorisation(model, tokenizer, texts: Sequence[str], *, prefix_toke
     generated = generate(model, tokenizer, prompts, max_new_tokens=continuation_tokens, batch_size=batch_size)
     continuations = [tokenizer.decode(g, skip_special_tokens=True) for g in generated]
     prefixes = [tokenizer.decode(tokens[:prefix_tokens], skip_special_tokens=True) for tokens in ids]
-    return VerbatimFigures(rouge_l_f1(continuations, truths), continuations, prefixes)
+    return VerbatimFigures(rouge_l_f1(continuations, truths), continuations, prefixes, truths)
 
 
 @dataclass(frozen=True)
@@ -216,7 +217,8 @@ def passage_figures(model, tokenizer, texts: Sequence[str], *, holdout: Sequence
 
     verbatim = verbatim_memorisation(model, tokenizer, texts, prefix_tokens=prefix_tokens,
                                      continuation_tokens=continuation_tokens, batch_size=batch_size, what=what)
-    verdicts = fluency_verdicts(verbatim.continuations, verbatim.prefixes, judge)
+    verdicts = fluency_verdicts(verbatim.continuations, verbatim.prefixes, judge,
+                                references=verbatim.truths)  # compared with the passage's own text
 
     def stats(passages: Sequence[str], name: str):
         from asu.data import Encoded

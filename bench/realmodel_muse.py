@@ -54,7 +54,7 @@ MEMORISE = FinetuneSchedule(learning_rate=2e-4, epochs=10, batch_size=4, warmup_
 METHODS = ("asu_gd", "ga", "gd", "npo", "simnpo", "rmu")
 BASE_ROUND = {"epochs": 4, "batch_size": 2, "grad_accum_steps": 1, "max_length": 256, "forget_weight": 1.0,
               "retain_weight": 1.0, "checkpoint_every": "never", "seed": 1001}
-LEARNING_RATES = (1e-5, 3e-5, 1e-4)
+LEARNING_RATES = (1e-5, 3e-5)
 #: Each method's second knob at its published value (ASU: tau 2.0, the official MUSE-News setting, method.md).
 SECOND_KNOB: dict[str, tuple[str, object]] = {
     "asu_gd": ("tau", 2.0), "ga": ("epochs", 4), "gd": ("forget_weight", 1.0), "npo": ("npo_beta", 0.1),

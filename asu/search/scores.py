@@ -121,7 +121,10 @@ def generation_item_figures(tokenizer, answers: Sequence[str], references: Seque
     ``judge``: a ``FluencyJudge`` built on the original model (with ``questions``, the prompts, and ``formats``,
     their prompt formats when not the judge's); without it the fluency verdict rests on the surface checks alone.
     """
-    verdicts = fluency_verdicts(answers, questions, judge, formats)
+    # A passage's continuation is judged against its true continuation (human text), a QA answer as always.
+    human = None if formats is None else [r if f == "completion" else None
+                                          for r, f in zip(references, formats, strict=True)]
+    verdicts = fluency_verdicts(answers, questions, judge, formats, human)
     rouge = rouge_l_recall(answers, references)
     out = {
         "rouge_l_recall": rouge,
