@@ -13,6 +13,10 @@ Checks (every one reported; the gate passes when none fails):
   that came back under it (fact recall under attack - without) <= ``attack_recovery_max``; an attack the gate requires
   but the pipeline did not measure fails, naming the setting to add. ``attacks_required`` and
   ``attack_recovery_max`` may be left out of a gate file (no attack required).
+- ``verbatim`` (text requests): after.verbmem (mean VerbMem of the request's reported forget passages, ROUGE-L F1
+  of a greedy continuation) <= ``verbmem_max``, and the retain passages' VerbMem falls by at most
+  ``retain_verbmem_drop_max`` of its value before the round; passes with "no passages" for a QA request. Both keys
+  may be left out of a gate file (their defaults apply).
 A missing or non-finite figure fails its check; a check is skipped only when named in ``disabled``.
 """
 
@@ -30,11 +34,12 @@ from asu.robustness import ATTACKS, Attack
 from asu.strict import check_keys, read_yaml_mapping, where
 from pipelines.tracking.runs import check_id
 
-CheckName = Literal["forget_efficacy", "utility_drop", "fluency", "resurgence", "mia_auc", "attack_recovery"]
+CheckName = Literal["forget_efficacy", "utility_drop", "fluency", "resurgence", "mia_auc", "attack_recovery",
+                    "verbatim"]
 CHECK_NAMES: tuple[str, ...] = get_args(CheckName)
 Status = Literal["pass", "fail", "disabled"]
 #: Keys a gate file may leave out (their defaults apply): no check disabled, no attack required.
-OPTIONAL_KEYS = ("disabled", "attacks_required", "attack_recovery_max")
+OPTIONAL_KEYS = ("disabled", "attacks_required", "attack_recovery_max", "verbmem_max", "retain_verbmem_drop_max")
 DEFAULT_GATE_FILE = Path(__file__).resolve().parents[2] / "configs" / "gate.yaml"
 
 
@@ -63,6 +68,11 @@ class GateThresholds:
         "settings list them under robustness.attacks)"))
     attack_recovery_max: float = field(default=0.2, metadata=_help(
         "ceiling on the share of forget facts that come back under each required attack"))
+    verbmem_max: float = field(default=0.3, metadata=_help(
+        "ceiling on the forget passages' verbatim memorisation after the round (VerbMem, ROUGE-L F1 of a greedy "
+        "continuation; SmolLM2 on news it never saw: 0.12, memorised: 1.0)"))
+    retain_verbmem_drop_max: float = field(default=0.1, metadata=_help(
+        "ceiling on the relative drop of the retain passages' VerbMem, (before - after) / before"))
     disabled: tuple[CheckName, ...] = field(default=(), metadata=_help(
         f"checks reported as disabled instead of evaluated; names from {', '.join(CHECK_NAMES)}"))
 
@@ -170,11 +180,14 @@ class GateFigures:
     fluency: float
     mia_auc: float | None = None
     attack_recovery: Mapping[str, float] = field(default_factory=dict)
+    verbmem: float | None = None  # mean VerbMem of the request's forget passages; None: the request has none
+    retain_verbmem: float | None = None  # mean VerbMem of the retain passages scored; None: none scored
 
     def __post_init__(self) -> None:
         for f in fields(self):
             if f.name != "attack_recovery":
-                object.__setattr__(self, f.name, _figure(f.name, getattr(self, f.name), optional=f.name == "mia_auc"))
+                object.__setattr__(self, f.name, _figure(f.name, getattr(self, f.name),
+                                                         optional=f.name in ("mia_auc", "verbmem", "retain_verbmem")))
         object.__setattr__(self, "attack_recovery", {str(k): _figure(f"attack_recovery[{k}]", v)
                                                      for k, v in dict(self.attack_recovery).items()})
 
@@ -268,6 +281,20 @@ def _mia(after: GateFigures, band: tuple[float, float]) -> GateCheck:
                      f"MIA AUC {value:.4f} {'inside' if ok else 'outside'} [{band[0]:g}, {band[1]:g}]")
 
 
+def _verbatim(before: GateFigures, after: GateFigures, t: GateThresholds) -> list[GateCheck]:
+    """The text-request checks: forget VerbMem ceiling, retain VerbMem relative drop (see the module docstring)."""
+    if after.verbmem is None:
+        return [GateCheck("verbatim", "pass", None, "<=", t.verbmem_max, "no passages in the request")]
+    checks = [_bound("verbatim", after.verbmem, "<=", t.verbmem_max, "forget passages' VerbMem", "forget")]
+    if before.retain_verbmem is not None and after.retain_verbmem is not None:
+        if before.retain_verbmem > 0:
+            drop = (before.retain_verbmem - after.retain_verbmem) / before.retain_verbmem
+            checks.append(_bound("verbatim", drop, "<=", t.retain_verbmem_drop_max,
+                                 f"retain passages' VerbMem {before.retain_verbmem:.4f} -> "
+                                 f"{after.retain_verbmem:.4f}, relative drop", "retain"))
+    return checks
+
+
 def evaluate_gate(
     before: GateFigures,
     after: GateFigures,
@@ -297,6 +324,7 @@ def evaluate_gate(
             continue
         checks.append(_bound("attack_recovery", after.attack_recovery[name], "<=", t.attack_recovery_max,
                              f"forget facts recovered under the {name} attack", name))
+    checks += _verbatim(before, after, t)
     checks = [
         GateCheck(c.name, "disabled", c.value, c.comparator, c.threshold, f"disabled in the gate config ({c.reason})",
                   c.subject) if c.name in t.disabled else c

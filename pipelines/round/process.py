@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from asu.data import load_qa_file
 from pipelines.console import progress
 from pipelines.ledger.store import Ledger
 from pipelines.round import steps as plain
@@ -86,9 +87,10 @@ class _Round:
         s, steps, seconds = self.settings, self.steps, {}
         data = steps.load_request(self.ledger, self.request_id)
         retain = plain.retain_items(s)
-        holdout = plain.load_qa_file(s.holdout_file) if s.holdout_file else None
+        holdout = load_qa_file(s.holdout_file) if s.holdout_file else None
         champion = steps.ensure_champion(self.registry, s)
         champion_dir = Path(champion.path)
+        data, retain = plain.prepare_items(data, retain, champion_dir, s)  # a text request's passages, in pieces
         with self.tracker.request_run(self.request_id, tags={"asu.champion_version": str(champion.version)}) as run:
             run.log_params({"method": s.round.method, "code_version": code_version(), "data_hash": data.forget_sha256,
                             "parent_version": champion.version, "num_forget": len(data.forget),

@@ -160,7 +160,8 @@ class EvidenceReport:
 
 
 def _figures(f: GateFigures) -> dict[str, float | None]:
-    return {"forget_efficacy": f.forget_efficacy, "utility": f.utility, "fluency": f.fluency, "mia_auc": f.mia_auc}
+    return {"forget_efficacy": f.forget_efficacy, "utility": f.utility, "fluency": f.fluency, "mia_auc": f.mia_auc,
+            "verbmem": f.verbmem, "retain_verbmem": f.retain_verbmem}
 
 
 def _fmt(value: Any) -> str:
@@ -187,7 +188,8 @@ def render_markdown(d: Mapping[str, Any]) -> str:
            f"Created {d['created_at']} · code `{d['code_version']}` · gate **{verdict}**", "",
            "## Request content (SHA-256; the content itself is never stored here)", ""]
     out += _table(["item", "SHA-256"], list(d["content_hashes"].items()))
-    for section in (_md_validation, _md_search, _md_figures, _md_robustness, _md_gate, _md_earlier, _md_model):
+    for section in (_md_validation, _md_search, _md_figures, _md_verbatim, _md_robustness, _md_gate, _md_earlier,
+                    _md_model):
         out += ["", *section(d)]
     return "\n".join(out) + "\n"
 
@@ -231,6 +233,21 @@ def _md_figures(d: Mapping[str, Any]) -> list[str]:
                 if not k.startswith("robustness/")]
         out += _table(["metric", "before", "after"], rows)
     return out
+
+
+def _md_verbatim(d: Mapping[str, Any]) -> list[str]:
+    before, after = d["figures"]["before"], d["figures"]["after"]
+    out = ["## Verbatim memorisation (text requests)", ""]
+    if after.get("verbmem") is None:
+        return [*out, "The request holds no passages."]
+    checks = {c["subject"]: c for c in d["gate"]["checks"] if c["name"] == "verbatim"}
+    rows = [["forget passages", before.get("verbmem"), after.get("verbmem"),
+             checks.get("forget", {}).get("status", "-")],
+            ["retain passages", before.get("retain_verbmem"), after.get("retain_verbmem"),
+             checks.get("retain", {}).get("status", "not measured")]]
+    out += ["VerbMem: ROUGE-L F1 of the greedy continuation of each reported passage's first 32 tokens against its "
+            "next 48 (MUSE's verbatim memorisation; the passages themselves are never stored here).", ""]
+    return out + _table(["passages", "VerbMem before", "after", "gate"], rows)
 
 
 def _md_robustness(d: Mapping[str, Any]) -> list[str]:

@@ -14,13 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from asu.config import ASUConfig
-from asu.data import QAItem, load_qa_file
+from asu.data import QAItem
 from asu.errors import InputFileMissing, UsageError
 from asu.evaluation import score_qa
 from asu.hashing import qa_items_sha256, sha256_json
 from asu.metrics.mia import PRIVLEAK_ATTACK, mia_aucs
 from asu.metrics.passes import encode_pairs, token_stats
 from asu.modeling import load_model_and_tokenizer
+from asu.passages import is_passage, passage_pieces, verbatim_memorisation
+from asu.qa_file import load_round_items
 from asu.trainer import RoundResult, run_round
 from pipelines.evaluate import EvalPlan, evaluate_model
 from pipelines.ledger.queries import ContentPurged
@@ -48,29 +50,54 @@ class RequestNotProcessable(UsageError):
 
 @dataclass(frozen=True)
 class RequestData:
-    """A request's items in memory (from the ledger's request store) and its content hash."""
+    """A request's items in memory (from the ledger's request store) and its content hash.
+
+    ``forget``: QA items (``qa`` requests) or passages (``text`` requests, ``{"text"}``; cut into pieces by
+    :func:`prepare_items`, with ``subjects`` naming each piece's passage for the validation split).
+    """
 
     request_id: str
     content_sha256: str
     forget: list[QAItem]
     validation: list[QAItem] | None
+    subjects: list[object] | None = None
 
     @property
     def forget_sha256(self) -> str:
         return qa_items_sha256(self.forget)
 
 
+def _item(record) -> dict[str, str]:
+    return {"text": record.text} if record.text is not None else {"question": record.question,
+                                                                  "answer": record.answer}
+
+
 def load_request(ledger: Ledger, request_id: str) -> RequestData:
-    """The request's forget records and validation items as QA items."""
+    """The request's forget records and validation items as round items (QA items or passages)."""
     request = ledger.load_request(request_id)
-    if request.kind != "qa":
-        raise RequestNotProcessable(
-            f"request {request_id!r} is kind {request.kind!r}; the ASU round unlearns question-answer records, so "
-            "resubmit the passages as kind 'qa' (question + answer) records"
-        )
-    forget = [{"question": r.question, "answer": r.answer} for r in request.forget_records()]
-    validation = [{"question": r.question, "answer": r.answer} for r in request.validation_items()] or None
+    if request.kind not in ("qa", "text"):
+        raise RequestNotProcessable(f"request {request_id!r} is kind {request.kind!r}; the ASU round unlearns "
+                                    "question-answer records (kind 'qa') and passages (kind 'text')")
+    forget = [_item(r) for r in request.forget_records()]
+    validation = [_item(r) for r in request.validation_items()] or None
     return RequestData(request_id, request.content_sha256, forget, validation)
+
+
+def prepare_items(data: RequestData, retain: list[QAItem], model_dir: Path,
+                  settings: PipelineSettings) -> tuple[RequestData, list[QAItem]]:
+    """A text request's passages checked (too short, all in the retain set: ``UsageError`` before any model pass)
+    and cut into the pieces the search splits (``pipelines.temperature_search.split.text_items``); a QA request
+    and a QA retain set come back as they were."""
+    from dataclasses import replace
+
+    from asu.modeling import load_tokenizer
+    from pipelines.temperature_search.split import text_items
+
+    if not any(is_passage(it) for it in (*data.forget, *retain)):
+        return data, retain
+    tokenizer = load_tokenizer(model_dir, trust_remote_code=settings.round.trust_remote_code)
+    items = text_items(tokenizer, data.forget, retain, settings.search)
+    return replace(data, forget=items.forget, subjects=items.subjects), items.retain
 
 
 def resolve_base_model(settings: PipelineSettings) -> Path:
@@ -94,7 +121,8 @@ def ensure_champion(registry: ModelRegistry, settings: PipelineSettings) -> Cham
 
 
 def retain_items(settings: PipelineSettings) -> list[QAItem]:
-    return load_qa_file(settings.retain_file)
+    """The retain set: QA items, passages (``{"text"}``) or both."""
+    return load_round_items(settings.retain_file, "retain")
 
 
 @dataclass(frozen=True)
@@ -108,7 +136,8 @@ class DataSplit:
 
 def validation_split(data: RequestData, retain: list[QAItem], settings: PipelineSettings) -> ValidationSplit:
     """The request's seeded validation split, computed once: the search validates on it, the report scores the rest."""
-    return split_validation(data.forget, retain, settings.search, forget_validation=data.validation)
+    return split_validation(data.forget, retain, settings.search, subjects=data.subjects,
+                            forget_validation=data.validation)
 
 
 def split_for_report(split: ValidationSplit, settings: PipelineSettings) -> DataSplit:
@@ -131,7 +160,7 @@ def choose_temperature(model_dir: Path, data: RequestData, retain: list[QAItem],
     """Run the settings search (``pipelines.temperature_search``: tau, strength, lambda) for this request
     (on ``split`` when given, else on a split it computes the same way)."""
     return run_search(model_dir, data.forget, retain, settings.round, settings.search,
-                      work_dir / "search", forget_validation=data.validation, judge=judge,
+                      work_dir / "search", subjects=data.subjects, forget_validation=data.validation, judge=judge,
                       teacher_model_dir=teacher_model(model_dir, settings), placement=settings.placement, split=split)
 
 
@@ -161,6 +190,10 @@ class Measurement:
     benchmarks: dict[str, dict[str, float]] = field(default_factory=dict)
     #: attack -> {fact_recall, baseline_fact_recall, recovery, items, seconds} (``asu.robustness``; the candidate only)
     robustness: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: text requests: mean VerbMem (``asu.passages.verbatim_memorisation``) of the reported forget passages and of
+    #: the reported retain passages; None where the set holds no passage
+    forget_verbmem: float | None = None
+    retain_verbmem: float | None = None
 
     @property
     def forget_efficacy(self) -> float:
@@ -177,7 +210,8 @@ class Measurement:
 
     def figures(self) -> GateFigures:
         return GateFigures(self.forget_efficacy, self.retain_rouge, self.fluency, self.mia_auc,
-                           {name: r["recovery"] for name, r in self.robustness.items()})
+                           {name: r["recovery"] for name, r in self.robustness.items()},
+                           self.forget_verbmem, self.retain_verbmem)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -186,7 +220,8 @@ class Measurement:
             "forget_probability": self.forget_probability, "fluency": self.fluency, "refusal": self.refusal,
             "retain_rouge": self.retain_rouge, "retain_probability": self.retain_probability,
             "mia_auc": self.mia_auc, "earlier": dict(self.earlier), "benchmarks": self.benchmarks,
-            "robustness": self.robustness,
+            "robustness": self.robustness, "forget_verbmem": self.forget_verbmem,
+            "retain_verbmem": self.retain_verbmem,
         }  # fmt: skip
 
 
@@ -235,7 +270,11 @@ def measure(model_dir: Path, split: DataSplit, settings: PipelineSettings, *, ho
     forget = score_qa(model, tokenizer, split.forget_report, prompt_format=fmt, max_new_tokens=cap, judge=judge)
     retain = qa(split.retain_report, "retain")
     auc = None
-    if holdout:
+    texts = [it["text"] for it in split.forget_report if is_passage(it)]
+    kept = [it["text"] for it in split.retain_report if is_passage(it)]
+    if holdout and texts:
+        logger.info("membership inference skipped: the holdout file holds QA items, the request passages")
+    elif holdout:
         enc = {name: encode_pairs(tokenizer, [i["question"] for i in items], [i["answer"] for i in items],
                                   prompt_format=fmt, max_length=settings.round.max_length, source=name)
                for name, items in (("forget", split.forget_report), ("holdout", holdout))}
@@ -246,8 +285,16 @@ def measure(model_dir: Path, split: DataSplit, settings: PipelineSettings, *, ho
     result = Measurement(forget.rouge_l_recall, forget.probability, forget.fluent_share, retain["rouge_l_recall"],
                          retain["probability"], auc, refusal=forget.refusal_share,
                          forget_fact_recall=forget.fact_recall)
+    if texts:
+        result.forget_verbmem = verbatim_memorisation(model, tokenizer, texts).mean
+    if kept:
+        key = sha256_json({"model": digest, "items": qa_items_sha256(split.retain_report), "what": "retain_verbmem"})
+        result.retain_verbmem = cached_figures(store, key, lambda: {
+            "verbmem": verbatim_memorisation(model, tokenizer, kept, what="retain").mean})["verbmem"]
     for request_id, items in earlier.items():
-        result.earlier[request_id] = 1.0 - qa(items, "earlier")["fact_recall"]
+        # an earlier text request is re-checked on the pieces its own round was measured on
+        pieces, _ = passage_pieces(tokenizer, items, max_tokens=settings.search.passage_piece_tokens)
+        result.earlier[request_id] = 1.0 - qa(pieces, "earlier")["fact_recall"]
     if attacks and settings.robustness.attacks:
         result.robustness = attack_figures(model, tokenizer, split.forget_report, settings)
     if benchmarks:
@@ -353,6 +400,7 @@ __all__ = [
     "fluency_judge",
     "load_request",
     "measure",
+    "prepare_items",
     "resolve_base_model",
     "retain_items",
     "split_for_report",

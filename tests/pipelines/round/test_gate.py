@@ -50,7 +50,8 @@ def test_a_good_round_passes_every_check():
     assert result.passed and result.summary() == "passed" and result.failed == ()
     assert _status(result) == {("forget_efficacy", None): "pass", ("utility_drop", None): "pass",
                                ("fluency", None): "pass", ("resurgence", "req-001"): "pass",
-                               ("resurgence", "req-002"): "pass", ("mia_auc", None): "pass"}
+                               ("resurgence", "req-002"): "pass", ("mia_auc", None): "pass",
+                               ("verbatim", None): "pass"}  # a QA request: no passages
     drop = next(c for c in result.checks if c.name == "utility_drop")
     assert drop.value == pytest.approx((0.90 - 0.88) / 0.90) and drop.comparator == "<=" and drop.threshold == 0.1
     payload = result.to_dict()
@@ -76,6 +77,23 @@ def test_each_threshold_can_fail_the_gate(after, earlier, failing, reason):
     assert not result.passed
     assert [(c.name, c.subject) for c in result.failed] == [failing]
     assert reason in result.failed[0].reason and reason in result.summary()
+
+
+def test_the_verbatim_checks_of_a_text_request():
+    """Forget VerbMem ceiling (0.3) and retain VerbMem relative drop (0.1): a text request's two extra checks."""
+    before = GateFigures(0.1, 0.9, 1.0, 0.5, verbmem=0.98, retain_verbmem=0.96)
+    good = GateFigures(0.6, 0.88, 1.0, 0.5, verbmem=0.14, retain_verbmem=0.90)
+    result = evaluate_gate(before, good, [], GateThresholds())
+    checks = {c.subject: c for c in result.checks if c.name == "verbatim"}
+    assert result.passed and set(checks) == {"forget", "retain"}
+    assert checks["retain"].value == pytest.approx((0.96 - 0.90) / 0.96)
+    kept = evaluate_gate(before, GateFigures(0.6, 0.88, 1.0, 0.5, verbmem=0.45, retain_verbmem=0.80), [],
+                         GateThresholds())
+    assert [(c.name, c.subject) for c in kept.failed] == [("verbatim", "forget"), ("verbatim", "retain")]
+    assert "forget passages' VerbMem 0.4500 violates <= 0.3" in kept.summary()
+    no_retain = evaluate_gate(GateFigures(0.1, 0.9, 1.0, 0.5, verbmem=0.98), GateFigures(0.6, 0.88, 1.0, 0.5,
+                              verbmem=0.2), [], GateThresholds())
+    assert no_retain.passed and [c.subject for c in no_retain.checks if c.name == "verbatim"] == ["forget"]
 
 
 def test_thresholds_from_yaml_change_the_decision(tmp_path):

@@ -83,7 +83,7 @@ def test_report_states_the_evidence(report, tmp_path):
     assert data["figures"]["after"]["forget_efficacy"] == 0.58 and data["metrics"]["after"] == {
         "forget/rouge_l_recall": 0.42}
     assert data["gate"]["passed"] and {c["name"] for c in data["gate"]["checks"]} == {
-        "forget_efficacy", "utility_drop", "fluency", "resurgence", "mia_auc"}
+        "forget_efficacy", "utility_drop", "fluency", "resurgence", "mia_auc", "verbatim"}
     assert data["earlier_requests"][0]["request_id"] == "req-001"
     assert data["model"] == {"name": "asu-unlearned", "version": "3", "aliases": ["candidate"], "parent_version": "2"}
     assert set(data["config_digests"]) == {"asu_config", "gate_thresholds"}
@@ -152,3 +152,16 @@ def test_attacks_get_their_own_section_with_the_gate_verdict(report, tmp_path):
     assert "robustness/relearn" not in markdown.split("## Robustness")[0]  # not repeated among the other figures
     _, plain = write_report(report, tmp_path / "plain")
     assert "No attack was run" in plain.read_text()
+
+
+def test_a_text_request_report_shows_the_verbatim_figures_against_the_gate(report):
+    from dataclasses import replace
+
+    before = GateFigures(0.02, 0.95, 1.0, None, verbmem=0.98, retain_verbmem=0.97)
+    after = GateFigures(0.58, 0.93, 1.0, None, verbmem=0.13, retain_verbmem=0.95)
+    text = replace(report, before=before, after=after, gate=evaluate_gate(before, after, [], GateThresholds()))
+    markdown = text.to_markdown()
+    assert "## Verbatim memorisation (text requests)" in markdown
+    assert "| forget passages | 0.9800 | 0.1300 | pass |" in markdown
+    assert "| retain passages | 0.9700 | 0.9500 | pass |" in markdown
+    assert "The request holds no passages." in report.to_markdown()
