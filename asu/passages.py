@@ -204,6 +204,35 @@ class PassageFigures:
                 "mia_auc": self.mia_auc}
 
 
+def _chunk_stats(model, tokenizer, passages: Sequence[str], what: str, max_length: int, batch_size: int):
+    """The passages' non-overlapping chunks and the teacher-forced statistics of each (``token_stats``)."""
+    from asu.data import Encoded
+    from asu.metrics.passes import token_stats
+
+    chunks = [c for per in chunk_passages(tokenizer, passages, max_length=max_length, overlap=0, max_chunks=10_000,
+                                          what=what) for c in per]
+    return chunks, token_stats(model, [Encoded(c, c) for c in chunks], pad_id=tokenizer.pad_token_id,
+                               batch_size=batch_size)
+
+
+def _mia_auc(model, tokenizer, members, holdout: Sequence[str], max_length: int, batch_size: int) -> float:
+    from asu.metrics.mia import PRIVLEAK_ATTACK, mia_aucs
+
+    chunks, stats = members
+    held_chunks, held_stats = _chunk_stats(model, tokenizer, holdout, "holdout", max_length, batch_size)
+    decode = tokenizer.decode
+    aucs, _ = mia_aucs(stats, [decode(c) for c in chunks], held_stats, [decode(c) for c in held_chunks])
+    return aucs[PRIVLEAK_ATTACK]
+
+
+def passage_mia_auc(model, tokenizer, texts: Sequence[str], holdout: Sequence[str], *, max_length: int = 500,
+                    batch_size: int = 16) -> float:
+    """Min-K%++ membership AUC of ``texts`` (members) against ``holdout`` passages of the same kind, over their
+    non-overlapping chunks of ``max_length`` tokens (0.5: indistinguishable)."""
+    members = _chunk_stats(model, tokenizer, texts, "forget", max_length, batch_size)
+    return _mia_auc(model, tokenizer, members, holdout, max_length, batch_size)
+
+
 def passage_figures(model, tokenizer, texts: Sequence[str], *, holdout: Sequence[str] | None = None,
                     max_length: int = 500, prefix_tokens: int = PREFIX_TOKENS,
                     continuation_tokens: int = CONTINUATION_TOKENS, judge=None, what: str = "forget",
@@ -212,23 +241,13 @@ def passage_figures(model, tokenizer, texts: Sequence[str], *, holdout: Sequence
     one teacher-forced pass per chunk (ES, EM, and the MIA statistics with ``holdout``)."""
     from asu.evaluation import fluency_verdicts
     from asu.metrics.formulas import exact_memorization, extraction_strength
-    from asu.metrics.mia import PRIVLEAK_ATTACK, mia_aucs
-    from asu.metrics.passes import token_stats
 
     verbatim = verbatim_memorisation(model, tokenizer, texts, prefix_tokens=prefix_tokens,
                                      continuation_tokens=continuation_tokens, batch_size=batch_size, what=what)
     verdicts = fluency_verdicts(verbatim.continuations, verbatim.prefixes, judge,
                                 references=verbatim.truths)  # compared with the passage's own text
 
-    def stats(passages: Sequence[str], name: str):
-        from asu.data import Encoded
-
-        chunks = [c for per in chunk_passages(tokenizer, passages, max_length=max_length, overlap=0,
-                                              max_chunks=10_000, what=name) for c in per]
-        return chunks, token_stats(model, [Encoded(c, c) for c in chunks], pad_id=tokenizer.pad_token_id,
-                                   batch_size=batch_size)
-
-    chunks, forget_stats = stats(texts, what)
+    chunks, forget_stats = _chunk_stats(model, tokenizer, texts, what, max_length, batch_size)
     es, em = [], []
     for st in forget_stats:
         preds, labels = list(st.predictions), list(st.labels)
@@ -239,15 +258,11 @@ def passage_figures(model, tokenizer, texts: Sequence[str], *, holdout: Sequence
             em.append(float(exact_memorization(preds, labels)))
     auc = None
     if holdout:
-        held_chunks, held_stats = stats(holdout, "holdout")
-        decode = tokenizer.decode
-        aucs, _ = mia_aucs(forget_stats, [decode(c) for c in chunks], held_stats, [decode(c) for c in held_chunks])
-        auc = aucs[PRIVLEAK_ATTACK]
+        auc = _mia_auc(model, tokenizer, (chunks, forget_stats), holdout, max_length, batch_size)
     return PassageFigures(verbatim.mean, sum(es) / len(es), sum(em) / len(em),
                           sum(v.fluent for v in verdicts) / len(verdicts), auc)
 
 
 __all__ = ["CONTINUATION_TOKENS", "PREFIX_TOKENS", "PassageFigures", "VerbatimFigures", "check_passage_lengths",
-           "chunk_passages", "chunk_starts", "continuation_probes", "is_passage", "passage_figures", "passage_pieces",
-           "scored_items",
-           "verbatim_memorisation"]
+           "chunk_passages", "chunk_starts", "continuation_probes", "is_passage", "passage_figures", "passage_mia_auc",
+           "passage_pieces", "scored_items", "verbatim_memorisation"]

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from asu.data import load_qa_file
+from asu.qa_file import load_round_items
 from pipelines.console import progress
 from pipelines.ledger.store import Ledger
 from pipelines.round import steps as plain
@@ -87,7 +87,7 @@ class _Round:
         s, steps, seconds = self.settings, self.steps, {}
         data = steps.load_request(self.ledger, self.request_id)
         retain = plain.retain_items(s)
-        holdout = load_qa_file(s.holdout_file) if s.holdout_file else None
+        holdout = load_round_items(s.holdout_file, "holdout") if s.holdout_file else None  # QA, passages or both
         champion = steps.ensure_champion(self.registry, s)
         champion_dir = Path(champion.path)
         data, retain = plain.prepare_items(data, retain, champion_dir, s)  # a text request's passages, in pieces

@@ -21,7 +21,13 @@ from asu.hashing import qa_items_sha256, sha256_json
 from asu.metrics.mia import PRIVLEAK_ATTACK, mia_aucs
 from asu.metrics.passes import encode_pairs, token_stats
 from asu.modeling import load_model_and_tokenizer
-from asu.passages import is_passage, passage_pieces, verbatim_memorisation
+from asu.passages import (
+    check_passage_lengths,
+    is_passage,
+    passage_mia_auc,
+    passage_pieces,
+    verbatim_memorisation,
+)
 from asu.qa_file import load_round_items
 from asu.trainer import RoundResult, run_round
 from pipelines.evaluate import EvalPlan, evaluate_model
@@ -97,7 +103,11 @@ def prepare_items(data: RequestData, retain: list[QAItem], model_dir: Path,
         return data, retain
     tokenizer = load_tokenizer(model_dir, trust_remote_code=settings.round.trust_remote_code)
     items = text_items(tokenizer, data.forget, retain, settings.search)
-    return replace(data, forget=items.forget, subjects=items.subjects), items.retain
+    validation = data.validation
+    if validation:  # the request's own validation passages, in pieces as well
+        check_passage_lengths(tokenizer, validation, "validation")
+        validation, _ = passage_pieces(tokenizer, validation, max_tokens=settings.search.passage_piece_tokens)
+    return replace(data, forget=items.forget, subjects=items.subjects, validation=validation), items.retain
 
 
 def resolve_base_model(settings: PipelineSettings) -> Path:
@@ -272,15 +282,20 @@ def measure(model_dir: Path, split: DataSplit, settings: PipelineSettings, *, ho
     auc = None
     texts = [it["text"] for it in split.forget_report if is_passage(it)]
     kept = [it["text"] for it in split.retain_report if is_passage(it)]
-    if holdout and texts:
-        logger.info("membership inference skipped: the holdout file holds QA items, the request passages")
-    elif holdout:
+    held_texts = [it["text"] for it in holdout or () if is_passage(it)]
+    held_qa = [it for it in holdout or () if not is_passage(it)]
+    if texts and held_texts:  # a text request: its passages against held-out passages of the same kind
+        auc = passage_mia_auc(model, tokenizer, texts, held_texts, max_length=settings.round.max_length)
+    elif texts:
+        logger.info("membership inference not measured: the holdout file holds no passages to set this text "
+                    "request's passages against")
+    elif held_qa:
         enc = {name: encode_pairs(tokenizer, [i["question"] for i in items], [i["answer"] for i in items],
                                   prompt_format=fmt, max_length=settings.round.max_length, source=name)
-               for name, items in (("forget", split.forget_report), ("holdout", holdout))}
+               for name, items in (("forget", split.forget_report), ("holdout", held_qa))}
         stats = {k: token_stats(model, v, pad_id=tokenizer.pad_token_id) for k, v in enc.items()}
         aucs, _ = mia_aucs(stats["forget"], [i["answer"] for i in split.forget_report],
-                           stats["holdout"], [i["answer"] for i in holdout])
+                           stats["holdout"], [i["answer"] for i in held_qa])
         auc = aucs[PRIVLEAK_ATTACK]
     result = Measurement(forget.rouge_l_recall, forget.probability, forget.fluent_share, retain["rouge_l_recall"],
                          retain["probability"], auc, refusal=forget.refusal_share,

@@ -125,3 +125,45 @@ def test_configured_attacks_run_on_the_candidate_and_the_gate_holds_the_required
     assert record.status == "gate_failed"
     _, markdown = load_report("tofu-author-1", tmp_path)
     assert "| quantize_8bit |" in markdown and "| prefix |" in markdown and "not required" in markdown
+
+
+def test_a_text_request_is_unlearnt_measured_and_reported_without_its_passages(tiny_model_dir, tmp_path, monkeypatch):
+    """A ``kind: text`` request (passages of the tiny model's own authors) through the whole round: cut into pieces,
+    searched on its validation pieces, unlearnt, measured (VerbMem of the reported passages), gated on the verbatim
+    checks and reported with figures and hashes only."""
+    import json
+
+    from asu.data import load_qa_file
+    from asu.embedded import tofu_items
+    from pipelines.intake.submit import submit_request
+    from pipelines.ledger.store import Ledger, default_ledger_url
+    from pipelines.round import process_request
+    from pipelines.settings import PipelineSettings
+
+    settings = _request(tmp_path, monkeypatch, tiny_model_dir)  # the QA request stays queued behind ours
+    answers = [it["answer"] for it in tofu_items([1, 2])]
+    passages = [" ".join(answers[i:i + 10]) for i in range(0, 40, 10)]
+    path = tmp_path / "text-request.jsonl"
+    path.write_text("\n".join(json.dumps(row) for row in [
+        {"request_id": "article-1", "subject": "two biographies", "kind": "text"}, *({"text": p} for p in passages)]))
+    settings["search"] = {**ONE_TAU, "min_validation_items": 2}
+    unseen = [it["answer"] for it in tofu_items([150])]  # an author the tiny model never saw: the MIA non-members
+    (tmp_path / "holdout.jsonl").write_text("".join(json.dumps({"text": " ".join(unseen[i:i + 10])}) + "\n"
+                                                    for i in range(0, 20, 10)))
+    settings["holdout_file"] = str(tmp_path / "holdout.jsonl")
+    with Ledger(default_ledger_url(tmp_path)) as ledger:
+        submit_request(path, ledger=ledger, retain=load_qa_file(settings["retain_file"]), actor="test",
+                       validation_fraction=0.25)
+        while ledger.claim_next(actor="test").request_id != "article-1":
+            pass
+        record = process_request("article-1", PipelineSettings.from_dict(settings), ledger)
+        assert ledger.get("article-1").state == "registered", record.search.reasons
+    report = json.loads(Path(record.report).with_suffix(".json").read_text())
+    before, after = report["figures"]["before"]["verbmem"], report["figures"]["after"]["verbmem"]
+    assert 0.0 <= after <= 1.0 and 0.0 <= before <= 1.0 and report["figures"]["after"]["retain_verbmem"] is None
+    assert {c["subject"] for c in report["gate"]["checks"] if c["name"] == "verbatim"} == {"forget"}
+    assert 0.0 <= report["figures"]["after"]["mia_auc"] <= 1.0  # the passages against held-out passages
+    markdown = Path(record.report).read_text()
+    assert "| forget passages |" in markdown
+    saved = markdown + json.dumps(report) + (tmp_path / "rounds" / "article-1" / "search" / "search.json").read_text()
+    assert not any(p[:40] in saved or p[-40:] in saved for p in passages)  # hashes and figures, never the text
