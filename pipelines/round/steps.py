@@ -102,7 +102,7 @@ def prepare_items(data: RequestData, retain: list[QAItem], model_dir: Path,
     if not any(is_passage(it) for it in (*data.forget, *retain)):
         return data, retain
     tokenizer = load_tokenizer(model_dir, trust_remote_code=settings.round.trust_remote_code)
-    items = text_items(tokenizer, data.forget, retain, settings.search)
+    items = text_items(tokenizer, data.forget, retain, settings.search, round_config=settings.round)
     validation = data.validation
     if validation:  # the request's own validation passages, in pieces as well
         check_passage_lengths(tokenizer, validation, "validation")

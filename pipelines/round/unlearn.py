@@ -118,7 +118,7 @@ def auto_unlearn_from_files(model_dir: str | Path, forget_file: str, retain_file
     validation = load_qa_file(forget_validation_file) if forget_validation_file else None
     forget, retain = load_round_items(forget_file, "forget"), load_round_items(retain_file, "retain")
     items = text_items(load_tokenizer(model_dir, trust_remote_code=config.trust_remote_code), forget, retain, search,
-                       subjects_of(forget_file))  # passages checked and cut into pieces before any model pass
+                       subjects_of(forget_file), config)  # passages checked and cut into pieces before any model pass
     return auto_unlearn(model_dir, items.forget, items.retain, out_dir, config, search,
                         work_dir, subjects=items.subjects, forget_validation=validation)
 

@@ -82,10 +82,11 @@ def _piece_subject(number: int, forget: Sequence[QAItem], owners: Sequence[int])
 
 
 def text_items(tokenizer, forget: Sequence[QAItem], retain: Sequence[QAItem], config: SearchConfig,
-               subjects: Sequence[object] | None = None) -> TextItems:
+               subjects: Sequence[object] | None = None, round_config=None) -> TextItems:
     """Check a request's passages and cut them into pieces (unchanged when it has none); raises ``UsageError``
-    before any model pass for a passage too short to probe (naming the minimum) and for a request whose every
-    forget passage is also in the retain set (nothing could be forgotten without unlearning what must stay)."""
+    before any model pass for a passage too short to probe (naming the minimum), for a request whose every
+    forget passage is also in the retain set (nothing could be forgotten without unlearning what must stay) and,
+    given the round's ``ASUConfig``, for a passage longer than its ``max_passage_chunks`` chunks."""
     from asu.hashing import sha256_text
     from asu.passages import check_passage_lengths, passage_pieces
 
@@ -93,6 +94,13 @@ def text_items(tokenizer, forget: Sequence[QAItem], retain: Sequence[QAItem], co
         return TextItems(list(forget), list(retain), None if subjects is None else list(subjects))
     check_passage_lengths(tokenizer, forget, "forget")
     check_passage_lengths(tokenizer, retain, "retain")
+    if round_config is not None:  # tokenising is enough to find a passage over the chunk limit
+        from asu.data import encode_items
+
+        kw = {"max_length": round_config.max_length, "prompt_format": round_config.prompt_format,
+              "chunk_overlap": round_config.chunk_overlap, "max_chunks": round_config.max_passage_chunks}
+        for items, what in ((forget, "forget"), (retain, "retain")):
+            encode_items(tokenizer, [it for it in items if is_passage(it)], what=what, **kw)
     kept = {sha256_text(it["text"].strip()) for it in retain if is_passage(it)}
     passages = [it for it in forget if is_passage(it)]
     if passages and all(sha256_text(it["text"].strip()) in kept for it in passages):

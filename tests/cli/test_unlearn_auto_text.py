@@ -67,6 +67,7 @@ def test_auto_chooses_settings_for_a_text_request_and_forgets_the_passages(memor
                                                     "least 80 (32 prefix + 48 continuation)"),
     (["word " * 200], ["tiny retain"], "retain passage 1 has"),
     (["word " * 300], ["word " * 100], "the forget validation split holds 1 item(s)"),  # one passage, 2 pieces
+    (["word " * 300, "word " * 20000], ["word " * 100], "forget passage 2 tokenises to"),  # > 64 chunks
     (["one " * 90, "two " * 90], ["two " * 90, "one " * 90, "three " * 90],
      "every one of the request's 2 forget passage(s) is also in the retain set"),
 ])
