@@ -46,6 +46,7 @@ TEXT_SEARCH = ["--set", "forget_weight=1.0", "--search", "tau_grid=[2.0]", "--se
                "--search", "retain_validation_size=3", "--search", "min_content_nll_rise=0.0"]
 
 
+@pytest.mark.slow  # about 3 minutes on 2 cores (the memorisation, the search, the final round)
 def test_auto_chooses_settings_for_a_text_request_and_forgets_the_passages(memorised_texts, tmp_path, capsys):
     model, (forget, retain), texts = memorised_texts
     out = tmp_path / "model"
