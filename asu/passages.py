@@ -83,6 +83,20 @@ def chunk_passages(tokenizer, texts: Sequence[str], *, max_length: int, overlap:
 PREFIX_TOKENS, CONTINUATION_TOKENS = 32, 48
 
 
+def _long_enough(tokenizer, texts: Sequence[str], prefix_tokens: int, continuation_tokens: int,
+                 what: str) -> list[list[int]]:
+    """The token ids of each of ``texts``; ``UsageError`` naming the first passage shorter than a prefix plus its
+    continuation, and that minimum."""
+    need = prefix_tokens + continuation_tokens
+    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    for number, tokens in enumerate(ids, start=1):
+        if len(tokens) < need:
+            raise UsageError(f"{what} passage {number} has {len(tokens)} tokens; verbatim memorisation needs at "
+                             f"least {need} ({prefix_tokens} prefix + {continuation_tokens} continuation): lengthen "
+                             "the passage, merge it with the next, or lower the prefix/continuation lengths")
+    return ids
+
+
 def continuation_probes(tokenizer, texts: Sequence[str], *, prefix_tokens: int = PREFIX_TOKENS,
                         continuation_tokens: int = CONTINUATION_TOKENS, what: str = "forget") -> list[dict[str, str]]:
     """One probe per passage, scored like a QA item: ``question`` = its first ``prefix_tokens`` tokens,
@@ -90,13 +104,9 @@ def continuation_probes(tokenizer, texts: Sequence[str], *, prefix_tokens: int =
     no template). The search and the before/after figures score a text request through these: an answer's fact
     recall is then the share of the true continuation's content words the model reproduces (verbatim recall)."""
     need = prefix_tokens + continuation_tokens
-    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    ids = _long_enough(tokenizer, texts, prefix_tokens, continuation_tokens, what)
     probes = []
-    for number, tokens in enumerate(ids, start=1):
-        if len(tokens) < need:
-            raise UsageError(f"{what} passage {number} has {len(tokens)} tokens; verbatim memorisation needs at "
-                             f"least {need} ({prefix_tokens} prefix + {continuation_tokens} continuation): lengthen "
-                             "the passage, merge it with the next, or lower the prefix/continuation lengths")
+    for tokens in ids:
         probes.append({"question": tokenizer.decode(tokens[:prefix_tokens], skip_special_tokens=True),
                        "answer": tokenizer.decode(tokens[prefix_tokens:need], skip_special_tokens=True),
                        "prompt_format": "completion"})
@@ -164,12 +174,7 @@ def verbatim_memorisation(model, tokenizer, texts: Sequence[str], *, prefix_toke
     from asu.metrics.passes import generate
 
     need = prefix_tokens + continuation_tokens
-    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-    for number, tokens in enumerate(ids, start=1):
-        if len(tokens) < need:
-            raise UsageError(f"{what} passage {number} has {len(tokens)} tokens; verbatim memorisation needs at "
-                             f"least {need} ({prefix_tokens} prefix + {continuation_tokens} continuation): lengthen "
-                             "the passage, merge it with the next, or lower the prefix/continuation lengths")
+    ids = _long_enough(tokenizer, texts, prefix_tokens, continuation_tokens, what)
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     prompts = [bos + tokens[:prefix_tokens] for tokens in ids]
     truths = [tokenizer.decode(tokens[prefix_tokens:need], skip_special_tokens=True) for tokens in ids]
