@@ -12,6 +12,7 @@ the set) and the knob that fixes it.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -70,7 +71,9 @@ def chunk_passages(tokenizer, texts: Sequence[str], *, max_length: int, overlap:
         mapped = table.map(split, batched=True, remove_columns=["text"], desc=None, load_from_cache_file=False)
     finally:
         if shown:
-            datasets.enable_progress_bars()
+            with warnings.catch_warnings():  # HF_DATASETS_DISABLE_PROGRESS_BARS=1 makes re-enabling warn
+                warnings.simplefilter("ignore", UserWarning)
+                datasets.enable_progress_bars()
     per_passage: list[list[list[int]]] = [[] for _ in texts]
     for number, ids in zip(mapped["number"], mapped["input_ids"], strict=True):
         per_passage[number - 1].append(list(ids))
