@@ -11,7 +11,7 @@ Data: MUSE-News text (BBC articles, Shi et al. 2024, CC BY 4.0; vendored in ``as
    forget passages: ``VALIDATION`` for choosing settings, the rest reported; retain passages: ``VALIDATION`` for
    choosing settings, ``RETAIN_TEST`` reported, the rest trained on by the rounds' retain term.
 3. **Fair fight.** Every method gets ``len(LEARNING_RATES)`` full rounds on the same data (its second knob held at
-   its published value, ``SECOND_KNOB``) and keeps the round of highest selection score on the validation passages:
+   its published value, ``SETTINGS``) and keeps the round of highest selection score on the validation passages:
    hmean(1 - forget VerbMem, retain VerbMem relative to the target's (capped at 1), fluent share of the forget
    continuations judged by the pretrained model before memorisation). IDK does not apply to passages and is not run.
 4. **Test figures** of the chosen round on the reported passages (``asu.passages.passage_figures``): VerbMem (ROUGE-L
@@ -51,14 +51,20 @@ PASSAGE_TOKENS = 160
 FORGET, RETAIN, UNSEEN, VALIDATION, RETAIN_TEST = 8, 16, 8, 3, 5
 #: The memorisation fine-tune: enough passes that the target continues its passages verbatim (VerbMem measured).
 MEMORISE = FinetuneSchedule(learning_rate=2e-4, epochs=10, batch_size=4, warmup_epochs=1.0, seed=0)
-METHODS = ("asu_gd", "ga", "gd", "npo", "simnpo", "rmu")
+METHODS = ("asu_gd", "ga", "gd", "asu_gd_pretrained", "npo", "simnpo", "rmu")
 BASE_ROUND = {"epochs": 4, "batch_size": 2, "grad_accum_steps": 1, "max_length": 256, "forget_weight": 1.0,
               "retain_weight": 1.0, "checkpoint_every": "never", "seed": 1001}
 LEARNING_RATES = (1e-5, 3e-5)
-#: Each method's second knob at its published value (ASU: tau 2.0, the official MUSE-News setting, method.md).
-SECOND_KNOB: dict[str, tuple[str, object]] = {
-    "asu_gd": ("tau", 2.0), "ga": ("epochs", 4), "gd": ("forget_weight", 1.0), "npo": ("npo_beta", 0.1),
-    "simnpo": ("simnpo_beta", 4.5), "rmu": ("rmu_steering_coeff", 2.0),
+#: Each row's fixed settings: a method's second knob at its published value (ASU: tau 2.0, the official MUSE-News
+#: setting, method.md), and ``asu_gd_pretrained``: ASU with the smoothing settings of the ``pretrained`` recipe
+#: (``asu.recipes``: tau 1.5 on the middle third of the layers, retain weight 3), which were found on SmolLM2 QA
+#: requests, not on these passages.
+SETTINGS: dict[str, dict[str, object]] = {
+    "asu_gd": {"method": "asu_gd", "tau": 2.0}, "ga": {"method": "ga", "epochs": 4},
+    "gd": {"method": "gd", "forget_weight": 1.0},
+    "asu_gd_pretrained": {"method": "asu_gd", "tau": 1.5, "layer_span": "middle_third", "retain_weight": 3.0},
+    "npo": {"method": "npo", "npo_beta": 0.1}, "simnpo": {"method": "simnpo", "simnpo_beta": 4.5},
+    "rmu": {"method": "rmu", "rmu_steering_coeff": 2.0},
 }
 FLUENCY_FLOOR = 0.9
 
@@ -138,10 +144,9 @@ class Bench:
 
 def run_method(bench: Bench, method: str, base: dict, work: Path) -> dict:
     """Every grid round of ``method``; keeps the best by selection score and tests it."""
-    knob, value = SECOND_KNOB[method]
     trials, best, best_dir, started = [], None, None, time.perf_counter()
     for i, lr in enumerate(LEARNING_RATES):
-        overrides = {"method": method, "learning_rate": lr, knob: value}
+        overrides = {**SETTINGS[method], "learning_rate": lr}
         out = work / f"{method}-{i}"
         shutil.rmtree(out, ignore_errors=True)
         t0 = time.perf_counter()
@@ -191,7 +196,8 @@ def format_markdown(result: dict) -> str:
     lines.append(row("pretrained (never trained on them)", "-", result["pretrained"]["test"], "-"))
     lines.append(row("target (memorised)", "-", t, "-"))
     for r in result["methods"]:
-        chosen = ", ".join(f"{k} {v:g}" for k, v in r["chosen"].items() if k != "method")
+        chosen = ", ".join(f"{k} {v:g}" if isinstance(v, float | int) else f"{k} {v}"
+                           for k, v in r["chosen"].items() if k != "method")
         lines.append(row(r["method"], chosen, r["test"], f"{r['round_seconds']:.0f}"))
     lines += ["", "Selection trials (validation passages):", "",
               "| method | lr | forget VerbMem | retain VerbMem | fluent | score |", "|---|---|---|---|---|---|"]
@@ -208,7 +214,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--work", default=".bench-muse")
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the rows already in --out's realmodel_muse.json and run only the missing methods")
     args = parser.parse_args(argv)
+    unknown = [m for m in args.methods.split(",") if m not in SETTINGS]
+    if unknown:
+        parser.error(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("asu.finetune").setLevel(logging.INFO)
     from asu.models import resolve_model
@@ -222,12 +233,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     memorise = build_target(pretrained, texts, work / "target")
     bench = Bench(pretrained, work / "target", texts)
     result: dict = {"memorise": memorise, "threads": torch.get_num_threads(), "methods": []}
+    previous = out / "realmodel_muse.json"
+    if args.resume and previous.is_file():
+        # The earlier rows were measured on the same passages, splits and grid (all fixed by this module);
+        # their methods' CPU time is added to this run's.
+        kept = json.loads(previous.read_text())
+        result["methods"] = kept["methods"]
+        started -= sum(r["seconds"] for r in kept["methods"])
+        logger.warning("resuming: %s already measured", ", ".join(r["method"] for r in kept["methods"]))
+    done = {r["method"] for r in result["methods"]}
     for name, path in (("pretrained", pretrained), ("target", bench.target)):
         model, tok = load_model_and_tokenizer(path)
         result[name] = {"selection": bench.selection(model, tok), "test": bench.test_figures(model, tok)}
         logger.warning("%s: %s", name, json.dumps(result[name]["test"]))
     base = result["target"]["selection"]
-    for method in args.methods.split(","):
+    for method in [m for m in args.methods.split(",") if m not in done]:
         result["methods"].append(run_method(bench, method, base, work))
         result["seconds"] = time.perf_counter() - started
         out.mkdir(parents=True, exist_ok=True)
