@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 PARAPHRASE = 'role=="paraphrase"'
 NOT_PARAPHRASE = 'role!="paraphrase"'
 FORGET = 'role=="forget"'
+PASSAGE_ROW, QA_ROW = "text.notnull()", "text.isnull()"
 
 
 def _e(cls, field: str, message: str, fix: str, *, severity: str = "critical", **kwargs):
@@ -105,7 +106,8 @@ def header_suite(limits: RequestLimits) -> gx.ExpectationSuite:
         _e(gxe.ExpectColumnValuesToNotBeNull, "kind", "is missing", f"set kind to one of {list(KINDS)}",
            column="kind"),
         _e(gxe.ExpectColumnValuesToBeInSet, "kind", f"must be one of {list(KINDS)}",
-           "use 'qa' for question/answer records or 'text' for passages", column="kind", value_set=list(KINDS)),
+           "use 'qa' for question/answer records, 'text' for passages or 'mixed' for both", column="kind",
+           value_set=list(KINDS)),
         _e(gxe.ExpectColumnValuesToBeInSet, "urgency", f"must be one of {list(URGENCIES)}",
            "use 'normal' or 'urgent', or leave urgency out", column="urgency", value_set=list(URGENCIES)),
         _e(gxe.ExpectColumnValuesToBeOfType, "received_at", "must be a string", "write it as an ISO 8601 string",
@@ -145,10 +147,19 @@ def records_suite(kind: str | None, limits: RequestLimits) -> gx.ExpectationSuit
                  "text": limits.max_text_chars}
     for column, chars in max_chars.items():
         if kind is None or column in CONTENT_FIELDS[kind]:
-            ex += _text_checks(column, chars, required=kind is not None, single_line=False, what=column)
+            ex += _text_checks(column, chars, required=kind in ("qa", "text"), single_line=False, what=column)
         else:
             ex.append(_e(gxe.ExpectColumnValuesToBeNull, column, f"is not used by kind {kind!r} requests",
                          f"remove {column!r}, or change the request's kind", column=column))
+    if kind == "mixed":  # each record is a question-answer pair or a passage, never both
+        for column in ("question", "answer"):
+            ex += [
+                _e(gxe.ExpectColumnValuesToNotBeNull, column, "is missing on a record without text",
+                   "give a question and an answer, or put the passage in 'text'", column=column, row_condition=QA_ROW),
+                _e(gxe.ExpectColumnValuesToBeNull, column, "is set on a passage record (one that has text)",
+                   f"remove {column!r} from the passage, or make it a separate question-answer record",
+                   column=column, row_condition=PASSAGE_ROW),
+            ]
     ex += [
         _e(gxe.ExpectColumnValuesToNotBeNull, "paraphrase_of", "is missing on a paraphrase",
            "set paraphrase_of to the record_id of the forget record it rephrases", column="paraphrase_of",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-RequestKind = Literal["qa", "text"]
+RequestKind = Literal["qa", "text", "mixed"]
 Urgency = Literal["normal", "urgent"]
 RecordRole = Literal["forget", "validation", "paraphrase"]
 
@@ -15,12 +15,14 @@ ROLES: tuple[str, ...] = get_args(RecordRole)
 HEADER_FIELDS = ("request_id", "subject", "kind", "urgency", "requester", "received_at", "notes")
 REQUIRED_HEADER_FIELDS = ("request_id", "subject", "kind")
 RECORD_FIELDS = ("record_id", "role", "question", "answer", "text", "paraphrase_of")
-CONTENT_FIELDS = {"qa": ("question", "answer"), "text": ("text",)}
-# Columns the intake adds to the records frame: source line; SHA-256 of the record's content (duplicates) and of
-# its normalised key (question for qa, text for text); and the cross-set lookups, done against hash sets because
-# those sets grow without bound (every earlier request) and GX copies an expectation's value set on every access:
-# ``in_retain_set`` (key found in the retain set), ``forgotten_before`` (key found among the forget records of
-# earlier requests), ``paraphrase_target_found`` (paraphrase_of names a forget record; None when it is empty).
+#: ``mixed``: each record is either a question-answer pair or a passage (never both; ``records_suite``).
+CONTENT_FIELDS = {"qa": ("question", "answer"), "text": ("text",), "mixed": ("question", "answer", "text")}
+# Columns the intake adds to the records frame: source line; SHA-256 of the record's content (duplicates) and of its
+# normalised key (question for qa, text for text; per record for mixed); and the cross-set lookups, done against
+# hash sets because those sets grow without bound (every earlier request) and GX copies an expectation's value set
+# on every access: ``in_retain_set`` (key found in the retain set), ``forgotten_before`` (key found among the forget
+# records of earlier requests), ``paraphrase_target_found`` (paraphrase_of names a forget record; None when it is
+# empty).
 DERIVED_COLUMNS = ("line", "content_sha256", "key_sha256", "in_retain_set", "forgotten_before",
                    "paraphrase_target_found")
 

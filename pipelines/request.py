@@ -63,7 +63,10 @@ def record_content_hash(fields: Mapping[str, Any]) -> str:
 
 
 def record_key(kind: str | None, fields: Mapping[str, Any]) -> str:
-    """SHA-256 of the normalised question (``qa``) or text (``text``); of the content hash for other kinds."""
+    """SHA-256 of the normalised question (``qa``) or text (``text``; ``mixed``: the text of a passage record, the
+    question of a question-answer record); of the content hash for other kinds."""
+    if kind == "mixed":
+        kind = "text" if isinstance(fields.get("text"), str) else "qa"
     column = {"qa": "question", "text": "text"}.get(kind or "")
     value = fields.get(column) if column else None
     if isinstance(value, str):
@@ -105,8 +108,8 @@ def request_content_hash(header: Mapping[str, Any], rows: Sequence[Mapping[str, 
 class Record:
     """One row of a request: a forget record, a validation item or a paraphrase (``paraphrase_of`` set).
 
-    ``qa`` kind: ``question`` and ``answer``; ``text`` kind: ``text``. ``line``: where it started in the
-    submitted file (0 when rebuilt from storage; not part of equality or hashes).
+    ``qa`` kind: ``question`` and ``answer``; ``text`` kind: ``text``; ``mixed``: one or the other. ``line``: where
+    it started in the submitted file (0 when rebuilt from storage; not part of equality or hashes).
     """
 
     record_id: str
@@ -157,12 +160,17 @@ class ValidationSplit:
 
 def split_validation(records: Sequence[Record], *, fraction: float = 0.1, seed: int = 0) -> ValidationSplit:
     """Choose ``round(fraction * n)`` forget records (at least 1, and at least 1 left to forget; none when
-    there is a single record) as validation items, reproducibly from ``seed``."""
+    there is a single record) as validation items, reproducibly from ``seed``. A request mixing passages and
+    question-answer records is split per shape, so that the search validates on both."""
     if not 0 < fraction < 1:
         raise UsageError(f"validation fraction={fraction} is invalid; use a value in (0, 1), e.g. 0.1")
-    n = len(records)
-    count = 0 if n < 2 else min(n - 1, max(1, round(fraction * n)))
-    chosen = random.Random(seed).sample(range(n), count)
+    rng = random.Random(seed)
+    groups = [[i for i, r in enumerate(records) if (r.text is not None) == passage] for passage in (False, True)]
+    chosen = []
+    for group in [g for g in groups if g]:
+        n = len(group)
+        count = 0 if n < 2 else min(n - 1, max(1, round(fraction * n)))
+        chosen += [group[i] for i in rng.sample(range(n), count)]
     return ValidationSplit(seed=seed, fraction=fraction, record_ids=tuple(records[i].record_id for i in sorted(chosen)))
 
 

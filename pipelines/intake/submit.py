@@ -7,11 +7,12 @@ bytes in quarantine and logging the refusal in the ledger. Other requests are ne
 
 Format (details in README "Forget requests"): JSON Lines (header line, then one record per line), JSON (one
 object with ``records`` / ``validation`` / ``paraphrases`` lists) or CSV (request columns + record columns).
-Header fields: ``request_id``, ``subject``, ``kind`` (``qa`` | ``text``) required; ``urgency`` (``normal`` |
-``urgent``), ``requester``, ``received_at`` (ISO 8601), ``notes`` optional. Record fields: ``record_id``
-(default ``<role>-<n>``), ``role`` (``forget`` default | ``validation`` | ``paraphrase``), ``question`` +
-``answer`` (qa) or ``text`` (text), ``paraphrase_of`` (paraphrases). Without validation items, a seeded share
-of the forget records is split off as validation items (seed, fraction and ids are stored with the request).
+Header fields: ``request_id``, ``subject``, ``kind`` (``qa`` | ``text`` | ``mixed``) required; ``urgency``
+(``normal`` | ``urgent``), ``requester``, ``received_at`` (ISO 8601), ``notes`` optional. Record fields:
+``record_id`` (default ``<role>-<n>``), ``role`` (``forget`` default | ``validation`` | ``paraphrase``),
+``question`` + ``answer`` (qa), ``text`` (text), either of the two per record (mixed), ``paraphrase_of``
+(paraphrases). Without validation items, a seeded share of the forget records is split off as validation items
+(seed, fraction and ids are stored with the request).
 
 Locations: the work dir is ``$ASU_WORK_DIR`` or ``./asu-work``; the ledger ``$ASU_LEDGER_URL`` or
 ``sqlite:///<work dir>/asu-ledger.db``; quarantined files go to ``<work dir>/quarantine/``; validation reports

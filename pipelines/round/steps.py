@@ -81,9 +81,9 @@ def _item(record) -> dict[str, str]:
 def load_request(ledger: Ledger, request_id: str) -> RequestData:
     """The request's forget records and validation items as round items (QA items or passages)."""
     request = ledger.load_request(request_id)
-    if request.kind not in ("qa", "text"):
+    if request.kind not in ("qa", "text", "mixed"):
         raise RequestNotProcessable(f"request {request_id!r} is kind {request.kind!r}; the ASU round unlearns "
-                                    "question-answer records (kind 'qa') and passages (kind 'text')")
+                                    "question-answer records (kind 'qa'), passages (kind 'text') or both ('mixed')")
     forget = [_item(r) for r in request.forget_records()]
     validation = [_item(r) for r in request.validation_items()] or None
     return RequestData(request_id, request.content_sha256, forget, validation)

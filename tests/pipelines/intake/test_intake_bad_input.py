@@ -142,7 +142,7 @@ def test_request_id_reused_with_other_content(env):
 def test_unknown_kind(env):
     err = env.refused(env.write("kind.jsonl", jsonl(header(kind="video"), qa(1))))
     p = problem(err, "kind")
-    assert p.lines == (1,) and p.message == "must be one of ['qa', 'text']"
+    assert p.lines == (1,) and p.message == "must be one of ['qa', 'text', 'mixed']"
 
 
 def test_path_like_request_id(env):

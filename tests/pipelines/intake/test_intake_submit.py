@@ -75,6 +75,25 @@ def test_text_kind_and_default_record_ids(env):
     assert [r.record_id for r in stored.records] == ["forget-1", "forget-2", "forget-3"]
 
 
+def test_mixed_kind_takes_both_shapes_splits_validation_per_shape_and_refuses_a_record_of_neither_or_both(env):
+    """``kind: mixed``: each record a question-answer pair or a passage; the seeded validation split holds some of
+    each, so the search validates on both; a record with both shapes or with neither is refused, by line."""
+    rows = [qa(i) for i in range(1, 11)] + [{"record_id": f"t{i}", "text": f"Passage {i} about Jane Doe."}
+                                            for i in range(1, 11)]
+    sub = env.submit(env.write("mixed.jsonl", jsonl(header(kind="mixed"), *rows)))
+    assert sub.state == "queued"
+    stored = env.ledger.load_request("req-1")
+    chosen = set(stored.validation_split.record_ids)
+    assert {i[0] for i in chosen} == {"r", "t"} and len(chosen) == 2
+    both = {**qa(1), "text": "A passage as well."}
+    err = env.refused(env.write("both.jsonl", jsonl(header(request_id="req-2", kind="mixed"), both, qa(2))))
+    assert {(p.field, tuple(p.lines)) for p in err.problems} == {("question", (2,)), ("answer", (2,))}
+    neither = {"record_id": "r9", "answer": "An answer without its question."}
+    err = env.refused(env.write("neither.jsonl", jsonl(header(request_id="req-3", kind="mixed"), qa(1), neither)))
+    assert [(p.field, tuple(p.lines)) for p in err.problems] == [("question", (3,))]
+    assert "without text" in err.problems[0].message and "text" in err.problems[0].fix
+
+
 def test_same_content_again_is_the_same_request_and_urgent_escalates(env):
     path = env.write("req.jsonl", jsonl(header(), qa(1), qa(2)))
     first = env.submit(path)

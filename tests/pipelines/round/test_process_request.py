@@ -127,10 +127,11 @@ def test_configured_attacks_run_on_the_candidate_and_the_gate_holds_the_required
     assert "| quantize_8bit |" in markdown and "| prefix |" in markdown and "not required" in markdown
 
 
-def test_a_text_request_is_unlearnt_measured_and_reported_without_its_passages(tiny_model_dir, tmp_path, monkeypatch):
-    """A ``kind: text`` request (passages of the tiny model's own authors) through the whole round: cut into pieces,
-    searched on its validation pieces, unlearnt, measured (VerbMem of the reported passages), gated on the verbatim
-    checks and reported with figures and hashes only."""
+def test_a_mixed_request_is_unlearnt_measured_and_reported_without_its_passages(tiny_model_dir, tmp_path, monkeypatch):
+    """A ``kind: mixed`` request (passages of the tiny model's own authors and question-answer records about one of
+    them) through the whole round: passages cut into pieces, searched on validation pieces and questions,
+    unlearnt, measured (VerbMem of the reported passages, fact recall of the answers), gated on the verbatim checks
+    and reported with figures and hashes only."""
     import json
 
     from asu.data import load_qa_file
@@ -144,8 +145,10 @@ def test_a_text_request_is_unlearnt_measured_and_reported_without_its_passages(t
     answers = [it["answer"] for it in tofu_items([1, 2])]
     passages = [" ".join(answers[i:i + 10]) for i in range(0, 40, 10)]
     path = tmp_path / "text-request.jsonl"
+    questions = [{"question": it["question"], "answer": it["answer"]} for it in tofu_items([1])[:8]]
     path.write_text("\n".join(json.dumps(row) for row in [
-        {"request_id": "article-1", "subject": "two biographies", "kind": "text"}, *({"text": p} for p in passages)]))
+        {"request_id": "article-1", "subject": "two biographies", "kind": "mixed"},
+        *({"text": p} for p in passages), *questions]))
     settings["search"] = {**ONE_TAU, "min_validation_items": 2}
     unseen = [it["answer"] for it in tofu_items([150])]  # an author the tiny model never saw: the MIA non-members
     (tmp_path / "holdout.jsonl").write_text("".join(json.dumps({"text": " ".join(unseen[i:i + 10])}) + "\n"
@@ -167,3 +170,5 @@ def test_a_text_request_is_unlearnt_measured_and_reported_without_its_passages(t
     assert "| forget passages |" in markdown
     saved = markdown + json.dumps(report) + (tmp_path / "rounds" / "article-1" / "search" / "search.json").read_text()
     assert not any(p[:40] in saved or p[-40:] in saved for p in passages)  # hashes and figures, never the text
+    assert not any(q["question"] in saved or q["answer"] in saved for q in questions)
+    assert 0.0 <= report["figures"]["after"]["forget_efficacy"] <= 1.0  # the questions and probes, scored together
