@@ -35,6 +35,7 @@ PARAPHRASE = 'role=="paraphrase"'
 NOT_PARAPHRASE = 'role!="paraphrase"'
 FORGET = 'role=="forget"'
 PASSAGE_ROW, QA_ROW = "text.notnull()", "text.isnull()"
+KNOWLEDGE, NOT_KNOWLEDGE = 'role=="knowledge"', 'role!="knowledge"'
 
 
 def _e(cls, field: str, message: str, fix: str, *, severity: str = "critical", **kwargs):
@@ -44,13 +45,17 @@ def _e(cls, field: str, message: str, fix: str, *, severity: str = "critical", *
     return cls(meta={"field": field, "message": message, "fix": fix}, severity=severity, **kwargs)
 
 
-def _text_checks(column: str, max_chars: int, *, required: bool, single_line: bool, what: str) -> list:
-    """Presence, type, length, control characters and UTF-8 validity of one text column."""
+def _text_checks(column: str, max_chars: int, *, required: bool, single_line: bool, what: str,
+                 required_where: str | None = None) -> list:
+    """Presence (on the rows of ``required_where`` when given), type, length, control characters and UTF-8
+    validity of one text column."""
     import great_expectations.expectations as gxe
 
     out = []
     if required:
-        out.append(_e(gxe.ExpectColumnValuesToNotBeNull, column, "is missing", f"add the {what}", column=column))
+        where = {"row_condition": required_where} if required_where else {}
+        out.append(_e(gxe.ExpectColumnValuesToNotBeNull, column, "is missing", f"add the {what}", column=column,
+                      **where))
     out += [
         _e(gxe.ExpectColumnValuesToBeOfType, column, "must be a string", f"write the {what} as a quoted string",
            column=column, type_="str"),
@@ -136,7 +141,8 @@ def records_suite(kind: str | None, limits: RequestLimits) -> gx.ExpectationSuit
            f"split the request into requests of at most {limits.max_records} records", min_value=1,
            max_value=limits.max_records),
         _e(gxe.ExpectColumnValuesToBeInSet, "role", f"must be one of {list(ROLES)}",
-           "use 'forget' (the default), 'validation' or 'paraphrase'", column="role", value_set=list(ROLES)),
+           "use 'forget' (the default), 'validation', 'paraphrase' or 'knowledge'", column="role",
+           value_set=list(ROLES)),
         _e(gxe.ExpectColumnDistinctValuesToContainSet, "role", "the request holds no forget record",
            "add at least one record to forget", column="role", value_set=["forget"]),
     ]
@@ -147,10 +153,23 @@ def records_suite(kind: str | None, limits: RequestLimits) -> gx.ExpectationSuit
                  "text": limits.max_text_chars}
     for column, chars in max_chars.items():
         if kind is None or column in CONTENT_FIELDS[kind]:
-            ex += _text_checks(column, chars, required=kind in ("qa", "text"), single_line=False, what=column)
-        else:
+            # knowledge questions are question-answer records in every kind of request
+            ex += _text_checks(column, chars, required=kind in ("qa", "text"), single_line=False, what=column,
+                               required_where=NOT_KNOWLEDGE if column == "text" else None)
+        elif column == "text":
             ex.append(_e(gxe.ExpectColumnValuesToBeNull, column, f"is not used by kind {kind!r} requests",
                          f"remove {column!r}, or change the request's kind", column=column))
+        else:  # a text request's question-answer columns hold its knowledge questions only
+            ex += _text_checks(column, chars, required=False, single_line=False, what=column)
+            ex.append(_e(gxe.ExpectColumnValuesToBeNull, column, f"is not used by kind {kind!r} requests (only by "
+                         "its knowledge questions)", f"remove {column!r}, set role to 'knowledge', or change the "
+                         "request's kind", column=column, row_condition=NOT_KNOWLEDGE))
+    for column in ("question", "answer"):
+        ex.append(_e(gxe.ExpectColumnValuesToNotBeNull, column, "is missing on a knowledge question",
+                     "give each knowledge record a question and its answer", column=column, row_condition=KNOWLEDGE))
+    ex.append(_e(gxe.ExpectColumnValuesToBeNull, "text", "is set on a knowledge question",
+                 "a knowledge record is a question and its answer; remove 'text'", column="text",
+                 row_condition=KNOWLEDGE))
     if kind == "mixed":  # each record is a question-answer pair or a passage, never both
         for column in ("question", "answer"):
             ex += [

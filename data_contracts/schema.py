@@ -6,7 +6,7 @@ from typing import Literal, get_args
 
 RequestKind = Literal["qa", "text", "mixed"]
 Urgency = Literal["normal", "urgent"]
-RecordRole = Literal["forget", "validation", "paraphrase"]
+RecordRole = Literal["forget", "validation", "paraphrase", "knowledge"]
 
 KINDS: tuple[str, ...] = get_args(RequestKind)
 URGENCIES: tuple[str, ...] = get_args(Urgency)

@@ -1,9 +1,11 @@
 """The typed forget request (frozen dataclasses) and its SHA-256 helpers.
 
-A request holds forget records (``qa``: question/answer pairs; ``text``: passages), optional validation items
-(held-out questions about the same subject) and optional paraphrases (a rephrasing of one forget record, linked
-by ``paraphrase_of``). When no validation items are given, ``split_validation`` picks some forget records,
-seeded; the split (seed, fraction, record ids) is kept on the request.
+A request holds forget records (``qa``: question/answer pairs; ``text``: passages; ``mixed``: either), optional
+validation items (held-out questions about the same subject), optional paraphrases (a rephrasing of one forget
+record, linked by ``paraphrase_of``) and optional knowledge questions (question/answer pairs about what the
+passages say, never trained on nor searched on: the report's KnowMem). When no validation items are given,
+``split_validation`` picks some forget records, seeded; the split (seed, fraction, record ids) is kept on the
+request.
 
 Hashes (all hex SHA-256):
 - ``record_content_hash``: a record's content (question, answer, text), not its id or role: equal content,
@@ -65,7 +67,7 @@ def record_content_hash(fields: Mapping[str, Any]) -> str:
 def record_key(kind: str | None, fields: Mapping[str, Any]) -> str:
     """SHA-256 of the normalised question (``qa``) or text (``text``; ``mixed``: the text of a passage record, the
     question of a question-answer record); of the content hash for other kinds."""
-    if kind == "mixed":
+    if kind in ("text", "mixed"):  # per record: a text request's knowledge questions are keyed by their question
         kind = "text" if isinstance(fields.get("text"), str) else "qa"
     column = {"qa": "question", "text": "text"}.get(kind or "")
     value = fields.get(column) if column else None
@@ -177,7 +179,8 @@ def split_validation(records: Sequence[Record], *, fraction: float = 0.1, seed: 
 @dataclass(frozen=True)
 class ForgetRequest:
     """A validated forget request. ``records`` are the forget records as submitted (all roles ``forget``);
-    ``validation`` the submitted validation items; ``paraphrases`` the submitted paraphrases."""
+    ``validation`` the submitted validation items; ``paraphrases`` the submitted paraphrases; ``knowledge`` the
+    submitted knowledge questions (scored only)."""
 
     request_id: str
     subject: str
@@ -185,6 +188,7 @@ class ForgetRequest:
     records: tuple[Record, ...]
     validation: tuple[Record, ...] = ()
     paraphrases: tuple[Record, ...] = ()
+    knowledge: tuple[Record, ...] = ()
     urgency: Urgency = "normal"
     requester: str | None = None
     received_at: str | None = None
@@ -203,7 +207,7 @@ class ForgetRequest:
         return {name: getattr(self, name) for name in HEADER_FIELDS if getattr(self, name) is not None}
 
     def all_records(self) -> tuple[Record, ...]:
-        return self.records + self.validation + self.paraphrases
+        return self.records + self.validation + self.paraphrases + self.knowledge
 
     @property
     def content_sha256(self) -> str:
@@ -225,6 +229,8 @@ class ForgetRequest:
         out = {**self.header(), "records": [r.to_dict() for r in self.records],
                "validation": [r.to_dict() for r in self.validation],
                "paraphrases": [r.to_dict() for r in self.paraphrases]}
+        if self.knowledge:
+            out["knowledge"] = [r.to_dict() for r in self.knowledge]
         if self.validation_split:
             out["validation_split"] = self.validation_split.to_dict()
         return out
@@ -237,6 +243,7 @@ class ForgetRequest:
             records=tuple(Record.from_dict(r) for r in data.get("records", ())),
             validation=tuple(Record.from_dict(r) for r in data.get("validation", ())),
             paraphrases=tuple(Record.from_dict(r) for r in data.get("paraphrases", ())),
+            knowledge=tuple(Record.from_dict(r) for r in data.get("knowledge", ())),
             validation_split=ValidationSplit(split["seed"], split["fraction"], tuple(split["record_ids"]))
             if split else None,
         )

@@ -8,8 +8,8 @@ are the data contracts' job. Each problem names the file, the line, the field an
   line and column); a UTF-8 byte-order mark is dropped; empty and whitespace-only files are rejected.
 - JSON Lines (``.jsonl``/``.ndjson``): the first non-blank line is the request header object, each later line
   one record object; blank lines are skipped.
-- JSON (``.json``): one object with the header fields and lists ``records``, ``validation``, ``paraphrases``;
-  a record's line is the line where its object starts.
+- JSON (``.json``): one object with the header fields and lists ``records``, ``validation``, ``paraphrases``,
+  ``knowledge``; a record's line is the line where its object starts.
 - CSV (``.csv``): a header row naming the columns; the request fields (``request_id``, ``subject``, ``kind``,
   ...) on every row or only on the first (later rows may leave them empty), then the record columns.
 """
@@ -34,7 +34,7 @@ from data_contracts.schema import CONTENT_FIELDS, HEADER_FIELDS, RECORD_FIELDS
 
 Format = Literal["jsonl", "json", "csv"]
 SUFFIXES: dict[str, Format] = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv"}
-LISTS = {"records": "forget", "validation": "validation", "paraphrases": "paraphrase"}
+LISTS = {"records": "forget", "validation": "validation", "paraphrases": "paraphrase", "knowledge": "knowledge"}
 MAX_PROBLEMS = 20
 FORMAT_HELP = "see the 'Forget requests' section of README.md for the format"
 
@@ -100,7 +100,7 @@ def _problem(file: str, line: int | None, field: str | None, message: str, fix: 
 _KEY_BEFORE = re.compile(r'"([^"\\]{1,40})"\s*:')
 
 
-KNOWN_FIELDS = frozenset(HEADER_FIELDS + RECORD_FIELDS + ("records", "validation", "paraphrases"))
+KNOWN_FIELDS = frozenset(HEADER_FIELDS + RECORD_FIELDS + tuple(LISTS))
 
 
 def _field_near(text: str, pos: int) -> str | None:

@@ -35,7 +35,7 @@ from asu.errors import Refused
 from asu.hashing import sha256_bytes
 from data_contracts.errors import ContractResult, FailedExpectation
 from data_contracts.limits import RequestLimits
-from data_contracts.schema import DERIVED_COLUMNS, HEADER_FIELDS, ID_PATTERN, KINDS, RECORD_FIELDS
+from data_contracts.schema import DERIVED_COLUMNS, HEADER_FIELDS, ID_PATTERN, KINDS, RECORD_FIELDS, ROLES
 from pipelines.intake.formats import IntakeError, Problem, RawRequest, check_size, detect_format, read_request_file
 from pipelines.intake.quarantine import purge_quarantine, quarantine
 from pipelines.ledger.schema import utcnow
@@ -180,15 +180,15 @@ def to_request(raw: RawRequest, *, urgent: bool = False, validation_fraction: fl
                seed: int = 0) -> ForgetRequest:
     """The typed request of a file that passed its contracts (validation items split off when absent)."""
     records = [Record.from_dict(fields, line=line) for line, fields in normalised_rows(raw)]
-    by_role = {role: tuple(r for r in records if r.role == role) for role in ("forget", "validation", "paraphrase")}
+    by_role = {role: tuple(r for r in records if r.role == role) for role in ROLES}
     header = {k: raw.header[k] for k in HEADER_FIELDS if raw.header.get(k) not in (None, "")}
     if urgent:
         header["urgency"] = "urgent"
     split = None if by_role["validation"] else split_validation(by_role["forget"], fraction=validation_fraction,
                                                                 seed=seed)
     return ForgetRequest(**header, records=by_role["forget"], validation=by_role["validation"],
-                         paraphrases=by_role["paraphrase"], validation_split=split if split and split.record_ids
-                         else None)
+                         paraphrases=by_role["paraphrase"], knowledge=by_role["knowledge"],
+                         validation_split=split if split and split.record_ids else None)
 
 
 def _as_problem(failure: FailedExpectation) -> Problem:

@@ -122,7 +122,7 @@ class _Round:
             with _timed(seconds, "round"):
                 result = steps.unlearn(champion_dir, data, retain, round_config, self.round_dir / "model",
                                        run.metric_logger(), teacher_dir)
-            report_items = plain.split_for_report(split, s)
+            report_items = plain.split_for_report(split, s, data.knowledge)
             earlier, recorded, notes = steps.earlier_requests(self.ledger, self.request_id)
             for note in notes:
                 self.log.info("request %s: %s", self.request_id, note)

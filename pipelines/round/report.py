@@ -238,6 +238,11 @@ def _md_figures(d: Mapping[str, Any]) -> list[str]:
 def _md_verbatim(d: Mapping[str, Any]) -> list[str]:
     before, after = d["figures"]["before"], d["figures"]["after"]
     out = ["## Verbatim memorisation (text requests)", ""]
+    knowmem = [d["metrics"]["before"].get("forget_knowmem"), d["metrics"]["after"].get("forget_knowmem")]
+    if knowmem[1] is not None:
+        out += ["KnowMem: ROUGE-L F1 of the greedy answers to the request's knowledge questions (never trained or "
+                "searched on), against their answers.", "",
+                *_table(["questions", "KnowMem before", "after"], [["knowledge questions", *knowmem]]), ""]
     if after.get("verbmem") is None:
         return [*out, "The request holds no passages."]
     checks = {c["subject"]: c for c in d["gate"]["checks"] if c["name"] == "verbatim"}

@@ -11,14 +11,16 @@ import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import fmean
 from typing import Any
 
 from asu.config import ASUConfig
 from asu.data import QAItem
 from asu.errors import InputFileMissing, UsageError
-from asu.evaluation import score_qa
+from asu.evaluation import generate_answers, score_qa
 from asu.hashing import qa_items_sha256, sha256_json
 from asu.metrics.mia import PRIVLEAK_ATTACK, mia_aucs
+from asu.metrics.muse import rouge_l_f1
 from asu.metrics.passes import encode_pairs, token_stats
 from asu.modeling import load_model_and_tokenizer
 from asu.passages import (
@@ -67,6 +69,8 @@ class RequestData:
     forget: list[QAItem]
     validation: list[QAItem] | None
     subjects: list[object] | None = None
+    #: the request's knowledge questions (QA about its passages): scored for KnowMem, never trained or searched on
+    knowledge: list[QAItem] = field(default_factory=list)
 
     @property
     def forget_sha256(self) -> str:
@@ -86,7 +90,8 @@ def load_request(ledger: Ledger, request_id: str) -> RequestData:
                                     "question-answer records (kind 'qa'), passages (kind 'text') or both ('mixed')")
     forget = [_item(r) for r in request.forget_records()]
     validation = [_item(r) for r in request.validation_items()] or None
-    return RequestData(request_id, request.content_sha256, forget, validation)
+    knowledge = [_item(r) for r in request.knowledge]
+    return RequestData(request_id, request.content_sha256, forget, validation, knowledge=knowledge)
 
 
 def prepare_items(data: RequestData, retain: list[QAItem], model_dir: Path,
@@ -142,6 +147,7 @@ class DataSplit:
     forget_report: list[QAItem]
     retain_report: list[QAItem]
     summary: dict[str, Any]
+    knowledge: list[QAItem] = field(default_factory=list)  # the request's knowledge questions (KnowMem)
 
 
 def validation_split(data: RequestData, retain: list[QAItem], settings: PipelineSettings) -> ValidationSplit:
@@ -150,11 +156,13 @@ def validation_split(data: RequestData, retain: list[QAItem], settings: Pipeline
                             forget_validation=data.validation)
 
 
-def split_for_report(split: ValidationSplit, settings: PipelineSettings) -> DataSplit:
-    """Report items disjoint from everything the search validates on (``split``: :func:`validation_split`)."""
+def split_for_report(split: ValidationSplit, settings: PipelineSettings,
+                     knowledge: list[QAItem] | None = None) -> DataSplit:
+    """Report items disjoint from everything the search validates on (``split``: :func:`validation_split`), and
+    the request's ``knowledge`` questions, which nothing trains or searches on."""
     rest = list(split.retain_rest)
     random.Random(settings.search.seed).shuffle(rest)
-    return DataSplit(split.forget_test, rest[: settings.report_retain_items], split.summary())
+    return DataSplit(split.forget_test, rest[: settings.report_retain_items], split.summary(), list(knowledge or ()))
 
 
 def teacher_model(model_dir: Path, settings: PipelineSettings) -> Path | None:
@@ -204,6 +212,9 @@ class Measurement:
     #: the reported retain passages; None where the set holds no passage
     forget_verbmem: float | None = None
     retain_verbmem: float | None = None
+    #: mean ROUGE-L F1 of the greedy answers to the request's knowledge questions (MUSE's KnowMem, asked in the
+    #: round's prompt format rather than MUSE's few-shot prompt); None when the request gives none
+    forget_knowmem: float | None = None
 
     @property
     def forget_efficacy(self) -> float:
@@ -231,7 +242,7 @@ class Measurement:
             "retain_rouge": self.retain_rouge, "retain_probability": self.retain_probability,
             "mia_auc": self.mia_auc, "earlier": dict(self.earlier), "benchmarks": self.benchmarks,
             "robustness": self.robustness, "forget_verbmem": self.forget_verbmem,
-            "retain_verbmem": self.retain_verbmem,
+            "retain_verbmem": self.retain_verbmem, "forget_knowmem": self.forget_knowmem,
         }  # fmt: skip
 
 
@@ -302,6 +313,10 @@ def measure(model_dir: Path, split: DataSplit, settings: PipelineSettings, *, ho
                          forget_fact_recall=forget.fact_recall)
     if texts:
         result.forget_verbmem = verbatim_memorisation(model, tokenizer, texts).mean
+    if split.knowledge:
+        answers = generate_answers(model, tokenizer, [it["question"] for it in split.knowledge], prompt_format=fmt,
+                                   max_new_tokens=cap)
+        result.forget_knowmem = fmean(rouge_l_f1(answers, [it["answer"] for it in split.knowledge]))
     if kept:
         key = sha256_json({"model": digest, "items": qa_items_sha256(split.retain_report), "what": "retain_verbmem"})
         result.retain_verbmem = cached_figures(store, key, lambda: {

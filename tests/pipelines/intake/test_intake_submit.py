@@ -94,6 +94,31 @@ def test_mixed_kind_takes_both_shapes_splits_validation_per_shape_and_refuses_a_
     assert "without text" in err.problems[0].message and "text" in err.problems[0].fix
 
 
+def test_knowledge_questions_of_a_text_request_are_stored_apart_and_must_be_question_answer_pairs(env):
+    """``role: knowledge``: questions about the passages, kept apart from the forget records (never trained on,
+    never in the validation split) in JSON Lines and JSON alike; one with text, or without its answer, is refused."""
+    rows = [{"text": f"Passage {i} about the book."} for i in range(3)]
+    known = [qa(i, role="knowledge") for i in (1, 2)]
+    sub = env.submit(env.write("text.jsonl", jsonl(header(kind="text"), *rows, *known)))
+    stored = env.ledger.load_request("req-1")
+    assert [r.record_id for r in stored.knowledge] == ["r1", "r2"] and len(stored.records) == 3
+    assert not set(stored.validation_split.record_ids) & {"r1", "r2"}
+    doc = {**header(kind="text"), "records": rows, "knowledge": [{k: v for k, v in r.items() if k != "role"}
+                                                                 for r in known]}
+    again = env.submit(env.write("text.json", json.dumps(doc, indent=2)))
+    assert not again.created and again.content_sha256 == sub.content_sha256
+    bad = {**qa(3, role="knowledge"), "text": "Passage 9."}
+    err = env.refused(env.write("k1.jsonl", jsonl(header(request_id="req-2", kind="text"), *rows, bad)))
+    assert [(p.field, tuple(p.lines), p.message) for p in err.problems] == [
+        ("text", (5,), "is set on a knowledge question")]
+    no_answer = {"record_id": "k9", "role": "knowledge", "question": "What happens in the book?"}
+    err = env.refused(env.write("k2.jsonl", jsonl(header(request_id="req-3", kind="text"), *rows, no_answer)))
+    assert [(p.field, tuple(p.lines)) for p in err.problems] == [("answer", (5,))]
+    stray = {"text": "Passage 7 about the book.", "question": "A question on a forget passage?"}
+    err = env.refused(env.write("k3.jsonl", jsonl(header(request_id="req-4", kind="text"), *rows, stray)))
+    assert [(p.field, tuple(p.lines)) for p in err.problems] == [("question", (5,))]
+
+
 def test_same_content_again_is_the_same_request_and_urgent_escalates(env):
     path = env.write("req.jsonl", jsonl(header(), qa(1), qa(2)))
     first = env.submit(path)

@@ -145,10 +145,11 @@ def test_a_mixed_request_is_unlearnt_measured_and_reported_without_its_passages(
     answers = [it["answer"] for it in tofu_items([1, 2])]
     passages = [" ".join(answers[i:i + 10]) for i in range(0, 40, 10)]
     path = tmp_path / "text-request.jsonl"
-    questions = [{"question": it["question"], "answer": it["answer"]} for it in tofu_items([1])[:8]]
+    questions = [{"question": it["question"], "answer": it["answer"]} for it in tofu_items([1])[:10]]
+    knowledge = [{**q, "role": "knowledge"} for q in questions[8:]]  # asked after the round, never trained on
     path.write_text("\n".join(json.dumps(row) for row in [
         {"request_id": "article-1", "subject": "two biographies", "kind": "mixed"},
-        *({"text": p} for p in passages), *questions]))
+        *({"text": p} for p in passages), *questions[:8], *knowledge]))
     settings["search"] = {**ONE_TAU, "min_validation_items": 2}
     unseen = [it["answer"] for it in tofu_items([150])]  # an author the tiny model never saw: the MIA non-members
     (tmp_path / "holdout.jsonl").write_text("".join(json.dumps({"text": " ".join(unseen[i:i + 10])}) + "\n"
@@ -167,7 +168,8 @@ def test_a_mixed_request_is_unlearnt_measured_and_reported_without_its_passages(
     assert {c["subject"] for c in report["gate"]["checks"] if c["name"] == "verbatim"} == {"forget"}
     assert 0.0 <= report["figures"]["after"]["mia_auc"] <= 1.0  # the passages against held-out passages
     markdown = Path(record.report).read_text()
-    assert "| forget passages |" in markdown
+    assert "| forget passages |" in markdown and "| knowledge questions |" in markdown
+    assert all(0.0 <= report["metrics"][k]["forget_knowmem"] <= 1.0 for k in ("before", "after"))
     saved = markdown + json.dumps(report) + (tmp_path / "rounds" / "article-1" / "search" / "search.json").read_text()
     assert not any(p[:40] in saved or p[-40:] in saved for p in passages)  # hashes and figures, never the text
     assert not any(q["question"] in saved or q["answer"] in saved for q in questions)
