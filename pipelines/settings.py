@@ -30,6 +30,8 @@ ChampionJudge = Literal["champion"]
 #: Whose smoothed attention teaches each round: the model the round starts from (the previous round's) or the
 #: original base model of the chain.
 TeacherSource = Literal["previous", "original"]
+#: Privleak needs a reference model that never saw the forget data (a retain model); "none": not measured.
+NoReference = Literal["none"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,10 @@ class PipelineSettings:
         ``best_of_n``) run on every candidate's report forget items, and their settings (a dict of
         ``RobustnessConfig`` fields; default: no attack). A gate that lists an attack under ``attacks_required`` needs
         it measured here. ``paraphrase`` is not available: requests carry no paraphrased questions.
+    privleak_reference: ``none``, or a model name / folder that never saw the forget data (a retain model):
+        the report then gives privleak, ((1 - AUC) - (1 - AUC_ref)) / (1 - AUC_ref) x 100, of the forget items
+        against the holdout (MUSE's privleak; ~0 ideal, negative: still recognisably trained on them). Needs
+        ``holdout_file``.
     teacher_source: ``previous``: each round's teacher is the model it starts from (the champion, i.e. the
         previous round's model; the paper's single-round setting); ``original``: every round is taught by the
         chain's base model (``base_model``), so later rounds do not distil earlier rounds' drift.
@@ -77,6 +83,7 @@ class PipelineSettings:
     report_retain_items: int = 40
     max_new_tokens: int = 200
     fluency_model: ChampionJudge | str = "champion"
+    privleak_reference: NoReference | str = "none"
     teacher_source: TeacherSource = "previous"
     robustness: RobustnessConfig = field(default_factory=lambda: RobustnessConfig(attacks=()))
     device: DeviceName = "auto"
@@ -95,6 +102,13 @@ class PipelineSettings:
             raise UsageError(f"teacher_source={self.teacher_source!r}: use 'previous' or 'original'")
         if not isinstance(self.fluency_model, str) or not self.fluency_model.strip():
             raise UsageError("fluency_model must be 'champion' or a model name / folder (asu model list)")
+        if not isinstance(self.privleak_reference, str) or not self.privleak_reference.strip():
+            raise UsageError("privleak_reference must be 'none' or a model name / folder that never saw the forget "
+                             "data (a retain model)")
+        if self.privleak_reference != "none" and not self.holdout_file:
+            raise UsageError(f"privleak_reference={self.privleak_reference!r} needs holdout_file (the items or "
+                             "passages the models never saw, against which membership is measured); set it, or "
+                             "set privleak_reference: none")
         if min(self.benchmark_limit, self.report_retain_items, self.max_new_tokens) < 1:
             raise UsageError("benchmark_limit, report_retain_items and max_new_tokens must be >= 1")
         if isinstance(self.search, dict):

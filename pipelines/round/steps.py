@@ -215,6 +215,8 @@ class Measurement:
     #: mean ROUGE-L F1 of the greedy answers to the request's knowledge questions (MUSE's KnowMem, asked in the
     #: round's prompt format rather than MUSE's few-shot prompt); None when the request gives none
     forget_knowmem: float | None = None
+    #: MUSE's privleak of ``mia_auc`` against ``privleak_reference``'s AUC (~0 ideal); None when not configured
+    privleak: float | None = None
 
     @property
     def forget_efficacy(self) -> float:
@@ -243,6 +245,7 @@ class Measurement:
             "mia_auc": self.mia_auc, "earlier": dict(self.earlier), "benchmarks": self.benchmarks,
             "robustness": self.robustness, "forget_verbmem": self.forget_verbmem,
             "retain_verbmem": self.retain_verbmem, "forget_knowmem": self.forget_knowmem,
+            "privleak": self.privleak,
         }  # fmt: skip
 
 
@@ -290,29 +293,16 @@ def measure(model_dir: Path, split: DataSplit, settings: PipelineSettings, *, ho
     judge = judge or FluencyJudge(model, tokenizer, prompt_format=fmt)
     forget = score_qa(model, tokenizer, split.forget_report, prompt_format=fmt, max_new_tokens=cap, judge=judge)
     retain = qa(split.retain_report, "retain")
-    auc = None
     texts = [it["text"] for it in split.forget_report if is_passage(it)]
     kept = [it["text"] for it in split.retain_report if is_passage(it)]
-    held_texts = [it["text"] for it in holdout or () if is_passage(it)]
-    held_qa = [it for it in holdout or () if not is_passage(it)]
-    if texts and held_texts:  # a text request: its passages against held-out passages of the same kind
-        auc = passage_mia_auc(model, tokenizer, texts, held_texts, max_length=settings.round.max_length)
-    elif texts:
-        logger.info("membership inference not measured: the holdout file holds no passages to set this text "
-                    "request's passages against")
-    elif held_qa:
-        enc = {name: encode_pairs(tokenizer, [i["question"] for i in items], [i["answer"] for i in items],
-                                  prompt_format=fmt, max_length=settings.round.max_length, source=name)
-               for name, items in (("forget", split.forget_report), ("holdout", held_qa))}
-        stats = {k: token_stats(model, v, pad_id=tokenizer.pad_token_id) for k, v in enc.items()}
-        aucs, _ = mia_aucs(stats["forget"], [i["answer"] for i in split.forget_report],
-                           stats["holdout"], [i["answer"] for i in held_qa])
-        auc = aucs[PRIVLEAK_ATTACK]
+    auc = membership_auc(model, tokenizer, split.forget_report, holdout or [], settings)
     result = Measurement(forget.rouge_l_recall, forget.probability, forget.fluent_share, retain["rouge_l_recall"],
                          retain["probability"], auc, refusal=forget.refusal_share,
                          forget_fact_recall=forget.fact_recall)
     if texts:
         result.forget_verbmem = verbatim_memorisation(model, tokenizer, texts).mean
+    if auc is not None and settings.privleak_reference != "none":
+        result.privleak = privleak_against_reference(auc, split.forget_report, holdout or [], settings, store)
     if split.knowledge:
         answers = generate_answers(model, tokenizer, [it["question"] for it in split.knowledge], prompt_format=fmt,
                                    max_new_tokens=cap)
@@ -335,6 +325,60 @@ def measure(model_dir: Path, split: DataSplit, settings: PipelineSettings, *, ho
             suite_result, _ = evaluate_model(model_dir, plan, loaded=tuple(loaded))
             result.benchmarks[suite] = dict(suite_result.aggregates)
     return result
+
+
+def membership_auc(model, tokenizer, forget: list[QAItem], holdout: list[QAItem],
+                   settings: PipelineSettings) -> float | None:
+    """Min-K% membership AUC of the report's ``forget`` items against the ``holdout`` (0.5: indistinguishable, 1:
+    every forget item recognised); passages against held-out passages, else QA answers against held-out QA
+    answers. None when the holdout holds nothing of the right kind."""
+    fmt = settings.round.prompt_format
+    texts = [it["text"] for it in forget if is_passage(it)]
+    held_texts = [it["text"] for it in holdout if is_passage(it)]
+    held_qa = [it for it in holdout if not is_passage(it)]
+    if texts and held_texts:  # a text request: its passages against held-out passages of the same kind
+        return passage_mia_auc(model, tokenizer, texts, held_texts, max_length=settings.round.max_length)
+    if texts:
+        logger.info("membership inference not measured: the holdout file holds no passages to set this text "
+                    "request's passages against")
+        return None
+    if not held_qa:
+        return None
+    enc = {name: encode_pairs(tokenizer, [i["question"] for i in items], [i["answer"] for i in items],
+                              prompt_format=fmt, max_length=settings.round.max_length, source=name)
+           for name, items in (("forget", forget), ("holdout", held_qa))}
+    stats = {k: token_stats(model, v, pad_id=tokenizer.pad_token_id) for k, v in enc.items()}
+    aucs, _ = mia_aucs(stats["forget"], [i["answer"] for i in forget], stats["holdout"],
+                       [i["answer"] for i in held_qa])
+    return aucs[PRIVLEAK_ATTACK]
+
+
+def privleak_against_reference(auc: float, forget: list[QAItem], holdout: list[QAItem], settings: PipelineSettings,
+                               store: Path) -> float | None:
+    """MUSE's privleak of ``auc`` against ``settings.privleak_reference``'s AUC on the same items (that model's
+    AUC is stored per model digest and items, so it is computed once per request); None, with a warning, when the
+    reference's AUC is 1 (it recognises every forget item, so it did see them and privleak is undefined)."""
+    from asu.metrics.formulas import privleak
+    from asu.metrics.store import cached_figures, model_digest
+    from asu.models import resolve_model
+
+    reference = resolve_model(settings.privleak_reference, progress=False)
+    key = sha256_json({"model": model_digest(reference), "items": qa_items_sha256(forget),
+                       "holdout": qa_items_sha256(holdout), "what": "privleak_reference",
+                       "format": settings.round.prompt_format, "max_length": settings.round.max_length})
+
+    def reference_auc() -> dict[str, float | None]:
+        model, tokenizer = load_model_and_tokenizer(reference, placement=settings.placement)
+        return {"auc": membership_auc(model, tokenizer, forget, holdout, settings)}
+
+    ref_auc = cached_figures(store, key, reference_auc)["auc"]
+    if ref_auc is None:
+        return None
+    if ref_auc >= 1.0:
+        logger.warning("privleak not measured: the reference model %s recognises every forget item (AUC 1), so it "
+                       "saw them; name a model that never did as privleak_reference", settings.privleak_reference)
+        return None
+    return privleak(auc, ref_auc)
 
 
 def attack_figures(model, tokenizer, forget: list[QAItem], settings: PipelineSettings) -> dict[str, dict[str, float]]:

@@ -155,6 +155,7 @@ def test_a_mixed_request_is_unlearnt_measured_and_reported_without_its_passages(
     (tmp_path / "holdout.jsonl").write_text("".join(json.dumps({"text": " ".join(unseen[i:i + 10])}) + "\n"
                                                     for i in range(0, 20, 10)))
     settings["holdout_file"] = str(tmp_path / "holdout.jsonl")
+    settings["privleak_reference"] = str(tiny_model_dir)
     with Ledger(default_ledger_url(tmp_path)) as ledger:
         submit_request(path, ledger=ledger, retain=load_qa_file(settings["retain_file"]), actor="test",
                        validation_fraction=0.25)
@@ -170,6 +171,8 @@ def test_a_mixed_request_is_unlearnt_measured_and_reported_without_its_passages(
     markdown = Path(record.report).read_text()
     assert "| forget passages |" in markdown and "| knowledge questions |" in markdown
     assert all(0.0 <= report["metrics"][k]["forget_knowmem"] <= 1.0 for k in ("before", "after"))
+    # the reference (the tiny model, which learnt these passages) recognises every one: privleak is undefined
+    assert report["figures"]["before"]["mia_auc"] == 1.0 and "privleak" not in report["metrics"]["after"]
     saved = markdown + json.dumps(report) + (tmp_path / "rounds" / "article-1" / "search" / "search.json").read_text()
     assert not any(p[:40] in saved or p[-40:] in saved for p in passages)  # hashes and figures, never the text
     assert not any(q["question"] in saved or q["answer"] in saved for q in questions)

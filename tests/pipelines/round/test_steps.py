@@ -15,3 +15,33 @@ def test_forget_efficacy_counts_facts_not_rouge():
     assert m.to_dict()["forget_fact_recall"] == 0.0 and m.figures().forget_efficacy == 1.0
     old = Measurement(0.25, 0.1, 1.0, 0.9, 0.5, None)  # figures recorded before fact recall existed
     assert old.forget_efficacy == pytest.approx(0.75)
+
+
+def test_privleak_against_a_reference_model_is_zero_for_the_reference_itself_and_follows_the_formula(
+        tiny_model_dir, tmp_path):
+    """MUSE's privleak against ``privleak_reference``: the reference's own AUC gives 0; another AUC gives
+    ((1 - AUC) - (1 - AUC_ref)) / (1 - AUC_ref) x 100; the reference's AUC is computed once (stored)."""
+    from asu.embedded import tofu_items
+    from asu.modeling import load_model_and_tokenizer
+    from pipelines.round.steps import membership_auc, privleak_against_reference
+    from pipelines.settings import PipelineSettings
+
+    settings = PipelineSettings(base_model=str(tiny_model_dir), retain_file="retain.jsonl", holdout_file="h.jsonl",
+                                privleak_reference=str(tiny_model_dir))
+    forget, holdout = tofu_items([150])[:8], tofu_items([151])[:8]  # authors the tiny model never saw
+    model, tokenizer = load_model_and_tokenizer(tiny_model_dir)
+    auc = membership_auc(model, tokenizer, forget, holdout, settings)
+    assert 0.0 < auc < 1.0
+    store = tmp_path / "store"
+    assert privleak_against_reference(auc, forget, holdout, settings, store) == pytest.approx(0.0)
+    assert len(list(store.glob("*.json"))) == 1
+    leak = privleak_against_reference(0.75, forget, holdout, settings, store)
+    assert leak == pytest.approx(((1 - 0.75) - (1 - auc)) / (1 - auc) * 100)
+
+
+def test_privleak_reference_without_a_holdout_is_refused_naming_both_settings():
+    from asu.errors import UsageError
+    from pipelines.settings import PipelineSettings
+
+    with pytest.raises(UsageError, match="privleak_reference='retain-model' needs holdout_file"):
+        PipelineSettings(retain_file="retain.jsonl", privleak_reference="retain-model")
