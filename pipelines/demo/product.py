@@ -34,7 +34,11 @@ DEMO_SEARCH = {
     "stage2_candidates": 2,
     # The embedded recipe's learning rate is already calibrated for this model (asu.recipes): a ladder around it.
     "lr_multipliers": [1.0, 2.0],
+    # The text request validates on its 3 validation passages (the QA requests bring 5 questions each).
+    "min_validation_items": 3,
 }
+#: The author whose biography the default demo's text request forgets (one the QA requests leave alone).
+DEMO_TEXT_AUTHOR = 10
 
 
 #: The search on a real model: the pretrained recipe's ladder of learning rates around tau values that the
@@ -119,7 +123,7 @@ def prepare(root: str | Path, *, variant: str = "default", model: str | None = N
         base_dir = ensure_embedded_model(variant, progress=True)
         tiny = variant == "tiny"
         authors = authors or (TINY_DEMO["authors"] if tiny else DEMO_FORGET_AUTHORS)
-        files = write_demo_files(work / "inputs", variant, authors)
+        files = write_demo_files(work / "inputs", variant, authors, text_author=None if tiny else DEMO_TEXT_AUTHOR)
         settings = demo_settings(files, variant, **(TINY_DEMO["settings"] if tiny else {}),
                                  **(settings_overrides or {}))
     return DemoRun(work, model or f"embedded:{variant}", Path(base_dir), files, settings)
@@ -183,7 +187,7 @@ def sample_answers(base_dir: Path, work: Path, files, outcomes: list[dict], conf
     questions = {}
     for path, _ in files.requests:
         lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        forget = [line["question"] for line in lines[1:] if line.get("role") == "forget"]
+        forget = [line["question"] for line in lines[1:] if line.get("role") == "forget" and "question" in line]
         questions[lines[0]["request_id"]] = forget[:per_request]
     current, out = base_dir, {}
     for o in outcomes:  # processing order: each round starts from the model the previous one promoted

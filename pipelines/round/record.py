@@ -106,6 +106,7 @@ class RoundRecord:
                 "forget_efficacy": [b.get("forget_efficacy"), a.get("forget_efficacy")],
                 "retain_rouge": [b.get("retain_rouge"), a.get("retain_rouge")], "fluency_after": a.get("fluency"),
                 "earlier_efficacy_after": a.get("earlier", {}), "failed_checks": self.failed_checks,
+                "verbmem": [b.get("forget_verbmem"), a.get("forget_verbmem")],
                 "report": None if self.report is None else str(self.report),
                 "seconds": round(sum(self.seconds.values()), 1)}
 
@@ -130,6 +131,10 @@ def format_rounds(rows: list[dict[str, Any]], urgent: dict[str, bool] | None = N
         lines.append(f"{r['request_id']:<18}{flag}{tau:>5}  {_figure(fb):>6} -> {_figure(fa):<5}  "
                      f"{_figure(rb):>5} -> {_figure(ra):<5}  {_figure(r['fluency_after']):>6}  {gate:<7}"
                      f"{r['model_version'] or '-':>7}")
+        verbmem = r.get("verbmem") or [None, None]
+        if verbmem[1] is not None:  # a text request: how much of its passages the model still continues verbatim
+            lines.append(f"{'':<18}passages: VerbMem {_figure(verbmem[0]).strip()} -> {_figure(verbmem[1]).strip()} "
+                         "(ROUGE-L F1 of greedy continuations; forget efficacy above is on the passages' pieces)")
         if r["failed_checks"]:
             lines.append(f"{'':<18}failed checks: {', '.join(r['failed_checks'])}"
                          + (f" (search: {r['search']})" if r["search"] != "chosen" else ""))

@@ -42,3 +42,27 @@ def test_scenario_demo_files_pass_the_intake(tmp_path):
             assert json.loads(path.read_text().splitlines()[0])["request_id"] == sub.request_id
     finally:
         ledger.close()
+
+
+def test_embedded_demo_files_with_a_text_request_pass_the_intake_and_keep_its_author_out_of_the_retain_set(tmp_path):
+    from asu.data import load_qa_file
+    from asu.embedded import tofu_author_items
+    from pipelines.demo.data import write_demo_files
+    from pipelines.demo.product import DEMO_TEXT_AUTHOR
+    from pipelines.intake.submit import submit_request
+    from pipelines.ledger.store import Ledger, default_ledger_url
+
+    files = write_demo_files(tmp_path / "inputs", "default", (1, 4, 7), text_author=DEMO_TEXT_AUTHOR)
+    assert [urgent for _, urgent in files.requests] == [False, False, True, False]  # the text request comes last
+    retain = load_qa_file(files.retain)
+    answers = {it["answer"] for it in tofu_author_items(DEMO_TEXT_AUTHOR)}
+    assert len(retain) == 8 * 20 and not answers & {it["answer"] for it in retain}
+    with Ledger(default_ledger_url(tmp_path)) as ledger:
+        for path, urgent in files.requests:
+            assert submit_request(path, urgent=urgent, ledger=ledger, retain=retain, actor="test").state == "queued"
+        stored = ledger.load_request(f"tofu-passages-{DEMO_TEXT_AUTHOR}")
+    assert stored.kind == "text" and (len(stored.records), len(stored.validation)) == (7, 3)
+    assert " ".join(r.text for r in (*stored.records, *stored.validation)) == " ".join(
+        it["answer"] for it in tofu_author_items(DEMO_TEXT_AUTHOR))
+    with pytest.raises(ValueError, match="distinct authors"):
+        write_demo_files(tmp_path / "again", "default", (1, 4, 7), text_author=7)
