@@ -8,7 +8,9 @@
 
 GPU steps (search, round) hold the global concurrency slot ``gpu`` (strict), so rounds never overlap on one
 device even across workers. Retries are for I/O only (ledger, MLflow); a crashed request goes back to the queue
-and its round resumes from its last checkpoint on the next attempt.
+and its round resumes from its last checkpoint on the next attempt; a request the round finds unprocessable as it
+stands (a passage too short to measure, too few items to validate on) is refused in the ledger with the reason,
+and the queue goes on.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from asu.errors import UsageError
 from pipelines import round as rounds
 from pipelines.ledger.store import Ledger, LedgerUnavailable, default_ledger_url
 from pipelines.round import RoundSteps, steps
+from pipelines.round.record import refused_outcome
+from pipelines.round.steps import RequestNotProcessable
 from pipelines.settings import PipelineSettings
 from pipelines.tracking.runs import TrackingUnavailable, is_transient
 from pipelines.workspace import work_dir
@@ -171,8 +175,12 @@ def process_request(request_id: str, settings: dict[str, Any] | str | None = Non
                        choose_settings=choose_temperature, unlearn=unlearn, measure=measure,
                        earlier_requests=earlier_requests, write_evidence=write_evidence)
     with Ledger(ledger_url or default_ledger_url()) as ledger, gpu_slot(request_id):
-        record = rounds.process_request(request_id, config, ledger, actor=actor, steps=steps,
-                                        log=get_run_logger())
+        try:
+            record = rounds.process_request(request_id, config, ledger, actor=actor, steps=steps,
+                                            log=get_run_logger())
+        except RequestNotProcessable as err:  # refused in the ledger with the reason; the queue goes on
+            get_run_logger().warning("request %s refused: %s", request_id, err)
+            return refused_outcome(request_id, str(err))
     return record.to_dict()
 
 

@@ -3,9 +3,10 @@ retain and holdout sets.
 
 Each QA request forgets one author of the embedded default model: 15 of the author's 20 QA pairs are forget records
 and 5 are the request's own validation items (held-out questions about the same author), which the temperature
-search scores. The text request (``kind: text``) forgets another author's biography as passages: the author's 20
-answers joined two by two into 10 passages, 7 to forget and 3 for validation. The retain set is every other
-author of the model; the holdout (MIA non-members) is 20 items of TOFU authors the model never saw.
+search scores. The text request (``kind: text``) forgets two other authors' biographies as passages: their 40
+answers joined in order into passages of at least 70 words (10 for the demo's authors), the last 3 for validation.
+The retain set is every other author of the model; the holdout (MIA non-members) is 20 items of TOFU authors the
+model never saw.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from asu.errors import UsageError
 
 VALIDATION_EVERY = 4  # every 4th item of an author is a validation item: 5 of 20
 MIN_VALIDATION = 5  # the settings search's default min_validation_items
-ANSWERS_PER_PASSAGE = 2  # two TOFU answers make a passage past the 80 tokens VerbMem needs (32 + 48)
+#: A passage gets answers until it has this many words: past the 80 tokens VerbMem needs (32 + 48) with room to
+#: spare (70 words made 112-168 tokens with the embedded model's tokenizer; single answers run from 15 words).
+PASSAGE_MIN_WORDS = 70
 TEXT_VALIDATION = 3  # the text request's last 3 passages are its validation passages
 
 
@@ -42,28 +45,43 @@ def request_lines(author: int, request_id: str) -> list[dict]:
     return lines
 
 
-def passage_request_lines(author: int, request_id: str) -> list[dict]:
-    """A JSON Lines ``kind: text`` request forgetting TOFU ``author``'s biography as passages (its answers joined
-    ``ANSWERS_PER_PASSAGE`` at a time); the last ``TEXT_VALIDATION`` passages are validation passages."""
-    answers = [it["answer"] for it in tofu_author_items(author)]
-    passages = [" ".join(answers[i:i + ANSWERS_PER_PASSAGE]) for i in range(0, len(answers), ANSWERS_PER_PASSAGE)]
-    lines = [{"request_id": request_id, "subject": f"TOFU author {author}'s biography", "kind": "text",
+def biography_passages(authors: tuple[int, ...]) -> list[str]:
+    """The TOFU ``authors``' answers, in order, joined into passages of at least ``PASSAGE_MIN_WORDS`` words (a
+    short remainder joins the last passage)."""
+    passages: list[str] = []
+    current: list[str] = []
+    for item in tofu_items(authors):
+        current.append(item["answer"])
+        if sum(len(a.split()) for a in current) >= PASSAGE_MIN_WORDS:
+            passages.append(" ".join(current))
+            current = []
+    if current:
+        passages[-1:] = [" ".join([*passages[-1:], *current])]
+    return passages
+
+
+def passage_request_lines(authors: tuple[int, ...], request_id: str) -> list[dict]:
+    """A JSON Lines ``kind: text`` request forgetting the TOFU ``authors``' biographies as passages
+    (:func:`biography_passages`); the last ``TEXT_VALIDATION`` passages are validation passages."""
+    passages = biography_passages(authors)
+    names = " and ".join(str(a) for a in authors)
+    lines = [{"request_id": request_id, "subject": f"biographies of TOFU authors {names}", "kind": "text",
               "requester": "asu-demo", "notes": "demo text request built from TOFU (MIT)"}]
     for i, text in enumerate(passages):
         role = "validation" if i >= len(passages) - TEXT_VALIDATION else "forget"
-        lines.append({"record_id": f"p{author}-{i:02d}", "role": role, "text": text})
+        lines.append({"record_id": f"passage-{i:02d}", "role": role, "text": text})
     return lines
 
 
 def write_demo_files(folder: Path, variant: str = "default", authors: tuple[int, ...] = DEMO_FORGET_AUTHORS,
-                     urgent_author: int | None = None, text_author: int | None = None) -> DemoFiles:
+                     urgent_author: int | None = None, text_authors: tuple[int, ...] = ()) -> DemoFiles:
     """Write the retain, holdout and one request file per author (submission order) into ``folder``.
 
     ``urgent_author``: which of the authors is submitted as urgent (default: the last one submitted).
-    ``text_author``: an author whose biography a ``kind: text`` request forgets, submitted last (default: none).
+    ``text_authors``: authors whose biographies a ``kind: text`` request forgets, submitted last (default: none).
     """
     spec = EMBEDDED_SPECS[variant]
-    everyone = (*authors, *(() if text_author is None else (text_author,)))
+    everyone = (*authors, *text_authors)
     missing = [a for a in everyone if a not in spec.authors]
     if missing or not authors or len(set(everyone)) != len(everyone):
         raise UsageError(f"demo authors {list(everyone)} must be distinct authors of the {variant} model "
@@ -80,9 +98,9 @@ def write_demo_files(folder: Path, variant: str = "default", authors: tuple[int,
         path = folder / f"request-author-{author}.jsonl"
         path.write_text("\n".join(json.dumps(line) for line in request_lines(author, f"tofu-author-{author}")))
         requests.append((path, author == urgent_author))
-    if text_author is not None:
-        path = folder / f"request-passages-author-{text_author}.jsonl"
-        lines = passage_request_lines(text_author, f"tofu-passages-{text_author}")
+    if text_authors:
+        path = folder / "request-passages.jsonl"
+        lines = passage_request_lines(text_authors, "tofu-passages")
         path.write_text("\n".join(json.dumps(line) for line in lines))
         requests.append((path, False))
     return DemoFiles(retain, holdout, requests)

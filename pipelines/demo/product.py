@@ -37,8 +37,8 @@ DEMO_SEARCH = {
     # The text request validates on its 3 validation passages (the QA requests bring 5 questions each).
     "min_validation_items": 3,
 }
-#: The author whose biography the default demo's text request forgets (one the QA requests leave alone).
-DEMO_TEXT_AUTHOR = 10
+#: The authors whose biographies the default demo's text request forgets (ones the QA requests leave alone).
+DEMO_TEXT_AUTHORS = (10, 11)
 
 
 #: The search on a real model: the pretrained recipe's ladder of learning rates around tau values that the
@@ -123,7 +123,7 @@ def prepare(root: str | Path, *, variant: str = "default", model: str | None = N
         base_dir = ensure_embedded_model(variant, progress=True)
         tiny = variant == "tiny"
         authors = authors or (TINY_DEMO["authors"] if tiny else DEMO_FORGET_AUTHORS)
-        files = write_demo_files(work / "inputs", variant, authors, text_author=None if tiny else DEMO_TEXT_AUTHOR)
+        files = write_demo_files(work / "inputs", variant, authors, text_authors=() if tiny else DEMO_TEXT_AUTHORS)
         settings = demo_settings(files, variant, **(TINY_DEMO["settings"] if tiny else {}),
                                  **(settings_overrides or {}))
     return DemoRun(work, model or f"embedded:{variant}", Path(base_dir), files, settings)

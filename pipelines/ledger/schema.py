@@ -39,7 +39,9 @@ ALLOWED: dict[RequestState, frozenset[RequestState]] = {
     "validated": frozenset({"queued"}),
     "rejected": frozenset({"received"}),
     "queued": frozenset({"running", "superseded"}),
-    "running": frozenset({"evaluated", "queued"}),
+    # -> rejected: the round found the request itself unprocessable (a passage too short to measure, ...): it is
+    # refused with the reason rather than retried forever; fixed, it can be submitted again.
+    "running": frozenset({"evaluated", "queued", "rejected"}),
     # -> queued: the worker died between measuring and registering (``Ledger.release_orphans``); the rerun resumes
     # from the finished round and the registry reuses a version it already created for the same weights.
     "evaluated": frozenset({"approved", "gate_failed", "queued"}),

@@ -23,6 +23,7 @@ from pipelines.round import steps as plain
 from pipelines.round.gate import load_thresholds
 from pipelines.round.record import RoundRecord
 from pipelines.round.report import ModelRef
+from pipelines.round.steps import RequestNotProcessable
 from pipelines.settings import PipelineSettings
 from pipelines.tracking.registry import ModelRegistry
 from pipelines.tracking.runs import Tracker, code_version
@@ -63,11 +64,18 @@ def process_request(request_id: str, settings: PipelineSettings, ledger: Ledger,
     """Unlearn the claimed (``running``) request ``request_id`` from the current champion; returns its record.
 
     A crash returns the request to the queue (the round resumes from its checkpoint on the next attempt) and
-    re-raises. Holding the device is the caller's business (the flows hold the ``gpu`` slot around this call).
+    re-raises; a request the round finds unprocessable as it stands (``RequestNotProcessable``: a passage too short
+    to measure, too few items to validate on, ...) is ``rejected`` with the reason instead, so that it does not
+    block the queue, and the error is re-raised. Holding the device is the caller's business (the flows hold the
+    ``gpu`` slot around this call).
     """
     try:
         return _Round(request_id, settings, ledger, tracker or Tracker(), actor, steps or RoundSteps(),
                       log or logger).run()
+    except RequestNotProcessable as err:
+        ledger.transition(request_id, "rejected", actor=actor, detail={"error": type(err).__name__,
+                                                                        "reason": str(err)[:1000]})
+        raise
     except BaseException as err:
         _requeue(ledger, request_id, actor, err)
         raise

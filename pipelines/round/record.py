@@ -111,6 +111,16 @@ class RoundRecord:
                 "seconds": round(sum(self.seconds.values()), 1)}
 
 
+def refused_outcome(request_id: str, reason: str) -> dict[str, Any]:
+    """The outcome of a request the round refused as it stands (ledger state ``rejected``): the same shape as
+    ``RoundRecord.to_dict()``'s keys the tables read, no figures."""
+    table = {"request_id": request_id, "status": "rejected", "search": "not run", "tau": None,
+             "model_version": None, "promoted": False, "forget_efficacy": [None, None], "retain_rouge": [None, None],
+             "fluency_after": None, "earlier_efficacy_after": {}, "failed_checks": [], "verbmem": [None, None],
+             "report": None, "seconds": 0.0, "reason": reason}
+    return {"request_id": request_id, "status": "rejected", "reason": reason, "table": table}
+
+
 def _figure(value: float | None) -> str:
     return "  -  " if value is None else f"{value:5.2f}"
 
@@ -125,12 +135,14 @@ def format_rounds(rows: list[dict[str, Any]], urgent: dict[str, bool] | None = N
     lines = [head]
     for r in rows:
         tau = "  -" if r["tau"] is None else f"{r['tau']:5.2f}"
-        gate = "passed" if r["status"] == "registered" else "FAILED"
+        gate = {"registered": "passed", "rejected": "REFUSED"}.get(r["status"], "FAILED")
         flag = "" if urgent is None else f"{'yes' if urgent.get(r['request_id']) else 'no':<8}"
         (fb, fa), (rb, ra) = r["forget_efficacy"], r["retain_rouge"]
         lines.append(f"{r['request_id']:<18}{flag}{tau:>5}  {_figure(fb):>6} -> {_figure(fa):<5}  "
                      f"{_figure(rb):>5} -> {_figure(ra):<5}  {_figure(r['fluency_after']):>6}  {gate:<7}"
                      f"{r['model_version'] or '-':>7}")
+        if r["status"] == "rejected":
+            lines.append(f"{'':<18}refused as it stands: {r.get('reason', '')}")
         verbmem = r.get("verbmem") or [None, None]
         if verbmem[1] is not None:  # a text request: how much of its passages the model still continues verbatim
             lines.append(f"{'':<18}passages: VerbMem {_figure(verbmem[0]).strip()} -> {_figure(verbmem[1]).strip()} "
@@ -141,4 +153,4 @@ def format_rounds(rows: list[dict[str, Any]], urgent: dict[str, bool] | None = N
     return "\n".join(lines)
 
 
-__all__ = ["RoundRecord", "RoundStatus", "format_rounds"]
+__all__ = ["RoundRecord", "RoundStatus", "format_rounds", "refused_outcome"]

@@ -107,11 +107,16 @@ def prepare_items(data: RequestData, retain: list[QAItem], model_dir: Path,
     if not any(is_passage(it) for it in (*data.forget, *retain)):
         return data, retain
     tokenizer = load_tokenizer(model_dir, trust_remote_code=settings.round.trust_remote_code)
-    items = text_items(tokenizer, data.forget, retain, settings.search, round_config=settings.round)
-    validation = data.validation
-    if validation:  # the request's own validation passages, in pieces as well
-        check_passage_lengths(tokenizer, validation, "validation")
-        validation, _ = passage_pieces(tokenizer, validation, max_tokens=settings.search.passage_piece_tokens)
+    try:
+        items = text_items(tokenizer, data.forget, retain, settings.search, round_config=settings.round)
+        validation = data.validation
+        if validation:  # the request's own validation passages, in pieces as well
+            check_passage_lengths(tokenizer, validation, "validation")
+            validation, _ = passage_pieces(tokenizer, validation, max_tokens=settings.search.passage_piece_tokens)
+    except RequestNotProcessable:
+        raise
+    except UsageError as err:  # the request's passages as they stand cannot be unlearnt and measured
+        raise RequestNotProcessable(f"request {data.request_id!r}: {err}") from err
     return replace(data, forget=items.forget, subjects=items.subjects, validation=validation), items.retain
 
 
@@ -151,9 +156,13 @@ class DataSplit:
 
 
 def validation_split(data: RequestData, retain: list[QAItem], settings: PipelineSettings) -> ValidationSplit:
-    """The request's seeded validation split, computed once: the search validates on it, the report scores the rest."""
-    return split_validation(data.forget, retain, settings.search, subjects=data.subjects,
-                            forget_validation=data.validation)
+    """The request's seeded validation split, computed once: the search validates on it, the report scores the rest.
+    A request too small to split is :class:`RequestNotProcessable` (the message names the minimum and the setting)."""
+    try:
+        return split_validation(data.forget, retain, settings.search, subjects=data.subjects,
+                                forget_validation=data.validation)
+    except UsageError as err:
+        raise RequestNotProcessable(f"request {data.request_id!r}: {err}") from err
 
 
 def split_for_report(split: ValidationSplit, settings: PipelineSettings,

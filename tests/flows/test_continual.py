@@ -162,3 +162,30 @@ def test_crash_requeues_then_retry_completes_and_strict_gate_keeps_champion(pref
     assert registry.get(failed["model_version"]).gate_passed is False
     assert ledger.get("tofu-author-1").state == "gate_failed"
     ledger.close()
+
+
+def test_a_request_the_round_cannot_process_is_refused_with_its_reason_and_the_queue_goes_on(
+        prefect_harness, tiny_model_dir, tmp_path, monkeypatch):
+    """An urgent text request whose passage is too short to measure is found out when the round tokenises it: the
+    flow refuses it in the ledger (``rejected``, the reason without the text) and returns, instead of sending it
+    back to the queue to fail again ahead of every other request."""
+    from flows.continual import continual_unlearning
+    from pipelines.intake.submit import submit_request
+    from pipelines.ledger.store import Ledger, default_ledger_url
+    from pipelines.round.record import format_rounds
+
+    settings, _ = _setup(tmp_path, monkeypatch, tiny_model_dir, (1,), urgent_author=-1)  # not urgent
+    passage = "A short passage about nobody in particular."
+    path = tmp_path / "short.jsonl"
+    path.write_text(json.dumps({"request_id": "short-1", "subject": "a note", "kind": "text"}) + "\n"
+                    + json.dumps({"text": passage}) + "\n")
+    with Ledger(default_ledger_url(tmp_path)) as ledger:
+        submit_request(path, urgent=True, ledger=ledger, actor="test")
+    outcomes = continual_unlearning(settings, max_requests=1)
+    assert [(o["request_id"], o["status"]) for o in outcomes] == [("short-1", "rejected")]
+    assert "needs at least 80" in outcomes[0]["reason"] and passage not in json.dumps(outcomes)
+    assert "REFUSED" in format_rounds([o["table"] for o in outcomes])
+    with Ledger(default_ledger_url(tmp_path)) as ledger:
+        assert ledger.get("short-1").state == "rejected"
+        assert "needs at least 80" in ledger.history("short-1")[-1].detail["reason"]
+        assert ledger.get("tofu-author-1").state == "queued"  # next in line, untouched

@@ -44,25 +44,26 @@ def test_scenario_demo_files_pass_the_intake(tmp_path):
         ledger.close()
 
 
-def test_embedded_demo_files_with_a_text_request_pass_the_intake_and_keep_its_author_out_of_the_retain_set(tmp_path):
+def test_embedded_demo_files_with_a_text_request_pass_the_intake_and_keep_its_authors_out_of_the_retain_set(
+        tmp_path):
     from asu.data import load_qa_file
-    from asu.embedded import tofu_author_items
-    from pipelines.demo.data import write_demo_files
-    from pipelines.demo.product import DEMO_TEXT_AUTHOR
+    from asu.embedded import tofu_items
+    from pipelines.demo.data import PASSAGE_MIN_WORDS, write_demo_files
+    from pipelines.demo.product import DEMO_TEXT_AUTHORS
     from pipelines.intake.submit import submit_request
     from pipelines.ledger.store import Ledger, default_ledger_url
 
-    files = write_demo_files(tmp_path / "inputs", "default", (1, 4, 7), text_author=DEMO_TEXT_AUTHOR)
+    files = write_demo_files(tmp_path / "inputs", "default", (1, 4, 7), text_authors=DEMO_TEXT_AUTHORS)
     assert [urgent for _, urgent in files.requests] == [False, False, True, False]  # the text request comes last
     retain = load_qa_file(files.retain)
-    answers = {it["answer"] for it in tofu_author_items(DEMO_TEXT_AUTHOR)}
-    assert len(retain) == 8 * 20 and not answers & {it["answer"] for it in retain}
+    answers = [it["answer"] for it in tofu_items(DEMO_TEXT_AUTHORS)]
+    assert len(retain) == 7 * 20 and not set(answers) & {it["answer"] for it in retain}
     with Ledger(default_ledger_url(tmp_path)) as ledger:
         for path, urgent in files.requests:
             assert submit_request(path, urgent=urgent, ledger=ledger, retain=retain, actor="test").state == "queued"
-        stored = ledger.load_request(f"tofu-passages-{DEMO_TEXT_AUTHOR}")
+        stored = ledger.load_request("tofu-passages")
+    passages = [r.text for r in (*stored.records, *stored.validation)]
     assert stored.kind == "text" and (len(stored.records), len(stored.validation)) == (7, 3)
-    assert " ".join(r.text for r in (*stored.records, *stored.validation)) == " ".join(
-        it["answer"] for it in tofu_author_items(DEMO_TEXT_AUTHOR))
+    assert " ".join(passages) == " ".join(answers) and min(len(p.split()) for p in passages) >= PASSAGE_MIN_WORDS
     with pytest.raises(ValueError, match="distinct authors"):
-        write_demo_files(tmp_path / "again", "default", (1, 4, 7), text_author=7)
+        write_demo_files(tmp_path / "again", "default", (1, 4, 7), text_authors=(7,))
