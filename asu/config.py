@@ -131,6 +131,16 @@ class ASUConfig:
     )
     lora_rank: int = field(default=8, metadata=_help("LoRA rank r"))
     lora_alpha: int = field(default=32, metadata=_help("LoRA alpha"))
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata=_help("recompute each decoder layer's activations in the backward pass: activation memory of one "
+                       "layer instead of all (7B-class LoRA rounds on one GPU), about a third more compute"),
+    )
+    optimizer: Literal["adamw", "adamw_8bit"] = field(
+        default="adamw",
+        metadata=_help("adamw: torch AdamW (fp32 states, 8 bytes a trained parameter); adamw_8bit: bitsandbytes' "
+                       "8-bit AdamW (2 bytes a trained parameter; needs the bitsandbytes package)"),
+    )
     seed: int = field(default=1001, metadata=_help("seeds pairing, shuffling, refusal choice and initialisation"))
     checkpoint_every: CheckpointEvery = field(
         default="epoch",
@@ -198,6 +208,10 @@ class ASUConfig:
             raise UsageError(
                 f"checkpoint_every={every!r} is invalid: use 'epoch', 'never' or a whole number of optimizer steps >= 1"
             )
+        if not isinstance(self.gradient_checkpointing, bool):
+            raise UsageError(f"gradient_checkpointing={self.gradient_checkpointing!r} must be true or false")
+        if self.optimizer not in ("adamw", "adamw_8bit"):
+            raise UsageError(f"optimizer={self.optimizer!r}: use 'adamw' or 'adamw_8bit' (needs bitsandbytes)")
         if self.teacher == "adapter_disabled" and self.finetune != "lora":
             raise UsageError(
                 "teacher='adapter_disabled' needs finetune='lora'; use teacher='precomputed' for full fine-tuning"

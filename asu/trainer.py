@@ -158,6 +158,43 @@ def _apply_lora(model, config: ASUConfig):
     return get_peft_model(model, lora)
 
 
+def _enable_checkpointing(model, config: ASUConfig) -> None:
+    """Recompute each decoder layer's activations in the backward pass (non-reentrant ``torch.utils.checkpoint``).
+
+    With LoRA every base weight is frozen, so no input of a checkpointed layer needs a gradient; reentrant
+    checkpointing then drops the adapters' gradients (open-unlearning's LoRA runs left ``lora_B`` at zero).
+    Non-reentrant checkpointing has no such gap, and the embedding outputs are made to require grad as well so that
+    a model class that forces reentrant checkpointing still trains its adapters.
+    """
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise UsageError(f"{type(model).__name__} does not support gradient checkpointing: set "
+                         "gradient_checkpointing=false (or finetune='lora' to cut the training memory instead)")
+    model.config.use_cache = False
+    # transformers 5 renamed the method; both take the checkpoint kwargs as their first argument.
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable({"use_reentrant": False})
+    if config.finetune == "lora":
+        model.enable_input_require_grads()
+
+
+def _adapter_snapshot(model, config: ASUConfig) -> dict[str, torch.Tensor]:
+    """A copy of every trainable LoRA tensor before training (a few MB: rank x width per linear layer)."""
+    if config.finetune != "lora":
+        return {}
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _unmoved_adapter_tensors(model, start: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the adapter tensors the round left exactly as they started (logged: a gradient that never reached
+    them, e.g. checkpointing without input gradients, leaves ``lora_B`` at its zero initialisation)."""
+    now = dict(model.named_parameters())
+    unmoved = [n for n, t in start.items() if torch.equal(now[n].detach().to(t.device), t)]
+    if unmoved:
+        logger.warning("%d of %d LoRA tensors did not change in this round (first: %s): their gradient never "
+                       "arrived", len(unmoved), len(start), unmoved[0])
+    return unmoved
+
+
 def _teacher_model(teacher_model_dir: str | Path, student, config: ASUConfig):
     """The separate teacher model (smoothing enabled), checked to share the student's vocabulary."""
     if config.teacher == "adapter_disabled":
@@ -209,6 +246,7 @@ def run_round(
     from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
     metric_logger = metric_logger or NullLogger()
+    _optimizer(config)  # a missing optional package fails here, before any model is loaded
     # RMU's loss reads a decoder layer's output: the layers above it and the LM head get no gradient, which DDP
     # only tolerates when told to look for unused parameters.
     find_unused = config.objective.uses_layer_activations
@@ -233,8 +271,11 @@ def run_round(
         config.checkpoint_every,
     )
     _ = checkpoints.resume_from  # a checkpoint of another round fails here, before any work
+    if config.gradient_checkpointing:
+        _enable_checkpointing(model, config)
     if config.finetune == "lora":
         model = _apply_lora(model, config)
+    adapter_start = _adapter_snapshot(model, config)
     if config.objective.needs_teacher:
         enable_smoothing(model)
         validate_layers(model, config.layers)
@@ -252,12 +293,14 @@ def run_round(
     curve, resumed = _train(
         accelerator, model, data, teacher, config, tokenizer.pad_token_id, metric_logger, progress, checkpoints
     )
+    frozen = _unmoved_adapter_tensors(accelerator.unwrap_model(model), adapter_start)
     out = _save(accelerator, model, tokenizer, config, output_dir)
     metrics = {
         "seconds": time.perf_counter() - started,
         "optimizer_steps": float(len(curve)),
         "resumed_from_step": float(resumed),
         "teacher_extra_mb": teacher.extra_bytes() / 2**20,
+        **({"unmoved_adapter_tensors": float(len(frozen))} if config.finetune == "lora" else {}),
         **{f"final_{k}": v for k, v in (curve[-1] if curve else {}).items() if k != "step"},
     }
     if accelerator.is_main_process:
@@ -286,7 +329,7 @@ def _train(
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
-    optimizer = torch.optim.AdamW(
+    optimizer = _optimizer(config)(
         [p for p in model.parameters() if p.requires_grad], lr=config.learning_rate, weight_decay=config.weight_decay
     )
     model.train()
@@ -325,6 +368,18 @@ def _train(
                 checkpoints.save(accelerator, model, optimizer, scheduler, Progress(len(curve), micro_batches, curve))
     bar.close()
     return curve, done.step
+
+
+def _optimizer(config: ASUConfig):
+    """The optimizer class named by ``config.optimizer``."""
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW
+    try:
+        import bitsandbytes
+    except ImportError as err:
+        raise UsageError("optimizer='adamw_8bit' needs the bitsandbytes package: pip install bitsandbytes (or use "
+                         "optimizer='adamw')") from err
+    return bitsandbytes.optim.AdamW8bit
 
 
 def _save(accelerator, model, tokenizer, config: ASUConfig, out: Path) -> Path:

@@ -7,7 +7,7 @@ import json
 
 from asu.errors import UsageError
 from asu.strict import check_keys
-from cli.common import out, parse_overrides, with_json
+from cli.common import model_path, out, parse_overrides, with_json
 
 
 def cmd_model_prepare(args) -> int:
@@ -94,7 +94,53 @@ def cmd_model_finetune_tofu(args) -> int:
     return 0
 
 
+#: How to run a round in each setting of ``asu plan``.
+PLAN_HOW = {
+    "full": "asu unlearn ... (one GPU), or accelerate launch --num_processes N -m cli.main unlearn ... (DDP)",
+    "fsdp": "accelerate launch --config_file configs/accelerate-fsdp.yaml --num_processes N -m cli.main unlearn ...",
+    "lora": "asu unlearn ... --set finetune=lora --set gradient_checkpointing=true",
+}
+
+
+def cmd_plan(args) -> int:
+    from asu.plan import PlanRequest, plan
+
+    request = PlanRequest(gpus=args.gpus, gpu_memory_gb=args.gpu_memory, batch_size=args.batch_size,
+                          max_length=args.max_length, optimizer=args.optimizer, lora_rank=args.lora_rank)
+    result = plan(model_path(args.model, progress=not args.json), request)
+    if args.json:
+        out(json.dumps(result))
+        return 0 if result["recommended"] else 1
+    shape = result["shape"]
+    out(f"{args.model}: {shape['parameters'] / 1e9:.3f} B parameters, {shape['layers']} layers, hidden "
+        f"{shape['hidden']}, vocabulary {shape['vocab']}; {args.gpus} GPU(s) of {args.gpu_memory:g} GB, micro-batch "
+        f"{args.batch_size} forget + {args.batch_size} retain x {args.max_length} tokens, {args.optimizer}")
+    out(f"{'setting':<8} {'weights':>8} {'grads':>8} {'optim':>8} {'activ':>8} {'logits':>8} {'teacher':>8} "
+        f"{'total GB':>9}  fits")
+    for e in result["estimates"]:
+        out(f"{e['setting']:<8} {e['weights_gb']:>8.1f} {e['gradients_gb']:>8.1f} {e['optimizer_gb']:>8.1f} "
+            f"{e['activations_gb']:>8.1f} {e['logits_gb']:>8.1f} {e['teacher_gb']:>8.1f} {e['total_gb']:>9.1f}  "
+            f"{'yes' if e['fits'] else 'no'}")
+    chosen = result["recommended"]
+    if chosen is None:
+        out("nothing fits: lower --batch-size or --max-length, use --optimizer adamw_8bit, or add GPUs (fsdp)")
+        return 1
+    out(f"recommended: {chosen} -> {PLAN_HOW[chosen]}")
+    return 0
+
+
 def register(sub) -> None:
+    plan = with_json(sub.add_parser("plan", help="which round setting fits the GPUs (full, FSDP, LoRA), estimated "
+                                    "from the model's config before anything loads"))
+    plan.add_argument("--model", required=True, help="model folder (its config.json is enough) or name")
+    plan.add_argument("--gpus", type=int, default=1, help="number of GPUs (default 1)")
+    plan.add_argument("--gpu-memory", type=float, default=80.0, help="memory of one GPU in GB (default 80)")
+    plan.add_argument("--batch-size", type=int, default=4, help="forget items per micro-batch (default 4)")
+    plan.add_argument("--max-length", type=int, default=500, help="tokens per sequence (default 500)")
+    plan.add_argument("--optimizer", choices=["adamw", "adamw_8bit"], default="adamw")
+    plan.add_argument("--lora-rank", type=int, default=8)
+    plan.set_defaults(func=cmd_plan)
+
     model = sub.add_parser("model", help="named models: prepare, list").add_subparsers(dest="model_cmd", required=True)
     prepare = with_json(model.add_parser("prepare", help="download and convert a named real model (cached by digest)"))
     prepare.add_argument("name", help="named model, e.g. smollm2-135m (`asu model list`)")

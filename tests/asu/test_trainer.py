@@ -142,6 +142,38 @@ def test_lora_with_adapter_disabled_teacher(tiny_model_dir, tiny_sets, tmp_path)
     assert max_diff(weights(result.model_dir), weights(tiny_model_dir)) > 0  # merged adapter changed the weights
 
 
+def test_gradient_checkpointing_ends_at_the_same_weights(tiny_model_dir, tiny_sets, tmp_path):
+    """Recomputing activations in the backward pass (smoothing hooks included) changes memory, not the result."""
+    plain = run_round(tiny_model_dir, *tiny_sets, FAST, tmp_path / "plain", progress=False)
+    ckpt = run_round(tiny_model_dir, *tiny_sets, replace(FAST, gradient_checkpointing=True), tmp_path / "ckpt",
+                     progress=False)
+    assert max_diff(weights(plain.model_dir), weights(ckpt.model_dir)) < 1e-5
+
+
+@pytest.mark.parametrize("teacher", ["precomputed", "adapter_disabled"])
+def test_lora_with_gradient_checkpointing_trains_every_adapter_tensor(tiny_model_dir, tiny_sets, tmp_path, teacher):
+    """open-unlearning's LoRA + checkpointing runs left lora_B at zero: here every adapter tensor moves (no weight
+    decay, so only a gradient can move one) and the round reports none unmoved."""
+    pytest.importorskip("peft")
+    config = replace(FAST, finetune="lora", teacher=teacher, gradient_checkpointing=True, weight_decay=0.0,
+                     learning_rate=1e-2)
+    result = run_round(tiny_model_dir, *tiny_sets, config, tmp_path / "lora", progress=False)
+    assert result.metrics["unmoved_adapter_tensors"] == 0.0
+    assert max_diff(weights(result.model_dir), weights(tiny_model_dir)) > 0
+
+
+def test_an_unavailable_8bit_optimizer_is_a_clear_error_before_any_work(tiny_model_dir, tiny_sets, tmp_path):
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("bitsandbytes is installed: the 8-bit optimizer is available")
+    with pytest.raises(ValueError, match="optimizer='adamw_8bit' needs the bitsandbytes package: pip install"):
+        run_round(tiny_model_dir, *tiny_sets, replace(FAST, optimizer="adamw_8bit"), tmp_path / "bnb", progress=False)
+    assert not (tmp_path / "bnb").exists()
+
+
 def test_asu_forgets_the_forget_author_and_keeps_the_rest(tiny_model_dir, tiny_sets, tmp_path):
     """On a model that memorised its data, ASU lowers forget ROUGE-L while retain ROUGE-L stays."""
     from asu.evaluation import score_qa
