@@ -4,6 +4,8 @@ One checkpoint is a folder ``.checkpoint/step-<8 digits>/`` holding:
 
 - ``student.safetensors``: the trainable parameters by name (every weight for full fine-tuning, the adapter for LoRA);
 - ``optimizer.pt``, ``scheduler.pt``: AdamW and learning-rate scheduler state dicts;
+- a sharded (FSDP) round instead of the first two: ``sharded/``, accelerate's ``save_state`` of the model and
+  optimizer shards of every process (``scheduler.pt`` as above);
 - ``rng-<process>.pt``: python ``random``, numpy, torch (and CUDA) RNG states of each process;
 - ``state.json``: the round's fingerprint, optimizer steps done, data-loader batches consumed per process (the
   loader follows a fixed schedule, so this count is its whole position) and the training curve so far.
@@ -36,11 +38,13 @@ import torch
 from asu.config import ASUConfig, CheckpointEvery
 from asu.errors import UsageError
 from asu.hashing import sha256_json
+from asu.sharding import is_sharded
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = ".checkpoint"
 _STEP_PREFIX, _TMP_PREFIX = "step-", "tmp-step-"
+_SHARDED = "sharded"  # an FSDP round's checkpoint: accelerate's sharded model and optimizer state
 
 
 class CheckpointMismatchError(UsageError):
@@ -197,13 +201,16 @@ class RoundCheckpoints:
         from safetensors.torch import load_file
 
         state = checked_state(folder, self.fingerprint)
-        saved, params = load_file(str(folder / "student.safetensors")), _trainable(accelerator.unwrap_model(model))
-        if set(saved) != set(params):
-            raise CheckpointMismatchError(f"{folder}: saved parameters differ from the model's; delete {self.root}")
-        with torch.no_grad():
-            for name, param in params.items():
-                param.copy_(saved[name])
-        optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location="cpu"))
+        if (folder / _SHARDED).is_dir():  # an FSDP round: every process loads its own shards
+            accelerator.load_state(str(folder / _SHARDED))
+        else:
+            saved, params = load_file(str(folder / "student.safetensors")), _trainable(accelerator.unwrap_model(model))
+            if set(saved) != set(params):
+                raise CheckpointMismatchError(f"{folder}: saved parameters differ from the model's; delete {self.root}")
+            with torch.no_grad():
+                for name, param in params.items():
+                    param.copy_(saved[name])
+            optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location="cpu"))
         scheduler.load_state_dict(torch.load(folder / "scheduler.pt", map_location="cpu"))
         _set_rng_state(torch.load(folder / f"rng-{accelerator.process_index}.pt", map_location="cpu"))
         progress = Progress(state["step"], state["micro_batches"], state["curve"])
@@ -220,11 +227,16 @@ class RoundCheckpoints:
                 shutil.rmtree(stale)
             tmp.mkdir(parents=True)
         accelerator.wait_for_everyone()
+        sharded = is_sharded(accelerator)
+        if sharded:  # the model and optimizer shards, written by every process
+            accelerator.save_state(str(tmp / _SHARDED))
         torch.save(_rng_state(), tmp / f"rng-{accelerator.process_index}.pt")
         if accelerator.is_main_process:
-            weights = {k: p.detach().contiguous().cpu() for k, p in _trainable(accelerator.unwrap_model(model)).items()}
-            save_file(weights, str(tmp / "student.safetensors"))
-            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+            if not sharded:
+                trainable = _trainable(accelerator.unwrap_model(model))
+                save_file({k: p.detach().contiguous().cpu() for k, p in trainable.items()},
+                          str(tmp / "student.safetensors"))
+                torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
             torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
             state = {"fingerprint": self.fingerprint, **progress.__dict__}
             (tmp / "state.json").write_text(json.dumps(state))

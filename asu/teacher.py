@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import torch
@@ -158,7 +158,7 @@ class PrecomputedTeacher:
 
     def __init__(
         self,
-        forget: list[TokenDistributions],
+        forget: dict[int, TokenDistributions],
         retain: dict[int, TokenDistributions],
         forget_loglik: torch.Tensor | None,
         retain_acts: dict[int, torch.Tensor] | None = None,
@@ -179,7 +179,7 @@ class PrecomputedTeacher:
         return torch.cat([self.retain_acts[i] for i in batch["item_ids"].tolist()])
 
     def extra_bytes(self) -> int:
-        stored = [*self.forget, *self.retain.values()]
+        stored = [*self.forget.values(), *self.retain.values()]
         loglik = 0 if self.forget_loglik is None else self.forget_loglik.numel() * 4
         acts = sum(a.numel() * a.element_size() for a in self.retain_acts.values())
         return sum(d.nbytes() for d in stored) + loglik + acts
@@ -195,29 +195,49 @@ class PrecomputedTeacher:
         pad_id: int,
         batch_size: int = 8,
         excluded: list[int] | None = None,
+        *,
+        forget_ids: Sequence[int] | None = None,
+        agree: Callable[[int], int] | None = None,
     ) -> PrecomputedTeacher:
         """Run ``model`` (before any update, in eval mode) over the forget items and the used retain items, once.
 
         Only what the objective needs is computed: smoothed forget targets (ASU), tau = 1 retain targets
         (retain KL), tau = 1 forget log-likelihoods (NPO) and ``rmu_layer`` retain activations (RMU).
+
+        Sharded rounds (FSDP) compute per process: ``forget_ids`` are the forget items this process's batches hold
+        (default: all) and ``retain`` only its retain items; ``agree(n)`` returns the largest ``n`` over the
+        processes, and each pads its items to that count (repeating its first), because every process must run
+        the same number of forward passes through a sharded model (default: no padding).
         """
         live, objective = LiveTeacher(model, config, excluded=excluded), config.objective
+        agree = agree or (lambda n: n)
+        f_ids = sorted(set(range(len(forget)) if forget_ids is None else forget_ids))
+        r_ids = sorted(retain)
+
+        def padded(ids: list[int], fallback: int) -> list[int]:
+            return ids + [ids[0] if ids else fallback] * (agree(len(ids)) - len(ids))
+
         was_training = model.training
         model.eval()
         try:
-            forget_store, retain_store, loglik, acts = [], {}, None, {}
+            forget_store, retain_store, loglik, acts = {}, {}, None, {}
             if objective.needs_teacher:
-                forget_store = _per_item(model, live.forget_targets, forget, pad_id, batch_size, config, False)
+                items = [forget[i] for i in padded(f_ids, 0)]
+                parts = _per_item(model, live.forget_targets, items, pad_id, batch_size, config, False)
+                forget_store = dict(zip(f_ids, parts[: len(f_ids)], strict=True))
             if objective.needs_retain_reference:
-                ids = sorted(retain)
-                items = [retain[i] for i in ids]
+                items = [retain[i] for i in padded(r_ids, next(iter(retain), 0))]
                 parts = _per_item(model, live.retain_targets, items, pad_id, batch_size, config, True)
-                retain_store = dict(zip(ids, parts, strict=True))
+                retain_store = dict(zip(r_ids, parts[: len(r_ids)], strict=True))
             if objective.needs_forget_reference:
-                batches = (_batch(forget[s : s + batch_size], pad_id, model) for s in range(0, len(forget), batch_size))
-                loglik = torch.cat([live.forget_reference_loglik(b) for b in batches])
+                items = [forget[i] for i in padded(f_ids, 0)]
+                batches = (_batch(items[s : s + batch_size], pad_id, model) for s in range(0, len(items), batch_size))
+                mine = torch.cat([live.forget_reference_loglik(b) for b in batches])[: len(f_ids)]
+                loglik = torch.full((len(forget),), float("nan"), device=mine.device)
+                loglik[torch.tensor(f_ids, device=mine.device)] = mine
             if objective.needs_retain_activations:
-                acts = _per_item_activations(model, live, retain, pad_id, batch_size)
+                acts = _per_item_activations(model, live, retain, padded(r_ids, next(iter(retain), 0)), pad_id,
+                                             batch_size)
         finally:
             model.train(was_training)
         teacher = cls(forget_store, retain_store, loglik, acts)
@@ -274,10 +294,10 @@ def _per_item(
 
 
 def _per_item_activations(
-    model, live: LiveTeacher, items: dict[int, Encoded], pad_id: int, batch_size: int
+    model, live: LiveTeacher, items: dict[int, Encoded], ids: list[int], pad_id: int, batch_size: int
 ) -> dict[int, torch.Tensor]:
-    """Retain index -> [n_i, H] fp32 ``rmu_layer`` activations at the item's n_i labelled tokens."""
-    ids = sorted(items)
+    """Retain index -> [n_i, H] fp32 ``rmu_layer`` activations at the item's n_i labelled tokens, for ``ids`` (in
+    order; a repeated id, the padding of a sharded round, is computed again and stored once)."""
     counts = [sum(t != IGNORE_INDEX for t in items[i].labels) for i in ids]
     out: dict[int, torch.Tensor] = {}
     for start in range(0, len(ids), batch_size):

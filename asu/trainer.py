@@ -35,6 +35,15 @@ from asu.device import Placement
 from asu.errors import DiskFull, UsageError
 from asu.modeling import load_model_and_tokenizer
 from asu.passages import is_passage
+from asu.sharding import (
+    check_sharded_config,
+    fsdp_requested,
+    full_state_dict,
+    is_sharded,
+    local_item_ids,
+    make_accelerator,
+    max_over_processes,
+)
 from asu.step import objective_loss
 from asu.teacher import (
     PrecomputedTeacher,
@@ -242,15 +251,19 @@ def run_round(
 
     The result's ``metrics["resumed_from_step"]`` is the optimizer step the call resumed after (0: fresh start).
     """
-    from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
     metric_logger = metric_logger or NullLogger()
     _optimizer(config)  # a missing optional package fails here, before any model is loaded
+    if fsdp_requested():
+        check_sharded_config(config)
+        if teacher_model_dir is not None:
+            raise UsageError("a separate teacher model (teacher_source='original') is not supported under FSDP yet: "
+                             "run the round with teacher_source='previous', or without FSDP")
     # RMU's loss reads a decoder layer's output: the layers above it and the LM head get no gradient, which DDP
     # only tolerates when told to look for unused parameters.
     find_unused = config.objective.uses_layer_activations
-    accelerator = Accelerator(
+    accelerator = make_accelerator(
         mixed_precision=_mixed_precision(config),
         gradient_accumulation_steps=config.grad_accum_steps,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused)],
@@ -284,13 +297,15 @@ def run_round(
     model.to(accelerator.device)
     # Built from the round's original weights on every call: a resumed student's weights are loaded only in _train.
     with accelerator.autocast():
-        if teacher_model_dir is None:
+        if is_sharded(accelerator):
+            teacher = None  # computed per process from the sharded model, in _train
+        elif teacher_model_dir is None:
             teacher = build_teacher(model, data, config, tokenizer.pad_token_id)
         else:
             teacher = build_teacher(_teacher_model(teacher_model_dir, model, config).to(accelerator.device), data,
                                     config, tokenizer.pad_token_id)
     metric_logger.log_params({**config.to_dict(), "num_forget": len(data.forget), "num_retain_used": len(data.retain)})
-    curve, resumed = _train(
+    curve, resumed, teacher = _train(
         accelerator, model, data, teacher, config, tokenizer.pad_token_id, metric_logger, progress, checkpoints
     )
     frozen = _unmoved_adapter_tensors(accelerator.unwrap_model(model), adapter_start)
@@ -315,14 +330,18 @@ def _train(
     accelerator,
     model,
     data: PreparedData,
-    teacher: Teacher,
+    teacher: Teacher | None,
     config: ASUConfig,
     pad_id: int,
     metric_logger: MetricLogger,
     progress: bool,
     checkpoints: RoundCheckpoints,
-) -> tuple[list[dict[str, float]], int]:
-    """The optimisation loop, resumed from ``checkpoints`` when one matches; returns (curve, resumed step).
+) -> tuple[list[dict[str, float]], int, Teacher]:
+    """The optimisation loop, resumed from ``checkpoints`` when one matches; returns (curve, resumed step, teacher).
+
+    ``teacher`` None (a sharded round): each process builds the precomputed teacher of its own batches' items from
+    the sharded model, after ``prepare`` and before a checkpoint's weights are restored (targets of the original
+    model).
 
     The curve has one row per optimizer step, including the steps done before a resume.
     """
@@ -338,6 +357,8 @@ def _train(
     per_epoch = max(1, total // config.epochs)
     # Not prepared: accelerate would step a prepared scheduler once per process per step.
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps(per_epoch, config), total)
+    if teacher is None:
+        teacher = _sharded_teacher(accelerator, model, data, loader, config, pad_id)
     done = checkpoints.restore(accelerator, model, optimizer, scheduler)
     if done.micro_batches:  # the loader follows a fixed schedule: skipping the consumed batches restores its position
         loader = accelerator.skip_first_batches(loader, done.micro_batches)
@@ -367,7 +388,17 @@ def _train(
             if checkpoints.due(len(curve), total, per_epoch):
                 checkpoints.save(accelerator, model, optimizer, scheduler, Progress(len(curve), micro_batches, curve))
     bar.close()
-    return curve, done.step
+    return curve, done.step, teacher
+
+
+def _sharded_teacher(accelerator, model, data: PreparedData, loader, config: ASUConfig, pad_id: int) -> Teacher:
+    """This process's precomputed teacher: the targets of the items in its own batches, from the sharded model."""
+    forget_ids, retain_ids = local_item_ids(loader)
+    with accelerator.autocast():
+        return PrecomputedTeacher.build(
+            model, config, data.forget, {i: data.retain[i] for i in retain_ids}, pad_id, config.batch_size,
+            data.excluded, forget_ids=forget_ids, agree=lambda n: max_over_processes(accelerator, n),
+        )
 
 
 def _optimizer(config: ASUConfig):
@@ -388,6 +419,7 @@ def _save(accelerator, model, tokenizer, config: ASUConfig, out: Path) -> Path:
     A ``round.json`` of an earlier round in ``out`` is deleted first: it must never vouch for these new weights.
     """
     accelerator.wait_for_everyone()
+    state = full_state_dict(accelerator, model) if is_sharded(accelerator) else None
     model = accelerator.unwrap_model(model)
     if config.finetune == "lora":
         model = model.merge_and_unload()
@@ -396,7 +428,7 @@ def _save(accelerator, model, tokenizer, config: ASUConfig, out: Path) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         (out / "round.json").unlink(missing_ok=True)
         try:
-            model.save_pretrained(out, safe_serialization=True)
+            model.save_pretrained(out, state_dict=state, safe_serialization=True)
             tokenizer.save_pretrained(out)
         except Exception as err:
             if DiskFull.matches(err):  # the folder stays without round.json: never taken for a result
