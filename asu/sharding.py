@@ -32,8 +32,14 @@ def fsdp_requested() -> bool:
     return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
 
 
-def check_sharded_config(config: ASUConfig) -> None:
-    """Refuse the round settings that cannot run sharded, naming the fix (before any model loads)."""
+def check_sharded_config(config: ASUConfig, separate_teacher: bool = False) -> None:
+    """Refuse the round settings that cannot run sharded, naming the fix (before any model loads).
+
+    ``separate_teacher``: the round was given a teacher model of its own (``teacher_source='original'``).
+    """
+    if separate_teacher:
+        raise UsageError("a separate teacher model (teacher_source='original') is not supported under FSDP yet: "
+                         "run the round with teacher_source='previous', or without FSDP")
     if config.finetune == "lora":
         raise UsageError("finetune='lora' under FSDP is not supported (the adapter merge needs the full weights on "
                          "one device): run LoRA rounds on one GPU (see `asu plan`), or finetune='full' under FSDP")
@@ -91,10 +97,5 @@ def max_over_processes(accelerator, n: int) -> int:
     return int(accelerator.gather(torch.tensor([n], device=accelerator.device)).max())
 
 
-def full_state_dict(accelerator, model) -> dict[str, torch.Tensor]:
-    """The whole model's weights on the main process (empty on the others); every process must call this."""
-    return accelerator.get_state_dict(model)
-
-
-__all__ = ["check_sharded_config", "fsdp_requested", "full_state_dict", "is_sharded", "local_item_ids",
-           "make_accelerator", "max_over_processes"]
+__all__ = ["check_sharded_config", "fsdp_requested", "is_sharded", "local_item_ids", "make_accelerator",
+           "max_over_processes"]

@@ -221,23 +221,23 @@ class PrecomputedTeacher:
         model.eval()
         try:
             forget_store, retain_store, loglik, acts = {}, {}, None, {}
+            forget_items = [forget[i] for i in padded(f_ids, 0)]
+            retain_order = padded(r_ids, next(iter(retain), 0))
             if objective.needs_teacher:
-                items = [forget[i] for i in padded(f_ids, 0)]
-                parts = _per_item(model, live.forget_targets, items, pad_id, batch_size, config, False)
+                parts = _per_item(model, live.forget_targets, forget_items, pad_id, batch_size, config, False)
                 forget_store = dict(zip(f_ids, parts[: len(f_ids)], strict=True))
             if objective.needs_retain_reference:
-                items = [retain[i] for i in padded(r_ids, next(iter(retain), 0))]
-                parts = _per_item(model, live.retain_targets, items, pad_id, batch_size, config, True)
+                parts = _per_item(model, live.retain_targets, [retain[i] for i in retain_order], pad_id, batch_size,
+                                  config, True)
                 retain_store = dict(zip(r_ids, parts[: len(r_ids)], strict=True))
             if objective.needs_forget_reference:
-                items = [forget[i] for i in padded(f_ids, 0)]
-                batches = (_batch(items[s : s + batch_size], pad_id, model) for s in range(0, len(items), batch_size))
+                batches = (_batch(forget_items[s : s + batch_size], pad_id, model)
+                           for s in range(0, len(forget_items), batch_size))
                 mine = torch.cat([live.forget_reference_loglik(b) for b in batches])[: len(f_ids)]
                 loglik = torch.full((len(forget),), float("nan"), device=mine.device)
                 loglik[torch.tensor(f_ids, device=mine.device)] = mine
             if objective.needs_retain_activations:
-                acts = _per_item_activations(model, live, retain, padded(r_ids, next(iter(retain), 0)), pad_id,
-                                             batch_size)
+                acts = _per_item_activations(model, live, retain, retain_order, pad_id, batch_size)
         finally:
             model.train(was_training)
         teacher = cls(forget_store, retain_store, loglik, acts)

@@ -20,7 +20,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,7 +38,6 @@ from asu.passages import is_passage
 from asu.sharding import (
     check_sharded_config,
     fsdp_requested,
-    full_state_dict,
     is_sharded,
     local_item_ids,
     make_accelerator,
@@ -256,10 +255,7 @@ def run_round(
     metric_logger = metric_logger or NullLogger()
     _optimizer(config)  # a missing optional package fails here, before any model is loaded
     if fsdp_requested():
-        check_sharded_config(config)
-        if teacher_model_dir is not None:
-            raise UsageError("a separate teacher model (teacher_source='original') is not supported under FSDP yet: "
-                             "run the round with teacher_source='previous', or without FSDP")
+        check_sharded_config(config, separate_teacher=teacher_model_dir is not None)
     # RMU's loss reads a decoder layer's output: the layers above it and the LM head get no gradient, which DDP
     # only tolerates when told to look for unused parameters.
     find_unused = config.objective.uses_layer_activations
@@ -296,17 +292,21 @@ def run_round(
         check_rmu_layer(model, config)
     model.to(accelerator.device)
     # Built from the round's original weights on every call: a resumed student's weights are loaded only in _train.
-    with accelerator.autocast():
-        if is_sharded(accelerator):
-            teacher = None  # computed per process from the sharded model, in _train
-        elif teacher_model_dir is None:
-            teacher = build_teacher(model, data, config, tokenizer.pad_token_id)
-        else:
-            teacher = build_teacher(_teacher_model(teacher_model_dir, model, config).to(accelerator.device), data,
-                                    config, tokenizer.pad_token_id)
+    if is_sharded(accelerator):  # each process computes its own items' targets from the sharded model, in _train
+        teacher_for = _sharded_teacher
+    else:
+        with accelerator.autocast():
+            if teacher_model_dir is None:
+                teacher = build_teacher(model, data, config, tokenizer.pad_token_id)
+            else:
+                teacher = build_teacher(_teacher_model(teacher_model_dir, model, config).to(accelerator.device),
+                                        data, config, tokenizer.pad_token_id)
+
+        def teacher_for(*_) -> Teacher:
+            return teacher
     metric_logger.log_params({**config.to_dict(), "num_forget": len(data.forget), "num_retain_used": len(data.retain)})
     curve, resumed, teacher = _train(
-        accelerator, model, data, teacher, config, tokenizer.pad_token_id, metric_logger, progress, checkpoints
+        accelerator, model, data, teacher_for, config, tokenizer.pad_token_id, metric_logger, progress, checkpoints
     )
     frozen = _unmoved_adapter_tensors(accelerator.unwrap_model(model), adapter_start)
     out = _save(accelerator, model, tokenizer, config, output_dir)
@@ -330,7 +330,7 @@ def _train(
     accelerator,
     model,
     data: PreparedData,
-    teacher: Teacher | None,
+    teacher_for: Callable[..., Teacher],
     config: ASUConfig,
     pad_id: int,
     metric_logger: MetricLogger,
@@ -339,9 +339,9 @@ def _train(
 ) -> tuple[list[dict[str, float]], int, Teacher]:
     """The optimisation loop, resumed from ``checkpoints`` when one matches; returns (curve, resumed step, teacher).
 
-    ``teacher`` None (a sharded round): each process builds the precomputed teacher of its own batches' items from
-    the sharded model, after ``prepare`` and before a checkpoint's weights are restored (targets of the original
-    model).
+    ``teacher_for(accelerator, model, data, loader, config, pad_id)`` gives the teacher, called after ``prepare``
+    and before a checkpoint's weights are restored (targets of the original model): the teacher built before
+    training, or in a sharded round :func:`_sharded_teacher`.
 
     The curve has one row per optimizer step, including the steps done before a resume.
     """
@@ -357,8 +357,7 @@ def _train(
     per_epoch = max(1, total // config.epochs)
     # Not prepared: accelerate would step a prepared scheduler once per process per step.
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps(per_epoch, config), total)
-    if teacher is None:
-        teacher = _sharded_teacher(accelerator, model, data, loader, config, pad_id)
+    teacher = teacher_for(accelerator, model, data, loader, config, pad_id)
     done = checkpoints.restore(accelerator, model, optimizer, scheduler)
     if done.micro_batches:  # the loader follows a fixed schedule: skipping the consumed batches restores its position
         loader = accelerator.skip_first_batches(loader, done.micro_batches)
@@ -419,7 +418,8 @@ def _save(accelerator, model, tokenizer, config: ASUConfig, out: Path) -> Path:
     A ``round.json`` of an earlier round in ``out`` is deleted first: it must never vouch for these new weights.
     """
     accelerator.wait_for_everyone()
-    state = full_state_dict(accelerator, model) if is_sharded(accelerator) else None
+    # Sharded: gathered into one full state dict on the main process (every process takes part).
+    state = accelerator.get_state_dict(model) if is_sharded(accelerator) else None
     model = accelerator.unwrap_model(model)
     if config.finetune == "lora":
         model = model.merge_and_unload()
