@@ -56,6 +56,7 @@ SYNTHETIC_SIZES = {
     # name: (hidden, layers, heads, intermediate); vocabulary 32000 as Llama-2 (KL cost grows with it)
     "llama-160m": (768, 12, 12, 2048),
     "llama-1b": (2048, 16, 16, 5504),
+    "llama-tiny": (64, 2, 4, 128),  # CPU smoke runs of bench.gpu_check (4.2M parameters, 4.1M of them vocabulary)
 }
 
 
