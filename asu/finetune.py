@@ -3,11 +3,14 @@ relearning attack (``asu.robustness``).
 
 Full-parameter AdamW (decoupled weight decay on matrices only), linear warm-up then linear decay to 0 at the last
 step, gradient clipping, answer tokens + EOS in the loss (``asu.losses.nll_loss``: mean per sequence, then over the
-batch), length-windowed seeded batches. The model is trained in place.
+batch), length-windowed seeded batches. The model is trained in place, on the device it is on (or ``device``): batches
+follow it; on a CUDA device with bfloat16 the forward and backward run under bfloat16 autocast while the weights and
+the optimiser state stay float32.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -108,16 +111,28 @@ def batch_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.
     return nll_loss(logits, labels[:, -keep:])
 
 
+def _autocast(device: torch.device):
+    """bfloat16 autocast on a CUDA device that supports it (float32 weights and optimiser state); else nothing."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def finetune(model: PreTrainedModel, encoded: list[Encoded], schedule: FinetuneSchedule, pad_id: int, *,
              label: str = "fine-tune", progress: bool = False,
-             on_epoch: Callable[[int, float], None] | None = None) -> list[float]:
+             on_epoch: Callable[[int, float], None] | None = None, device: torch.device | None = None) -> list[float]:
     """Fine-tune ``model`` in place on ``encoded``; returns each epoch's mean loss. One log line per epoch.
 
-    ``on_epoch(epoch, loss)`` (1-based epoch) is called after each epoch, the model in train mode. The model is left
-    in eval mode. Seed torch's global RNG around the call for bit-identical runs (dropout, if the model has any).
+    ``device``: move the model there first (default: train where it is). ``on_epoch(epoch, loss)`` (1-based epoch)
+    is called after each epoch, the model in train mode; an exception it raises stops the fine-tune. The model is
+    left in eval mode, on the training device. Seed torch's global RNG around the call for bit-identical runs
+    (dropout, if the model has any).
     """
     if not encoded:
         raise UsageError(f"{label}: no items to train on")
+    if device is not None:
+        model.to(device)
+    where = next(model.parameters()).device
     log = logger.info if progress else logger.debug
     total_steps = schedule.epochs * steps_per_epoch(len(encoded), schedule)
     optimizer, scheduler = make_optimizer(model, schedule, total_steps)
@@ -134,7 +149,9 @@ def finetune(model: PreTrainedModel, encoded: list[Encoded], schedule: FinetuneS
             step_batches = batches[start:start + schedule.grad_accum]
             step_items = sum(len(rows) for rows in step_batches)
             for rows in step_batches:
-                loss = batch_loss(model, collate([encoded[i] for i in rows], pad_id))
+                batch = {k: v.to(where) for k, v in collate([encoded[i] for i in rows], pad_id).items()}
+                with _autocast(where):
+                    loss = batch_loss(model, batch)
                 (loss * (len(rows) / step_items)).backward()
                 losses.append((loss.item(), len(rows)))
             torch.nn.utils.clip_grad_norm_(params, schedule.max_grad_norm)

@@ -28,10 +28,9 @@ its earlier numbers and an ``error`` / ``timeout`` entry, and never stops the pa
    without the forget split's authors, then forget01 (then forget05, forget10 while time remains) unlearned with ASU
    (``auto_unlearn``: settings searched by the product) and NPO (open-unlearning's untuned settings: lr 1e-5,
    10 epochs, effective batch 32, beta 0.1), each scored with the full TOFU suite (forget quality against the retain
-   model, model utility) next to open-unlearning's Llama-3.2-1B-Instruct figures. ``asu model finetune-tofu``
-   trains on the CPU (``asu.finetune`` never moves the model), so this part swaps in a training function that moves
-   the model and its batches to the GPU and trains in bf16 autocast (``tofu_on_device``); everything else (data,
-   schedule, memorisation check, saving) is the library's. Builds are cached under ``<cache>/tofu-gpu/``, so a
+   model, model utility) next to open-unlearning's Llama-3.2-1B-Instruct figures. The builds are the library's
+   (``build_tofu_model``: on the GPU in bfloat16 autocast, float32 weights), stopped by ``budget_watch`` when their
+   projected end passes the part's deadline. Builds are cached under ``<cache>/tofu-gpu/``, so a
    second run goes on where the first stopped. Each stage is started only when its estimated time fits what is left
    of the part's budget; a stage not run is listed under ``skipped`` with the reason.
 
@@ -396,62 +395,32 @@ def part_request(args, deadline: float, checkpoint: Callable[[dict], None]) -> d
 # --- part 3: TOFU at the published scale -----------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def tofu_on_device(device, *, deadline: float | None = None, log: Callable[[str], None] = logger.info):
-    """``asu.models.tofu_finetune.build_tofu_model`` training on ``device`` in bf16 autocast (fp32 master weights).
+def budget_watch(role: str, epochs: int, deadline: float | None, log: Callable[[str], None]):
+    """An ``on_epoch`` callback for ``build_tofu_model``: logs each epoch and, when the build's projected end is
+    after ``deadline`` (epoch seconds), stops it with ``BudgetExceeded`` (the library then publishes nothing)."""
+    started = time.time()
 
-    The library's fine-tune runs the model where it was loaded (the CPU); inside this context its training function
-    first moves the model to ``device`` and ``asu.finetune``'s batches follow it. After each epoch the build's time is
-    projected; when it would end after ``deadline`` (epoch seconds) the build stops with ``BudgetExceeded`` (nothing
-    is published). The memorisation check then scores the model where it is, on ``device``.
-    """
-    import torch
+    def watch(epoch: int, loss: float) -> None:
+        elapsed = time.time() - started
+        projected = elapsed / epoch * epochs
+        log(f"tofu {role}: epoch {epoch}/{epochs}, loss {loss:.4f}, {elapsed:.0f} s, projected {projected:.0f} s")
+        if deadline is not None and epoch < epochs and started + projected + 30 > deadline:
+            raise BudgetExceeded(f"the {role} build would take ~{projected:.0f} s of training ({elapsed / epoch:.1f} s "
+                                 f"an epoch), more than the {deadline - started:.0f} s left")
 
-    import asu.finetune as finetune_module
-    import asu.models.tofu_finetune as tofu_module
-
-    train, collate = tofu_module.train_tofu, finetune_module.collate
-
-    def collate_on_device(encoded, pad_id, item_ids=None):
-        return {k: v.to(device, non_blocking=True) for k, v in collate(encoded, pad_id, item_ids).items()}
-
-    def train_on_device(model, encoded, spec, pad_id, *, progress=False, on_epoch=None):
-        model.to(device)
-        started = time.perf_counter()
-
-        def watch(epoch: int, loss: float) -> None:
-            elapsed = time.perf_counter() - started
-            projected = elapsed / epoch * spec.epochs
-            log(f"tofu {spec.role}: epoch {epoch}/{spec.epochs}, loss {loss:.4f}, {elapsed:.0f} s, projected "
-                f"{projected:.0f} s")
-            if deadline is not None and epoch < spec.epochs and started_at + projected + 30 > deadline:
-                raise BudgetExceeded(f"the {spec.role} build would take ~{projected:.0f} s of training "
-                                     f"({elapsed / epoch:.1f} s an epoch), more than the "
-                                     f"{deadline - started_at:.0f} s left")
-            if on_epoch is not None:
-                on_epoch(epoch, loss)
-
-        started_at = time.time()
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-        with autocast:
-            return train(model, encoded, spec, pad_id, progress=progress, on_epoch=watch)
-
-    tofu_module.train_tofu, finetune_module.collate = train_on_device, collate_on_device
-    try:
-        yield
-    finally:
-        tofu_module.train_tofu, finetune_module.collate = train, collate
+    return watch
 
 
-def ensure_tofu_on_device(spec, device, deadline: float, log: Callable[[str], None], root: Path | None = None) -> Path:
-    """``<root>/<role>-<digest[:12]>`` of ``spec``, built once; ``root`` defaults to ``<cache>/tofu-gpu`` (apart from
-    the library's CPU builds: other numerics)."""
+def ensure_tofu_on_device(spec, deadline: float, log: Callable[[str], None], root: Path | None = None) -> Path:
+    """``<root>/<role>-<digest[:12]>`` of ``spec``, built once (on the GPU when there is one: ``build_tofu_model``
+    trains in bfloat16 autocast there); ``root`` defaults to ``<cache>/tofu-gpu`` (apart from the CPU builds:
+    other numerics)."""
     from asu.cache import build_once, cache_root
     from asu.models.tofu_finetune import FINETUNE_MARKER, build_tofu_model
 
     target = (root or cache_root() / "tofu-gpu") / f"{spec.role}-{spec.digest()[:12]}"
-    with tofu_on_device(device, deadline=deadline, log=log):
-        return build_once(target, FINETUNE_MARKER, lambda staging: build_tofu_model(spec, staging))
+    watch = budget_watch(spec.role, spec.epochs, deadline, log)
+    return build_once(target, FINETUNE_MARKER, lambda staging: build_tofu_model(spec, staging, on_epoch=watch))
 
 
 def part_tofu(args, deadline: float, checkpoint: Callable[[dict], None]) -> dict:
@@ -527,7 +496,7 @@ def part_tofu(args, deadline: float, checkpoint: Callable[[dict], None]) -> dict
     folders: dict[str, Path] = {}
 
     def build(key: str, spec) -> dict:
-        folder = ensure_tofu_on_device(spec, device, deadline, log, root=work / "builds" if smoke else None)
+        folder = ensure_tofu_on_device(spec, deadline, log, root=work / "builds" if smoke else None)
         folders[key] = folder
         record = read_finetune_record(folder)
         return {"folder": str(folder), "metrics": record["metrics"], "build_seconds": record["seconds"],

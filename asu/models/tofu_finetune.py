@@ -254,11 +254,13 @@ def tofu_folder(spec: TofuFinetuneSpec, cache_dir: str | Path | None = None) -> 
 
 
 def train_tofu(model: PreTrainedModel, encoded: list[Encoded], spec: TofuFinetuneSpec, pad_id: int, *,
-               progress: bool = False, on_epoch: Callable[[int, float], None] | None = None) -> list[float]:
-    """Fine-tune ``model`` in place on ``encoded`` with the spec's schedule (``asu.finetune.finetune``); returns each
-    epoch's mean loss. ``on_epoch(epoch, loss)`` as there (pilots use it to measure memorisation along the way)."""
+               progress: bool = False, on_epoch: Callable[[int, float], None] | None = None,
+               device: torch.device | None = None) -> list[float]:
+    """Fine-tune ``model`` in place on ``encoded`` with the spec's schedule (``asu.finetune.finetune``, on ``device``:
+    bfloat16 autocast on a GPU); returns each epoch's mean loss. ``on_epoch(epoch, loss)`` as there (pilots use it
+    to measure memorisation along the way, a time budget to stop a build)."""
     return finetune(model, encoded, spec.schedule, pad_id, label=f"tofu {spec.role}", progress=progress,
-                    on_epoch=on_epoch)
+                    on_epoch=on_epoch, device=device)
 
 
 # --- memorisation ---------------------------------------------------------------------------------------------------
@@ -288,8 +290,13 @@ def memorisation(model: PreTrainedModel, tokenizer, items: list[QAItem], spec: T
 
 
 def build_tofu_model(spec: TofuFinetuneSpec, out_dir: str | Path, *, progress: bool = False,
-                     cache_dir: str | Path | None = None) -> Path:
+                     cache_dir: str | Path | None = None,
+                     on_epoch: Callable[[int, float], None] | None = None) -> Path:
     """Fine-tune ``spec.base`` on ``spec.trained_authors``, check memorisation, save into ``out_dir``.
+
+    Trains on the GPU when there is one (bfloat16 autocast, float32 weights), else on the CPU; the device is recorded
+    in ``finetune.json``. ``on_epoch(epoch, loss)`` is called after each epoch; an exception it raises stops the build
+    and publishes nothing.
 
     ``out_dir`` receives the safetensors weights, the tokenizer and, last, ``finetune.json``. A target whose forget
     ROUGE-L recall is below ``spec.min_forget_rouge`` raises ``TofuMemorisationError`` before anything is saved.
@@ -303,13 +310,15 @@ def build_tofu_model(spec: TofuFinetuneSpec, out_dir: str | Path, *, progress: b
     started = time.perf_counter()
     base_folder = resolve_model(spec.base, progress=progress, cache_dir=cache_dir)
     model, tokenizer = load_model_and_tokenizer(base_folder, placement=Placement().for_training())
+    device = Placement().torch_device()
     items = tofu_items(spec.trained_authors)
     encoded = [encode_qa(tokenizer, item, spec.max_length, "chat_template") for item in items]
     log("tofu %s: fine-tuning %s on authors %s (%d items, %d epochs, %d steps/epoch)", spec.role, spec.base,
         list(spec.trained_authors), len(items), spec.epochs, steps_per_epoch(len(items), spec.schedule))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
-        epoch_losses = train_tofu(model, encoded, spec, tokenizer.pad_token_id, progress=progress)
+        epoch_losses = train_tofu(model, encoded, spec, tokenizer.pad_token_id, progress=progress,
+                                  on_epoch=on_epoch, device=device)
     train_seconds = time.perf_counter() - started
 
     forget = memorisation(model, tokenizer, tofu_items(spec.forget_authors), spec)
@@ -350,7 +359,7 @@ def build_tofu_model(spec: TofuFinetuneSpec, out_dir: str | Path, *, progress: b
         "weights_sha256": weights_digest(model.state_dict()), "metrics": metrics, "epoch_loss": epoch_losses,
         "seconds": {"train": round(train_seconds, 1), "eval": round(eval_seconds, 1),
                     "total": round(time.perf_counter() - started, 1)},
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads(), "device": str(device),
     }
     (out_dir / FINETUNE_MARKER).write_text(json.dumps(record, indent=2), encoding="utf-8")
     log("tofu %s built in %.0f s (training %.0f s)", spec.role, record["seconds"]["total"], train_seconds)

@@ -126,6 +126,7 @@ def test_finetune_json_is_written_last_with_metrics(tiny_model_dir: Path, tmp_pa
         assert 0.0 <= metrics[key] <= 1.0, key
     assert metrics["final_train_loss"] == record["epoch_loss"][-1]
     assert set(record["seconds"]) == {"train", "eval", "total"} and record["seconds"]["total"] > 0
+    assert record["device"] == "cpu"  # the GPU when there is one (bfloat16 autocast); this machine has none
     from asu.modeling import load_model_and_tokenizer
     from asu.models import weights_digest
 
@@ -161,6 +162,24 @@ def test_target_under_the_memorisation_floor_is_refused(tiny_model_dir: Path, tm
         ensure_tofu_model(spec, tmp_path)
     assert list((tmp_path / "tofu").iterdir()) == []  # neither a published folder nor a staging leftover
     assert isinstance(TofuMemorisationError("x"), ValueError)  # the CLI reports it as bad input (exit 2)
+
+
+def test_an_on_epoch_callback_that_raises_stops_the_build_and_publishes_nothing(tiny_model_dir: Path,
+                                                                               tmp_path: Path) -> None:
+    from asu.cache import build_once
+
+    seen = []
+
+    def out_of_time(epoch: int, loss: float) -> None:
+        seen.append((epoch, loss))
+        raise TimeoutError("the build would end after the deadline")
+
+    spec = _spec(tiny_model_dir, epochs=3)
+    target = tmp_path / "builds" / "target"
+    with pytest.raises(TimeoutError, match="deadline"):
+        build_once(target, FINETUNE_MARKER, lambda staging: tf.build_tofu_model(spec, staging, on_epoch=out_of_time))
+    assert len(seen) == 1 and seen[0][0] == 1  # stopped after the first of three epochs
+    assert not target.exists() and list(target.parent.iterdir()) == []
 
 
 # --- named models ---------------------------------------------------------------------------------------------------
