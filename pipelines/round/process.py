@@ -113,8 +113,9 @@ class _Round:
             say.info("%s: searching the round's settings (%d forget items, champion version %s)", self.request_id,
                      len(data.forget), champion.version)
             split = plain.validation_split(data, retain, s)  # once: the search's and the report's
+            searched = plain.search_within_gate(s, self.thresholds)  # never choose what the gate must refuse
             with _timed(seconds, "search"):
-                outcome = steps.choose_settings(champion_dir, data, retain, s, self.round_dir, judge, split)
+                outcome = steps.choose_settings(champion_dir, data, retain, searched, self.round_dir, judge, split)
             record = RoundRecord(self.request_id, data.forget_sha256, str(champion.version), outcome,
                                  seconds=seconds)
             self._log_search(run, outcome)

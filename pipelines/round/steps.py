@@ -182,6 +182,28 @@ def teacher_model(model_dir: Path, settings: PipelineSettings) -> Path | None:
     return None if Path(base).resolve() == Path(model_dir).resolve() else Path(base)
 
 
+def search_within_gate(settings: PipelineSettings, gate: GateThresholds) -> PipelineSettings:
+    """``settings`` with the search's floors raised to what the gate will ask of the round, so the search never
+    chooses a setting the gate is bound to refuse: the relative retain floor to ``1 - utility_drop_max`` (the gate's
+    utility drop is relative to the model the round starts from, like the search's relative floor) and the fluent
+    share floor to ``fluency_min``. Floors already stricter stay; a check the gate disables raises nothing; an
+    absolute retain floor (``floor_mode='absolute'``) is the user's own and stays.
+    """
+    from dataclasses import replace
+
+    search, changes = settings.search, {}
+    if search.floor_mode == "relative" and "utility_drop" not in gate.disabled:
+        changes["utility_floor"] = max(search.utility_floor, 1.0 - gate.utility_drop_max)
+    if "fluency" not in gate.disabled:
+        changes["fluent_share_floor"] = max(search.fluent_share_floor, gate.fluency_min)
+    changes = {k: v for k, v in changes.items() if v != getattr(search, k)}
+    if not changes:
+        return settings
+    logger.info("search floors raised to the gate's: %s", ", ".join(f"{k} {getattr(search, k):g} -> {v:g}"
+                                                                     for k, v in changes.items()))
+    return replace(settings, search=replace(search, **changes))
+
+
 def choose_temperature(model_dir: Path, data: RequestData, retain: list[QAItem], settings: PipelineSettings,
                        work_dir: Path, judge=None, split: ValidationSplit | None = None):
     """Run the settings search (``pipelines.temperature_search``: tau, strength, lambda) for this request
