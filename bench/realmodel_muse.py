@@ -18,6 +18,12 @@ Data: MUSE-News text (BBC articles, Shi et al. 2024, CC BY 4.0; vendored in ``as
    F1 of a 48-token greedy continuation of a 32-token prefix), extraction strength, fluent share of the
    continuations, Min-K%++ membership AUC of the forget passages against the unseen ones; retain VerbMem.
 
+5. ``asu_auto`` (``--methods asu_auto``): the product's own search, as a user runs it: ``asu unlearn --auto`` on the
+   target with every forget passage and the selection + round retain passages; the search draws its own 3 forget
+   and 3 retain validation pieces (seeded; so its forget validation pieces may lie in reported passages, which
+   every round trains on anyway) and spends its own trial budget (its trials are rounds on the validation pieces,
+   listed with their time). Tested like the rows above; ``no_effect`` / ``no_safe_setting`` rows report the target.
+
 Writes ``realmodel_muse.json`` and ``realmodel_muse.md`` to ``--out``; logs progress with ETAs.
 
     python -m bench.realmodel_muse --out bench/results --work .bench-muse
@@ -69,6 +75,9 @@ SETTINGS: dict[str, dict[str, object]] = {
     "rmu": {"method": "rmu", "rmu_steering_coeff": 2.0},
 }
 FLUENCY_FLOOR = 0.9
+#: ``asu unlearn --auto`` overrides: the same 3 + 3 validation passages as the grid rows (8 forget passages, one
+#: 160-token piece each: 3/8 of them), everything else the product's defaults.
+AUTO_SEARCH = {"forget_validation_fraction": 0.375, "min_validation_items": 3, "retain_validation_size": VALIDATION}
 
 
 def passages(tokenizer) -> dict[str, list[str]]:
@@ -175,6 +184,42 @@ def run_method(bench: Bench, method: str, base: dict, work: Path) -> dict:
             "round_seconds": best["round_seconds"], "seconds": time.perf_counter() - started}
 
 
+def run_auto(bench: Bench, work: Path) -> dict:
+    """``asu unlearn --auto`` on the target (a subprocess, as a user runs it), then the chosen model's test figures."""
+    import subprocess
+    import sys
+
+    started, out = time.perf_counter(), work / "asu_auto"
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(work / "asu_auto.search", ignore_errors=True)
+    files = {}
+    for name, texts in (("forget", bench.texts["forget"]), ("retain", [*bench.select["retain"],
+                                                                       *(it["text"] for it in bench.round_retain)])):
+        files[name] = work / f"auto-{name}.jsonl"
+        files[name].write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    command = [sys.executable, "-m", "cli.main", "unlearn", "--model", str(bench.target), "--forget",
+               str(files["forget"]), "--retain", str(files["retain"]), "--out", str(out), "--auto", "--json",
+               *(arg for k, v in AUTO_SEARCH.items() for arg in ("--search", f"{k}={v}"))]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode not in (0, 3):
+        raise RuntimeError(f"asu unlearn --auto failed ({done.returncode}): {done.stderr[-2000:]}")
+    auto = json.loads(done.stdout.strip().splitlines()[-1])
+    logger.warning("asu_auto: %s %s (search %.0f s)", auto["status"], auto.get("setting"), auto["search"]["seconds"])
+    model, tokenizer = load_model_and_tokenizer(out if auto["status"] == "chosen" else bench.target)
+    test = bench.test_figures(model, tokenizer)
+    search = json.loads(Path(auto["search"]["json"]).read_text())
+    trials = [{"settings": {"tau": t["tau"], "learning_rate": t["learning_rate"], "forget_weight": t["forget_weight"]},
+               "forget_score": t["forget_score"], "retain_score": t["retain_score"],
+               "fluent_share": t["forget_fluent_share"], "feasible": t["feasible"], "seconds": t["seconds"]}
+              for t in search["trials"]]
+    shutil.rmtree(out, ignore_errors=True)
+    round_seconds = auto.get("seconds", {}).get("round", 0.0)
+    return {"method": "asu_auto", "status": auto["status"], "reasons": auto["reasons"],
+            "chosen": {"status": auto["status"], **(auto.get("setting") or {})}, "test": test, "auto_trials": trials,
+            "trials": [], "search_seconds": auto["search"]["seconds"], "round_seconds": round_seconds,
+            "seconds": time.perf_counter() - started}
+
+
 def format_markdown(result: dict) -> str:
     t = result["target"]["test"]
     lines = [
@@ -204,6 +249,16 @@ def format_markdown(result: dict) -> str:
     lines += ["", "Selection trials (validation passages):", "",
               "| method | lr | forget VerbMem | retain VerbMem | fluent | score |", "|---|---|---|---|---|---|"]
     for r in result["methods"]:
+        if r["method"] == "asu_auto":
+            lines += ["", f"`asu_auto` (`asu unlearn --auto`): {r['status']}, search {r['search_seconds']:.0f} s, "
+                      f"round {r['round_seconds']:.0f} s; " + "; ".join(r["reasons"][:3]), "",
+                      "| tau | lr | lambda | forget score | retain score | fluent | feasible | s |",
+                      "|---|---|---|---|---|---|---|---|"]
+            lines += [f"| {t['settings']['tau']:g} | {t['settings']['learning_rate']:g} | "
+                      f"{t['settings']['forget_weight']:g} | {t['forget_score']:.3f} | {t['retain_score']:.3f} | "
+                      f"{t['fluent_share']:.2f} | {t['feasible']} | {t['seconds']:.0f} |" for t in r["auto_trials"]]
+            lines.append("")
+    for r in result["methods"]:
         for tr in r["trials"]:
             lines.append(f"| {r['method']} | {tr['settings']['learning_rate']:g} | {tr['forget_verbmem']:.3f} | "
                          f"{tr['retain_verbmem']:.3f} | {tr['fluent_share']:.2f} | {tr['combined_score']:.3f} |")
@@ -219,9 +274,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="keep the rows already in --out's realmodel_muse.json and run only the missing methods")
     args = parser.parse_args(argv)
-    unknown = [m for m in args.methods.split(",") if m not in SETTINGS]
+    unknown = [m for m in args.methods.split(",") if m not in SETTINGS and m != "asu_auto"]
     if unknown:
-        parser.error(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+        parser.error(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(METHODS)}, asu_auto")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("asu.finetune").setLevel(logging.INFO)
     from asu.models import resolve_model
@@ -250,7 +305,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         logger.warning("%s: %s", name, json.dumps(result[name]["test"]))
     base = result["target"]["selection"]
     for method in [m for m in args.methods.split(",") if m not in done]:
-        result["methods"].append(run_method(bench, method, base, work))
+        result["methods"].append(run_auto(bench, work) if method == "asu_auto" else run_method(bench, method, base,
+                                                                                               work))
         result["seconds"] = time.perf_counter() - started
         out.mkdir(parents=True, exist_ok=True)
         (out / "realmodel_muse.json").write_text(json.dumps(result, indent=2))
