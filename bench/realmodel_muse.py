@@ -249,19 +249,20 @@ def format_markdown(result: dict) -> str:
     lines += ["", "Selection trials (validation passages):", "",
               "| method | lr | forget VerbMem | retain VerbMem | fluent | score |", "|---|---|---|---|---|---|"]
     for r in result["methods"]:
-        if r["method"] == "asu_auto":
-            lines += ["", f"`asu_auto` (`asu unlearn --auto`): {r['status']}, search {r['search_seconds']:.0f} s, "
-                      f"round {r['round_seconds']:.0f} s; " + "; ".join(r["reasons"][:3]), "",
-                      "| tau | lr | lambda | forget score | retain score | fluent | feasible | s |",
-                      "|---|---|---|---|---|---|---|---|"]
-            lines += [f"| {t['settings']['tau']:g} | {t['settings']['learning_rate']:g} | "
-                      f"{t['settings']['forget_weight']:g} | {t['forget_score']:.3f} | {t['retain_score']:.3f} | "
-                      f"{t['fluent_share']:.2f} | {t['feasible']} | {t['seconds']:.0f} |" for t in r["auto_trials"]]
-            lines.append("")
-    for r in result["methods"]:
         for tr in r["trials"]:
             lines.append(f"| {r['method']} | {tr['settings']['learning_rate']:g} | {tr['forget_verbmem']:.3f} | "
                          f"{tr['retain_verbmem']:.3f} | {tr['fluent_share']:.2f} | {tr['combined_score']:.3f} |")
+    for r in result["methods"]:
+        if r["method"] != "asu_auto":
+            continue
+        lines += ["", f"`asu_auto` (`asu unlearn --auto`): {r['status']}, search {r['search_seconds']:.0f} s, "
+                  f"round {r['round_seconds']:.0f} s. Reasons: " + "; ".join(r["reasons"][:3]) + ". Its trials "
+                  "(validation pieces it drew itself; forget score = 1 - the pieces' continuation score):", "",
+                  "| tau | lr | lambda | forget score | retain score | fluent | feasible | s |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {t['settings']['tau']:g} | {t['settings']['learning_rate']:g} | "
+                  f"{t['settings']['forget_weight']:g} | {t['forget_score']:.3f} | {t['retain_score']:.3f} | "
+                  f"{t['fluent_share']:.2f} | {t['feasible']} | {t['seconds']:.0f} |" for t in r["auto_trials"]]
     return "\n".join(lines) + "\n"
 
 
@@ -296,7 +297,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         # their methods' CPU time is added to this run's.
         kept = json.loads(previous.read_text())
         result["methods"] = kept["methods"]
-        started -= sum(r["seconds"] for r in kept["methods"])
+        # the total is the earlier run's plus this run's new methods (this run's rebuild of the target and its
+        # reference figures repeats work the earlier total already counts)
+        started = time.perf_counter() - kept["seconds"]
+        rebuilt = time.perf_counter()
         logger.warning("resuming: %s already measured", ", ".join(r["method"] for r in kept["methods"]))
     done = {r["method"] for r in result["methods"]}
     for name, path in (("pretrained", pretrained), ("target", bench.target)):
@@ -304,6 +308,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         result[name] = {"selection": bench.selection(model, tok), "test": bench.test_figures(model, tok)}
         logger.warning("%s: %s", name, json.dumps(result[name]["test"]))
     base = result["target"]["selection"]
+    if args.resume and previous.is_file():
+        started += time.perf_counter() - rebuilt
     for method in [m for m in args.methods.split(",") if m not in done]:
         result["methods"].append(run_auto(bench, work) if method == "asu_auto" else run_method(bench, method, base,
                                                                                                work))
