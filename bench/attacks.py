@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 BASE = "base"
 ATTACKS = ("relearn", "quantize_8bit", "quantize_4bit", "prefix", "best_of_n")
+PROTOCOLS = RobustnessConfig()  # the published protocols (asu.robustness defaults)
 
 
 def rebuild(setting: Setting, method: str, row: dict, out: Path) -> Path:
@@ -78,7 +79,7 @@ def paraphrase_items(setting: Setting) -> list[dict] | None:
 
 
 def attack_method(setting: Setting, method: str, row: dict, judge: FluencyJudge, base: dict, work: Path,
-                  reference=None) -> dict:
+                  robustness: RobustnessConfig, reference=None) -> dict:
     """Rebuild ``method``'s chosen model, check it against the recorded selection score, attack it."""
     started = time.perf_counter()
     model_dir = rebuild(setting, method, row, work / method)
@@ -86,7 +87,7 @@ def attack_method(setting: Setting, method: str, row: dict, judge: FluencyJudge,
     model, tokenizer = load_model_and_tokenizer(model_dir)
     rebuilt = selection_score(selection_figures(model, tokenizer, setting, judge), base)["combined_score"]
     paraphrases = paraphrase_items(setting)
-    config = RobustnessConfig(attacks=(*ATTACKS, "paraphrase") if paraphrases else ATTACKS)
+    config = replace(robustness, attacks=(*ATTACKS, "paraphrase") if paraphrases else ATTACKS)
     report = attack(model, tokenizer, setting.forget, config, paraphrases=paraphrases, reference=reference)
     del model
     if model_dir != setting.model_dir:
@@ -114,11 +115,12 @@ def settings_by_name(names: Sequence[str]) -> list[Setting]:
 
 
 def run_attacks_bench(settings: Sequence[Setting], methods: Sequence[str], recorded: dict, work_dir: Path,
-                      out_dir: Path | None = None) -> dict:
-    """Attack every method's chosen model of ``recorded`` (a ``realmodel.json``) on every setting."""
+                      out_dir: Path | None = None, robustness: RobustnessConfig = PROTOCOLS) -> dict:
+    """Attack every method's chosen model of ``recorded`` (a ``realmodel.json``) on every setting with the attacks
+    of ``robustness`` (its defaults are the published protocols; ``attacks`` is set per setting)."""
     previous = Path(out_dir or ".") / "attacks.json"
     result = json.loads(previous.read_text()) if out_dir is not None and previous.is_file() else {"settings": {}}
-    result["attacks"] = RobustnessConfig().to_dict()
+    result["attacks"] = robustness.to_dict()
     for setting in settings:
         rows_recorded = recorded["settings"].get(setting.name, {}).get("rows", {})
         missing = [m for m in methods if m != BASE and m not in rows_recorded]
@@ -143,7 +145,7 @@ def run_attacks_bench(settings: Sequence[Setting], methods: Sequence[str], recor
             # The retain model's relearning is the same for every method: measured with the base row only.
             ref = reference if method == BASE else None
             entry["rows"][method] = attack_method(setting, method, rows_recorded.get(method, {}), judge, base,
-                                                  work, reference=ref)
+                                                  work, robustness, reference=ref)
             entry["seconds"] = time.perf_counter() - started
             if out_dir is not None:  # after each method: a crash later loses nothing measured
                 write_results(result, Path(out_dir))
