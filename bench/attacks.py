@@ -207,6 +207,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", default="bench/results")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    logging.getLogger("asu.robustness").setLevel(logging.INFO)  # one line per attack: progress on a long run
     recorded = json.loads(Path(args.recorded).read_text(encoding="utf-8"))
     run_attacks_bench(settings_by_name(args.setting), args.methods, recorded, Path(args.work_dir), Path(args.out))
     print((Path(args.out) / "attacks.md").read_text(encoding="utf-8"))
