@@ -175,7 +175,8 @@ def format_markdown(result: dict) -> str:
                   + " | ".join(names) + " | seconds |",
                   "|---" * (5 + len(names)) + "|"]
         for method, r in rows.items():
-            chosen = ", ".join(f"{k}={v}" for k, v in r["chosen"].items() if k != "method") or (r["status"] or "-")
+            chosen = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                               for k, v in r["chosen"].items() if k != "method") or (r["status"] or "-")
             rec, reb = r["recorded_selection_score"], r["rebuilt_selection_score"]
             score = "-" if method == BASE else f"{rec:.3f} / {reb:.3f}" if rec is not None else f"- / {reb:.3f}"
             rob = r["robustness"]
