@@ -85,7 +85,8 @@ def attack_method(setting: Setting, method: str, row: dict, judge: FluencyJudge,
     model_dir = rebuild(setting, method, row, work / method)
     round_seconds = time.perf_counter() - started
     model, tokenizer = load_model_and_tokenizer(model_dir)
-    rebuilt = selection_score(selection_figures(model, tokenizer, setting, judge), base)["combined_score"]
+    rebuilt = (None if method == BASE else  # the base model's figures are ``base`` itself
+               selection_score(selection_figures(model, tokenizer, setting, judge), base)["combined_score"])
     paraphrases = paraphrase_items(setting)
     config = replace(robustness, attacks=(*ATTACKS, "paraphrase") if paraphrases else ATTACKS)
     report = attack(model, tokenizer, setting.forget, config, paraphrases=paraphrases, reference=reference)
@@ -102,16 +103,10 @@ def attack_method(setting: Setting, method: str, row: dict, judge: FluencyJudge,
 
 def settings_by_name(names: Sequence[str]) -> list[Setting]:
     from bench.realmodel import scenario_setting
+    from bench.realmodel_tofu import tofu_setting
 
-    out = []
-    for name in names:
-        if name == "scenario":
-            out.append(scenario_setting())
-        else:
-            from bench.realmodel_tofu import tofu_setting
-
-            out.append(tofu_setting())
-    return out
+    factories = {"scenario": scenario_setting, "tofu": tofu_setting}
+    return [factories[name]() for name in names]
 
 
 def run_attacks_bench(settings: Sequence[Setting], methods: Sequence[str], recorded: dict, work_dir: Path,
