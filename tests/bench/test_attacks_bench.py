@@ -32,8 +32,9 @@ def test_a_recorded_method_is_rebuilt_and_attacked_beside_the_unchanged_model(se
     assert set(base["attacks"]) == {"relearn", "quantize_8bit", "quantize_4bit", "prefix", "best_of_n"}
     # the memorised model states its answers; gradient ascent at lr 1e-3 erases them
     assert base["baseline_fact_recall"] > 0.8 and ga["baseline_fact_recall"] < base["baseline_fact_recall"] - 0.3
-    assert rows["ga"]["recorded_selection_score"] == 0.5
-    assert 0.0 <= rows["ga"]["rebuilt_selection_score"] <= 1.0
+    assert rows["ga"]["recorded_selection"] == {"combined_score": 0.5}
+    assert set(rows["ga"]["rebuilt_selection"]) == {"forget_score", "relative_utility", "fluent_share",
+                                                    "combined_score"}
     assert not (tmp_path / "work" / setting.name.replace(":", "-") / "ga").exists()  # rebuilt model removed
     saved = json.loads((out / "attacks.json").read_text())
     assert set(saved["settings"][setting.name]["rows"]) == {"base", "ga"}
@@ -53,7 +54,7 @@ def test_a_method_missing_from_the_recorded_benchmark_is_refused_with_the_comman
 def test_report_renders_recovery_and_the_retain_model_reference():
     attack = {"fact_recall": 0.5, "baseline_fact_recall": 0.2, "recovery": 0.3, "reference_before": 0.1,
               "reference_after": 0.15}
-    rows = {"base": {"chosen": {}, "status": None, "recorded_selection_score": None, "rebuilt_selection_score": 0.0,
+    rows = {"base": {"chosen": {}, "status": None, "recorded_selection": None, "rebuilt_selection": None,
                      "seconds": 40.0, "robustness": {"baseline_fact_recall": 0.9, "attacks": {"relearn": attack}}}}
     md = format_markdown({"settings": {"tofu:x": {"rows": rows}}})
     assert "| base | - | - | 0.90 | 0.50 (+0.30) | 40 |" in md
