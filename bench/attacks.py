@@ -33,6 +33,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Literal, get_args
 
 from asu.config import ASUConfig
 from asu.fluency import FluencyJudge
@@ -45,6 +46,9 @@ logger = logging.getLogger(__name__)
 
 BASE = "base"
 ATTACKS = ("relearn", "quantize_8bit", "quantize_4bit", "prefix", "best_of_n")
+#: Where ``asu_auto``'s model comes from: its recorded chosen setting replayed with today's ``pretrained`` recipe,
+#: or the product's search run again (the replay is only the benchmarked model while the recipe is unchanged).
+AutoSource = Literal["replay", "search"]
 PROTOCOLS = RobustnessConfig()  # the published protocols (asu.robustness defaults)
 
 
@@ -68,6 +72,25 @@ def rebuild(setting: Setting, method: str, row: dict, out: Path) -> Path:
     return run_round(setting.model_dir, setting.forget, setting.retain, config, out, progress=False).model_dir
 
 
+def search_again(setting: Setting, out: Path) -> tuple[Path, dict]:
+    """ASU as the product runs it today: ``auto_unlearn`` (search, then the final round) into ``out``; returns the
+    model (the unchanged one when nothing was chosen) and a row like a recorded one (no recorded selection)."""
+    from asu.recipes import get_recipe
+    from pipelines.round.unlearn import auto_unlearn
+    from pipelines.temperature_search import SearchConfig
+
+    shutil.rmtree(out, ignore_errors=True)
+    work = out.with_name(out.name + ".search")
+    shutil.rmtree(work, ignore_errors=True)
+    result = auto_unlearn(setting.model_dir, setting.forget, setting.search_retain or setting.retain, out,
+                          get_recipe("pretrained"), SearchConfig.from_dict(setting.search_overrides), work,
+                          forget_validation=setting.search_validation)
+    shutil.rmtree(work, ignore_errors=True)
+    row = {"chosen": result["setting"] or {}, "status": result["status"], "selection": None,
+           "search_seconds": result["seconds"]["search"]}
+    return Path(result["model_dir"]) if result["model_dir"] else setting.model_dir, row
+
+
 def paraphrase_items(setting: Setting) -> list[dict] | None:
     """Scenario probes as QA items (the question in other words, the answer of the forget item it rephrases)."""
     if not setting.name.startswith("scenario:"):
@@ -79,10 +102,14 @@ def paraphrase_items(setting: Setting) -> list[dict] | None:
 
 
 def attack_method(setting: Setting, method: str, row: dict, judge: FluencyJudge, base: dict, work: Path,
-                  robustness: RobustnessConfig, reference=None) -> dict:
-    """Rebuild ``method``'s chosen model, check it against the recorded selection score, attack it."""
+                  robustness: RobustnessConfig, reference=None, auto_source: AutoSource = "replay") -> dict:
+    """Rebuild ``method``'s chosen model (``asu_auto`` with ``auto_source='search'``: search again), check it
+    against the recorded selection figures, attack it."""
     started = time.perf_counter()
-    model_dir = rebuild(setting, method, row, work / method)
+    if method == AUTO and auto_source == "search":
+        model_dir, row = search_again(setting, work / method)
+    else:
+        model_dir = rebuild(setting, method, row, work / method)
     round_seconds = time.perf_counter() - started
     model, tokenizer = load_model_and_tokenizer(model_dir)
     rebuilt = (None if method == BASE else  # the base model's figures are ``base`` itself
@@ -96,6 +123,8 @@ def attack_method(setting: Setting, method: str, row: dict, judge: FluencyJudge,
     logger.warning("%s %s: plain fact recall %.3f; %s", setting.name, method, report.baseline_fact_recall,
                    ", ".join(f"{k} {r.fact_recall:.3f}" for k, r in report.results.items()))
     return {"method": method, "chosen": row.get("chosen", {}), "status": row.get("status"),
+            "source": "search" if "search_seconds" in row else "replay" if method != BASE else "-",
+            "search_seconds": row.get("search_seconds"),
             # Every part, not just the score: forget score and utility come from greedy answers alone, so they
             # show the rebuilt model is the benchmarked one even where the fluency judge changed since.
             "recorded_selection": row.get("selection"), "rebuilt_selection": rebuilt,
@@ -111,7 +140,8 @@ def settings_by_name(names: Sequence[str]) -> list[Setting]:
 
 
 def run_attacks_bench(settings: Sequence[Setting], methods: Sequence[str], recorded: dict, work_dir: Path,
-                      out_dir: Path | None = None, robustness: RobustnessConfig = PROTOCOLS) -> dict:
+                      out_dir: Path | None = None, robustness: RobustnessConfig = PROTOCOLS,
+                      auto_source: AutoSource = "replay") -> dict:
     """Attack every method's chosen model of ``recorded`` (a ``realmodel.json``) on every setting with the attacks
     of ``robustness`` (its defaults are the published protocols; ``attacks`` is set per setting)."""
     previous = Path(out_dir or ".") / "attacks.json"
@@ -119,7 +149,8 @@ def run_attacks_bench(settings: Sequence[Setting], methods: Sequence[str], recor
     result["attacks"] = robustness.to_dict()
     for setting in settings:
         rows_recorded = recorded["settings"].get(setting.name, {}).get("rows", {})
-        missing = [m for m in methods if m != BASE and m not in rows_recorded]
+        missing = [m for m in methods if m != BASE and m not in rows_recorded
+                   and not (m == AUTO and auto_source == "search")]
         if missing:
             raise SystemExit(f"bench/results/realmodel.json has no {setting.name} row for {missing}; run "
                              f"`python -m bench.realmodel --setting {setting.name.split(':')[0]} --methods "
@@ -141,7 +172,7 @@ def run_attacks_bench(settings: Sequence[Setting], methods: Sequence[str], recor
             # The retain model's relearning is the same for every method: measured with the base row only.
             ref = reference if method == BASE else None
             entry["rows"][method] = attack_method(setting, method, rows_recorded.get(method, {}), judge, base,
-                                                  work, robustness, reference=ref)
+                                                  work, robustness, reference=ref, auto_source=auto_source)
             entry["seconds"] = time.perf_counter() - started
             if out_dir is not None:  # after each method: a crash later loses nothing measured
                 write_results(result, Path(out_dir))
@@ -173,6 +204,8 @@ def format_markdown(result: dict) -> str:
         for method, r in rows.items():
             chosen = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
                                for k, v in r["chosen"].items() if k != "method") or (r["status"] or "-")
+            if r.get("source") == "search":
+                chosen += f" (searched again: {r['status']}, {r['search_seconds']:.0f} s)"
             score = "-" if method == BASE else " / ".join(
                 "-" if r.get(key) is None else f"{r[key]['combined_score']:.3f}"
                 for key in ("recorded_selection", "rebuilt_selection"))
@@ -201,13 +234,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--methods", nargs="+", default=[BASE, AUTO, *METHODS], choices=[BASE, AUTO, *METHODS])
     parser.add_argument("--recorded", default="bench/results/realmodel.json",
                         help="the real-model benchmark's results whose chosen settings are attacked")
+    parser.add_argument("--auto-source", choices=get_args(AutoSource), default="replay",
+                        help="asu_auto: replay the recorded chosen setting (default), or run the product's search "
+                             "again (when the recipe changed since the row was recorded)")
     parser.add_argument("--work-dir", default="runs/bench_attacks")
     parser.add_argument("--out", default="bench/results")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     logging.getLogger("asu.robustness").setLevel(logging.INFO)  # one line per attack: progress on a long run
     recorded = json.loads(Path(args.recorded).read_text(encoding="utf-8"))
-    run_attacks_bench(settings_by_name(args.setting), args.methods, recorded, Path(args.work_dir), Path(args.out))
+    run_attacks_bench(settings_by_name(args.setting), args.methods, recorded, Path(args.work_dir), Path(args.out),
+                      auto_source=args.auto_source)
     print((Path(args.out) / "attacks.md").read_text(encoding="utf-8"))
 
 
