@@ -59,15 +59,13 @@ def rebuild(setting: Setting, method: str, row: dict, out: Path) -> Path:
     shutil.rmtree(out, ignore_errors=True)
     if method == AUTO:  # the product's final round (pipelines.round.unlearn.auto_unlearn) at the chosen setting
         from asu.recipes import get_recipe
+        from pipelines.round.unlearn import final_round
         from pipelines.temperature_search import SearchConfig
-        from pipelines.temperature_search.split import split_validation
 
-        split = split_validation(setting.forget, setting.search_retain or setting.retain,
-                                 SearchConfig.from_dict(setting.search_overrides),
-                                 forget_validation=setting.search_validation)
-        config = replace(get_recipe("pretrained"), **row["chosen"])
-        forget = [*setting.forget, *(setting.search_validation or [])]
-        return run_round(setting.model_dir, forget, split.retain_rest, config, out, progress=False).model_dir
+        return final_round(setting.model_dir, setting.forget, setting.search_retain or setting.retain,
+                           replace(get_recipe("pretrained"), **row["chosen"]),
+                           SearchConfig.from_dict(setting.search_overrides), out,
+                           forget_validation=setting.search_validation).model_dir
     config = ASUConfig.from_dict({**BASE_ROUND, **row["chosen"]})
     return run_round(setting.model_dir, setting.forget, setting.retain, config, out, progress=False).model_dir
 

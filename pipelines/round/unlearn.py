@@ -21,7 +21,7 @@ from asu.recipes import get_recipe
 from asu.search.scores import forget_score, retain_score, score_sets
 from asu.trainer import run_round
 from pipelines.temperature_search import SearchConfig, run_search, split_validation
-from pipelines.temperature_search.split import text_items
+from pipelines.temperature_search.split import ValidationSplit, text_items
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +55,22 @@ def _figures(model_dir: Path, forget: list, retain: list, config: ASUConfig, cap
             "retain_rouge_l_recall": ret.rouge_l_recall}
 
 
+def final_round_items(forget: list, split: ValidationSplit, forget_validation=None) -> tuple[list, list]:
+    """(forget, retain) items the round after a search trains on: every forget item and the request's own
+    validation items, and the retain items outside the search's retain validation sample (held out for the
+    before/after utility)."""
+    return [*forget, *(forget_validation or [])], list(split.retain_rest)
+
+
+def final_round(model_dir: str | Path, forget: list, retain: list, config: ASUConfig, search: SearchConfig,
+                out_dir: str | Path, *, subjects=None, forget_validation=None):
+    """The round :func:`auto_unlearn` runs after its search, at ``config`` (any setting, e.g. a grid point or a
+    replayed choice): the same validation split, the same training items. Returns ``asu.trainer.RoundResult``."""
+    split = split_validation(forget, retain, search, subjects=subjects, forget_validation=forget_validation)
+    train_forget, train_retain = final_round_items(forget, split, forget_validation)
+    return run_round(model_dir, train_forget, train_retain, config, Path(out_dir), progress=False)
+
+
 def auto_unlearn(model_dir: str | Path, forget: list, retain: list, out_dir: str | Path, config: ASUConfig,
                  search: SearchConfig, work_dir: str | Path, *, subjects=None,
                  forget_validation=None) -> dict[str, Any]:
@@ -86,15 +102,15 @@ def auto_unlearn(model_dir: str | Path, forget: list, retain: list, out_dir: str
         result["seconds"] = {"search": outcome.seconds["total"], "total": time.perf_counter() - started}
         return result
     chosen = outcome.round_config(config)
-    train_forget = [*forget, *(forget_validation or [])]
+    train_forget, train_retain = final_round_items(forget, split, forget_validation)
     round_started = time.perf_counter()
-    round_result = run_round(model_dir, train_forget, split.retain_rest, chosen, out_dir, progress=False)
+    round_result = run_round(model_dir, train_forget, train_retain, chosen, out_dir, progress=False)
     round_seconds = time.perf_counter() - round_started
     cap = outcome.config["max_new_tokens"]
     before = _figures(Path(model_dir), train_forget, split.retain_val, config, cap, judge)
     after = _figures(round_result.model_dir, train_forget, split.retain_val, config, cap, judge)
     result |= {"model_dir": str(round_result.model_dir), "round_config": chosen.to_dict(), "before": before,
-               "after": after, "items": {"forget": len(train_forget), "retain_train": len(split.retain_rest),
+               "after": after, "items": {"forget": len(train_forget), "retain_train": len(train_retain),
                                          "retain_held_out": len(split.retain_val)},
                "seconds": {"search": outcome.seconds["total"], "round": round_seconds,
                            "search_over_round": outcome.seconds["total"] / round_seconds,
