@@ -40,7 +40,7 @@ from asu.fluency import FluencyJudge
 from asu.modeling import load_model_and_tokenizer
 from asu.robustness import RobustnessConfig, attack
 from asu.trainer import run_round
-from bench.realmodel import AUTO, BASE_ROUND, METHODS, Setting, selection_figures, selection_score
+from bench.realmodel import AUTO, BASE_ROUND, METHODS, Setting, product_round, selection_figures, selection_score
 
 logger = logging.getLogger(__name__)
 
@@ -71,22 +71,12 @@ def rebuild(setting: Setting, method: str, row: dict, out: Path) -> Path:
 
 
 def search_again(setting: Setting, out: Path) -> tuple[Path, dict]:
-    """ASU as the product runs it today: ``auto_unlearn`` (search, then the final round) into ``out``; returns the
-    model (the unchanged one when nothing was chosen) and a row like a recorded one (no recorded selection)."""
-    from asu.recipes import get_recipe
-    from pipelines.round.unlearn import auto_unlearn
-    from pipelines.temperature_search import SearchConfig
-
-    shutil.rmtree(out, ignore_errors=True)
-    work = out.with_name(out.name + ".search")
-    shutil.rmtree(work, ignore_errors=True)
-    result = auto_unlearn(setting.model_dir, setting.forget, setting.search_retain or setting.retain, out,
-                          get_recipe("pretrained"), SearchConfig.from_dict(setting.search_overrides), work,
-                          forget_validation=setting.search_validation)
-    shutil.rmtree(work, ignore_errors=True)
+    """ASU as the product runs it today (``bench.realmodel.product_round``) into ``out``; returns the model (the
+    unchanged one when nothing was chosen) and a row like a recorded one (no recorded selection)."""
+    model_dir, result = product_round(setting, out)
     row = {"chosen": result["setting"] or {}, "status": result["status"], "selection": None,
            "search_seconds": result["seconds"]["search"]}
-    return Path(result["model_dir"]) if result["model_dir"] else setting.model_dir, row
+    return model_dir, row
 
 
 def paraphrase_items(setting: Setting) -> list[dict] | None:

@@ -213,35 +213,43 @@ def run_method(setting: Setting, method: str, judge: FluencyJudge, base: dict, w
             "round_seconds": best["train_seconds"], "search_seconds": time.perf_counter() - started}
 
 
-def run_auto(setting: Setting, judge: FluencyJudge, base: dict, work: Path) -> dict:
-    """ASU with every setting chosen by the product's search (``pipelines.round.unlearn.auto_unlearn``), then tested.
+def product_round(setting: Setting, out: Path, recipe: ASUConfig | None = None) -> tuple[Path, dict]:
+    """ASU as the product runs it on ``setting``: ``pipelines.round.unlearn.auto_unlearn`` from ``recipe`` (default
+    ``pretrained``) into ``out``, the search's work dir removed afterwards. Returns the model folder (the unchanged
+    model when nothing was chosen) and ``auto_unlearn``'s result.
 
     The search sees the setting's training items only (its validation split comes out of them, or the setting's
-    ``search_validation`` items); the selection figures are computed as for every other method, for the table.
+    ``search_validation`` items).
     """
     from asu.recipes import get_recipe
     from pipelines.round.unlearn import auto_unlearn
     from pipelines.temperature_search import SearchConfig
 
-    out = work / AUTO
-    shutil.rmtree(out, ignore_errors=True)
-    shutil.rmtree(work / f"{AUTO}.search", ignore_errors=True)
-    started = time.perf_counter()
+    work = out.with_name(out.name + ".search")
+    for folder in (out, work):
+        shutil.rmtree(folder, ignore_errors=True)
     result = auto_unlearn(setting.model_dir, setting.forget, setting.search_retain or setting.retain, out,
-                          get_recipe("pretrained"), SearchConfig.from_dict(setting.search_overrides),
-                          work / f"{AUTO}.search", forget_validation=setting.search_validation)
+                          recipe or get_recipe("pretrained"), SearchConfig.from_dict(setting.search_overrides), work,
+                          forget_validation=setting.search_validation)
+    shutil.rmtree(work, ignore_errors=True)
+    return (Path(result["model_dir"]) if result["model_dir"] else setting.model_dir), result
+
+
+def run_auto(setting: Setting, judge: FluencyJudge, base: dict, work: Path) -> dict:
+    """ASU with every setting chosen by the product's search (:func:`product_round`), then tested; the selection
+    figures are computed as for every other method, for the table."""
+    started = time.perf_counter()
+    model_dir, result = product_round(setting, work / AUTO)
     row = {"method": AUTO, "status": result["status"], "chosen": result["setting"] or {},
            "reasons": result["reasons"][:6], "search_seconds": result["seconds"]["search"],
            "round_seconds": result["seconds"].get("round", 0.0), "search_over_round":
            result["seconds"].get("search_over_round"), "before": result.get("before"), "after": result.get("after")}
-    if result["model_dir"] is None:
-        model, tokenizer = load_model_and_tokenizer(setting.model_dir)  # nothing chosen: the model is unchanged
-    else:
-        model, tokenizer = load_model_and_tokenizer(out)
+    model, tokenizer = load_model_and_tokenizer(model_dir)
     row["selection"] = selection_score(selection_figures(model, tokenizer, setting, judge), base)
     row["test"] = setting.test(model, tokenizer, judge)
     row["total_seconds"] = time.perf_counter() - started
-    shutil.rmtree(out, ignore_errors=True)
+    if model_dir != setting.model_dir:
+        shutil.rmtree(model_dir, ignore_errors=True)
     return row
 
 

@@ -38,7 +38,7 @@ from asu.fluency import FluencyJudge
 from asu.metrics.formulas import harmonic_mean
 from asu.modeling import load_model_and_tokenizer
 from asu.recipes import get_recipe
-from bench.realmodel import Setting
+from bench.realmodel import Setting, product_round
 
 logger = logging.getLogger(__name__)
 
@@ -104,18 +104,10 @@ def _round(setting: Setting, config, out: Path) -> tuple[Path, float]:
 
 
 def _auto(setting: Setting, recipe: ASUConfig, out: Path) -> tuple[Path, dict]:
-    from pipelines.round.unlearn import auto_unlearn
-
-    shutil.rmtree(out, ignore_errors=True)
-    work = out.with_name(out.name + ".search")
-    shutil.rmtree(work, ignore_errors=True)
-    result = auto_unlearn(setting.model_dir, setting.forget, setting.search_retain or setting.retain, out,
-                          recipe, _search_config(setting), work,
-                          forget_validation=setting.search_validation)
-    shutil.rmtree(work, ignore_errors=True)
+    model_dir, result = product_round(setting, out, recipe)
     row = {"status": result["status"], "chosen": result["setting"] or {}, "reasons": result["reasons"][:4],
            "search_seconds": result["seconds"]["search"], "round_seconds": result["seconds"].get("round")}
-    return (Path(result["model_dir"]) if result["model_dir"] else setting.model_dir), row
+    return model_dir, row
 
 
 def _test(setting: Setting, model_dir: Path, judge: FluencyJudge) -> dict:

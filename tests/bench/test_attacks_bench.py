@@ -5,6 +5,7 @@ the recorded benchmark lacks is refused with the command that records it. The be
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -59,3 +60,20 @@ def test_report_renders_recovery_and_the_retain_model_reference():
     md = format_markdown({"settings": {"tofu:x": {"rows": rows}}})
     assert "| base | - | - | 0.90 | 0.50 (+0.30) | 40 |" in md
     assert "fact recall 0.10 -> 0.15" in md
+
+
+def test_auto_source_search_runs_the_product_search_instead_of_a_recorded_row(setting, tiny_sets, tmp_path):
+    # No recorded asu_auto row is needed: the product's search runs again (from the ``pretrained`` recipe, whose
+    # learning rate barely moves the tiny model, so nothing is chosen and the unchanged model is attacked).
+    tight = {"tau_grid": [2.0], "lr_multipliers": [1.0], "retain_validation_size": 4, "min_validation_items": 3,
+             "min_content_nll_rise": 0.02}
+    searched = replace(setting, search_validation=tiny_sets[0][6:10], search_overrides=tight)
+    result = run_attacks_bench([searched], ["base", "asu_auto"], {"settings": {}}, tmp_path / "work",
+                               robustness=RobustnessConfig(samples=2), auto_source="search")
+    rows = result["settings"][setting.name]["rows"]
+    auto = rows["asu_auto"]
+    assert auto["source"] == "search" and auto["recorded_selection"] is None and auto["search_seconds"] > 0
+    assert auto["status"] in ("chosen", "no_effect", "no_safe_setting")
+    if auto["status"] != "chosen":  # nothing chosen: the model attacked is the unchanged one
+        assert auto["robustness"]["baseline_fact_recall"] == rows["base"]["robustness"]["baseline_fact_recall"]
+    assert not list((tmp_path / "work").rglob("config.json"))  # searched model and search work dir removed
