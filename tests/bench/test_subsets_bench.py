@@ -1,6 +1,7 @@
 """`python -m bench.subsets` on the tiny model that memorised its authors: the product's automatic settings, the
 paper's fixed recipe and every grid point are trained on the same items and scored on test items; the table names
-the best grid point and the verdicts; a rerun resumes without measuring a row twice. The bench runs on SmolLM2."""
+the best grid point and the verdicts; a rerun resumes without measuring a row twice, a larger grid adds its new
+points only. The bench runs on SmolLM2."""
 
 from __future__ import annotations
 
@@ -60,17 +61,22 @@ def test_auto_paper_and_grid_scored_on_test_items_and_resumed(setting, tmp_path,
     assert "| tofu:tiny | chosen: tau " in md and summary["best_grid"] in md
     assert not any((tmp_path / "work").rglob("config.json"))  # every model removed once tested
 
-    # a rerun measures nothing again; another grid is refused with the fix
+    # a larger grid measures its new point only
+    calls = []
+    real_round = subsets._round
+    monkeypatch.setattr(subsets, "_round", lambda *a: calls.append(a[1].tau) or real_round(*a))
+    subsets.run_subsets(["tofu:tiny"], lambda name: setting, tmp_path / "work", out, **{**run, "taus": (2.0, 3.0, 4.0)})
+    assert calls == [3.0]
+
+    # a rerun of the first grid measures nothing again; the table's grid stays the union
     def fail(*args, **kwargs):
         raise AssertionError("a measured row was measured again")
 
     monkeypatch.setattr(subsets, "_round", fail)
     monkeypatch.setattr(subsets, "_auto", fail)
     again = subsets.run_subsets(["tofu:tiny"], lambda name: setting, tmp_path / "work", out, **run)
-    assert again["subsets"]["tofu:tiny"]["rows"].keys() == data["rows"].keys()
-    with pytest.raises(ValueError, match="another grid"):
-        subsets.run_subsets(["tofu:tiny"], lambda name: setting, tmp_path / "work", out, **{**run, "taus": (3.0,)})
-    assert json.loads((out / "subsets.json").read_text())["taus"] == [2.0, 4.0]
+    assert len(again["subsets"]["tofu:tiny"]["rows"]) == len(data["rows"]) + 1
+    assert json.loads((out / "subsets.json").read_text())["taus"] == [2.0, 3.0, 4.0]
 
 
 def test_combined_score_on_test_figures():
