@@ -190,14 +190,14 @@ def format_markdown(result: dict) -> str:
     for name, data in result["subsets"].items():
         s = summarise(data)
         lines += ["", f"## {name}", "", *[f"- {n}" for n in data["notes"]], "",
-                  "| model | forget efficacy | relative utility | fluent share | combined | round s |",
-                  "|---|---|---|---|---|---|"]
+                  "| model | forget efficacy | relative utility | fluent share | combined | round s | search s |",
+                  "|---|---|---|---|---|---|---|"]
         for key, row in data["rows"].items():
             sc = s["scores"][key]
-            seconds = row.get("round_seconds")
+            seconds = [row.get("round_seconds"), row.get("search_seconds")]
             lines.append(f"| {key} | {sc['forget_efficacy']:.3f} | {sc['relative_utility']:.3f} | "
-                         f"{sc['fluent_share']:.3f} | {sc['combined_score']:.3f} | "
-                         f"{'-' if seconds is None else f'{seconds:.0f}'} |")
+                         f"{sc['fluent_share']:.3f} | {sc['combined_score']:.3f} | " +
+                         " | ".join("-" if v is None else f"{v:.0f}" for v in seconds) + " |")
     return "\n".join(lines) + "\n"
 
 
