@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Literal, get_args
 
 from asu.config import ASUConfig
 from asu.fluency import FluencyJudge
@@ -49,6 +50,8 @@ TAUS = (1.5, 2.0, 3.0, 4.0)
 LR_MULTIPLIERS = (3.0, 10.0, 30.0)
 TARGET_RATIO = 0.9
 RESULTS = "subsets.json"
+RowKind = Literal["auto", "paper", "grid"]
+ROW_KINDS: tuple[RowKind, ...] = get_args(RowKind)
 
 
 def grid_points(recipe: ASUConfig, taus: Sequence[float], multipliers: Sequence[float]) -> list[dict]:
@@ -121,8 +124,9 @@ def _test(setting: Setting, model_dir: Path, judge: FluencyJudge) -> dict:
 
 
 def run_subset(setting: Setting, recipe: ASUConfig, paper: ASUConfig, points: Sequence[dict], work: Path, kept: dict,
-               save: Callable[[dict], None]) -> dict:
-    """Base, paper, grid and auto rows of one subset; rows already in ``kept`` are not measured again."""
+               save: Callable[[dict], None], kinds: Sequence[RowKind] = ROW_KINDS) -> dict:
+    """Base, then the auto, paper and grid rows of one subset (those of ``kinds``); rows already in ``kept`` are not
+    measured again."""
     judge_model, judge_tok = load_model_and_tokenizer(setting.judge_model or setting.model_dir)
     judge = FluencyJudge(judge_model, judge_tok)
     data = {"notes": setting.notes, "rows": dict(kept.get("rows", {}))}
@@ -130,7 +134,8 @@ def run_subset(setting: Setting, recipe: ASUConfig, paper: ASUConfig, points: Se
     if "base" not in rows:
         rows["base"] = {"test": _test(setting, setting.model_dir, judge)}
     base = rows["base"]["test"]
-    todo = [("auto", None), ("paper", paper), *[(point_key(p), replace(recipe, **p)) for p in points]]
+    todo = [*([("auto", None)] if "auto" in kinds else []), *([("paper", paper)] if "paper" in kinds else []),
+            *([(point_key(p), replace(recipe, **p)) for p in points] if "grid" in kinds else [])]
     for key, config in todo:
         if key in rows:
             continue
@@ -203,7 +208,8 @@ def format_markdown(result: dict) -> str:
 
 def run_subsets(names: Sequence[str], setting_of: Callable[[str], Setting], work_dir: Path, out_dir: Path, *,
                 taus: Sequence[float] = TAUS, multipliers: Sequence[float] = LR_MULTIPLIERS,
-                recipe: ASUConfig | None = None, paper: ASUConfig | None = None) -> dict:
+                recipe: ASUConfig | None = None, paper: ASUConfig | None = None,
+                kinds: Sequence[RowKind] = ROW_KINDS) -> dict:
     """Every subset in turn; ``out_dir/subsets.json`` is written after every model and resumed from.
 
     ``recipe`` (default ``pretrained``) is what the search starts from and the grid varies; ``paper`` (default
@@ -226,8 +232,26 @@ def run_subsets(names: Sequence[str], setting_of: Callable[[str], Setting], work
     for name in names:
         points = grid_points(recipe, taus, multipliers)
         data = run_subset(setting_of(name), recipe, paper, points, work_dir / name.replace(":", "-"),
-                          result["subsets"].get(name, {}), lambda d, n=name: save(d, n))
+                          result["subsets"].get(name, {}), lambda d, n=name: save(d, n), kinds)
         save(data, name)
+    return result
+
+
+def merge_results(sources: Sequence[Path], out_dir: Path) -> dict:
+    """Rows of other runs' ``subsets.json`` added to ``out_dir``'s (a row measured in both keeps ``out_dir``'s); the
+    table's grid becomes the union. Rewrites ``out_dir/subsets.{json,md}``."""
+    path = out_dir / RESULTS
+    result = json.loads(path.read_text()) if path.is_file() else {"taus": [], "lr_multipliers": [], "subsets": {}}
+    for source in sources:
+        other = json.loads(Path(source).read_text())
+        result["taus"] = sorted({*result["taus"], *other["taus"]})
+        result["lr_multipliers"] = sorted({*result["lr_multipliers"], *other["lr_multipliers"]})
+        for name, data in other["subsets"].items():
+            mine = result["subsets"].setdefault(name, {"notes": data["notes"], "rows": {}})
+            mine["rows"] = {**data["rows"], **mine["rows"]}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1), encoding="utf-8")
+    (out_dir / "subsets.md").write_text(format_markdown(result), encoding="utf-8")
     return result
 
 
@@ -238,15 +262,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--subset", nargs="+", default=["scenario", "tofu:1", "tofu:3", "tofu:5"])
     parser.add_argument("--taus", type=float, nargs="+", default=list(TAUS))
     parser.add_argument("--lr-multipliers", type=float, nargs="+", default=list(LR_MULTIPLIERS))
+    parser.add_argument("--rows", nargs="+", default=list(ROW_KINDS), choices=ROW_KINDS,
+                        help="which models to build (base is always measured): two processes can share a subset's "
+                             "grid, e.g. one with --taus 1.5 2 and one with --rows grid --taus 3 4 --out OTHER")
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="only add the rows of these subsets.json files (other runs) to --out's, and render")
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--work-dir", default="runs/bench_subsets")
     parser.add_argument("--out", default="bench/results")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    if args.merge:
+        print(format_markdown(merge_results([Path(m) for m in args.merge], Path(args.out))))
+        return
     if any(not (math.isfinite(t) and t >= 1) for t in args.taus):
         parser.error(f"--taus {args.taus}: attention temperatures must be finite and >= 1")
     result = run_subsets(args.subset, lambda name: subset_setting(name, args.model), Path(args.work_dir),
-                         Path(args.out), taus=args.taus, multipliers=args.lr_multipliers)
+                         Path(args.out), taus=args.taus, multipliers=args.lr_multipliers, kinds=args.rows)
     print(format_markdown(result))
 
 

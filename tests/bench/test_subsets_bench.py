@@ -78,6 +78,16 @@ def test_auto_paper_and_grid_scored_on_test_items_and_resumed(setting, tmp_path,
     assert len(again["subsets"]["tofu:tiny"]["rows"]) == len(data["rows"]) + 1
     assert json.loads((out / "subsets.json").read_text())["taus"] == [2.0, 3.0, 4.0]
 
+    # another process measures part of the grid (grid rows only) into its own folder; merged, rows add up
+    monkeypatch.setattr(subsets, "_round", real_round)
+    other = subsets.run_subsets(["tofu:tiny"], lambda name: setting, tmp_path / "work2", tmp_path / "other",
+                                **{**run, "taus": (5.0,)}, kinds=("grid",))
+    assert set(other["subsets"]["tofu:tiny"]["rows"]) == {"base", "grid tau 5, learning_rate 0.001"}
+    merged = subsets.merge_results([tmp_path / "other" / "subsets.json"], out)
+    assert merged["taus"] == [2.0, 3.0, 4.0, 5.0] and len(merged["subsets"]["tofu:tiny"]["rows"]) == 7
+    assert merged["subsets"]["tofu:tiny"]["rows"]["base"] == data["rows"]["base"]  # out's own rows win
+    assert "grid tau 5, learning_rate 0.001" in (out / "subsets.md").read_text()
+
 
 def test_combined_score_on_test_figures():
     base = {"retain_probe_hits": 0.8, "forget_probe_hits": 0.9, "fluent_share": 1.0}
