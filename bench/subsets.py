@@ -169,6 +169,13 @@ def summarise(data: dict) -> dict:
             "beats_paper": None if auto is None or paper is None else auto >= paper}
 
 
+def _row_order(item: tuple[str, dict]) -> tuple:
+    """base, auto, paper, then the grid by tau and learning rate (runs merged in any order read the same)."""
+    key, row = item
+    settings = row.get("settings", {})
+    return ({"base": 0, "auto": 1, "paper": 2}.get(key, 3), settings.get("tau", 0), settings.get("learning_rate", 0))
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -197,7 +204,7 @@ def format_markdown(result: dict) -> str:
         lines += ["", f"## {name}", "", *[f"- {n}" for n in data["notes"]], "",
                   "| model | forget efficacy | relative utility | fluent share | combined | round s | search s |",
                   "|---|---|---|---|---|---|---|"]
-        for key, row in data["rows"].items():
+        for key, row in sorted(data["rows"].items(), key=_row_order):
             sc = s["scores"][key]
             seconds = [row.get("round_seconds"), row.get("search_seconds")]
             lines.append(f"| {key} | {sc['forget_efficacy']:.3f} | {sc['relative_utility']:.3f} | "
