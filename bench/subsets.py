@@ -37,10 +37,9 @@ from typing import Literal, get_args
 
 from asu.config import ASUConfig
 from asu.fluency import FluencyJudge
-from asu.metrics.formulas import harmonic_mean
 from asu.modeling import load_model_and_tokenizer
 from asu.recipes import get_recipe
-from bench.realmodel import Setting, product_round
+from bench.realmodel import Setting, product_round, selection_score
 
 logger = logging.getLogger(__name__)
 
@@ -63,17 +62,13 @@ def point_key(point: dict) -> str:
     return "grid " + ", ".join(f"{k} {v:g}" for k, v in point.items())
 
 
-def test_score(test: dict, base: dict) -> dict[str, float]:
-    """Combined score on the test items and its parts (see the module docstring)."""
-    if "forget_probe_hits" in test:
-        efficacy, utility, base_utility = 1 - test["forget_probe_hits"], test["retain_probe_hits"], base[
-            "retain_probe_hits"]
-    else:
-        efficacy, utility, base_utility = 1 - test["forget_rouge"], test["model_utility"], base["model_utility"]
-    relative = min(1.0, utility / base_utility) if base_utility > 0 else 0.0
-    efficacy = max(0.0, efficacy)
-    return {"forget_efficacy": efficacy, "relative_utility": relative, "fluent_share": test["fluent_share"],
-            "combined_score": harmonic_mean([efficacy, relative, test["fluent_share"]])}
+def combined_on_test(test: dict, base: dict) -> dict[str, float]:
+    """Combined score on the test items and its parts (``bench.realmodel.selection_score`` on the test figures: see
+    the module docstring)."""
+    tofu = "forget_probe_hits" not in test
+    forget, kept = ("forget_rouge", "model_utility") if tofu else ("forget_probe_hits", "retain_probe_hits")
+    return selection_score({"forget_correct": test[forget], "retain_correct": test[kept],
+                            "fluent_share": test["fluent_share"]}, {"retain_correct": base[kept]})
 
 
 def subset_setting(name: str, model: str = "smollm2-135m") -> Setting:
@@ -150,7 +145,7 @@ def run_subset(setting: Setting, recipe: ASUConfig, paper: ASUConfig, points: Se
         shutil.rmtree(out, ignore_errors=True)
         rows[key] = row
         logger.warning("%s %s: test %s", setting.name, key, {k: round(v, 3) for k, v in
-                                                               test_score(row["test"], base).items()})
+                                                               combined_on_test(row["test"], base).items()})
         save(data)
     return data
 
@@ -158,7 +153,7 @@ def run_subset(setting: Setting, recipe: ASUConfig, paper: ASUConfig, points: Se
 def summarise(data: dict) -> dict:
     """Scores of every row, the best grid point, and the two targets' verdicts (None while a row is missing)."""
     base = data["rows"]["base"]["test"]
-    scores = {k: test_score(r["test"], base) for k, r in data["rows"].items()}
+    scores = {k: combined_on_test(r["test"], base) for k, r in data["rows"].items()}
     grid = {k: s["combined_score"] for k, s in scores.items() if k.startswith("grid ")}
     best = max(grid, key=grid.get) if grid else None
     auto = scores.get("auto", {}).get("combined_score")
@@ -207,7 +202,7 @@ def format_markdown(result: dict) -> str:
         for key, row in sorted(data["rows"].items(), key=_row_order):
             sc = s["scores"][key]
             seconds = [row.get("round_seconds"), row.get("search_seconds")]
-            lines.append(f"| {key} | {sc['forget_efficacy']:.3f} | {sc['relative_utility']:.3f} | "
+            lines.append(f"| {key} | {sc['forget_score']:.3f} | {sc['relative_utility']:.3f} | "
                          f"{sc['fluent_share']:.3f} | {sc['combined_score']:.3f} | " +
                          " | ".join("-" if v is None else f"{v:.0f}" for v in seconds) + " |")
     return "\n".join(lines) + "\n"

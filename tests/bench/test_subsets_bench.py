@@ -50,11 +50,11 @@ def test_auto_paper_and_grid_scored_on_test_items_and_resumed(setting, tmp_path,
                                  "grid tau 4, learning_rate 0.001"}
     summary = subsets.summarise(data)
     scores = summary["scores"]
-    assert scores["base"]["forget_efficacy"] < 0.6 and scores["base"]["relative_utility"] == 1.0  # memorised
+    assert scores["base"]["forget_score"] < 0.6 and scores["base"]["relative_utility"] == 1.0  # memorised
     # a grid round at the tiny recipe's strength forgets; the paper's lr 1e-6 hardly moves the model
     grid_best = scores[summary["best_grid"]]
-    assert grid_best["forget_efficacy"] > scores["base"]["forget_efficacy"] + 0.1
-    assert scores["paper"]["forget_efficacy"] < grid_best["forget_efficacy"]
+    assert grid_best["forget_score"] > scores["base"]["forget_score"] + 0.1
+    assert scores["paper"]["forget_score"] < grid_best["forget_score"]
     assert data["rows"]["auto"]["status"] == "chosen" and summary["auto_over_best"] is not None
     assert summary["meets_ratio"] == (summary["auto_over_best"] >= subsets.TARGET_RATIO)
     md = (out / "subsets.md").read_text()
@@ -91,10 +91,10 @@ def test_auto_paper_and_grid_scored_on_test_items_and_resumed(setting, tmp_path,
 
 def test_combined_score_on_test_figures():
     base = {"retain_probe_hits": 0.8, "forget_probe_hits": 0.9, "fluent_share": 1.0}
-    score = subsets.test_score({"forget_probe_hits": 0.25, "retain_probe_hits": 0.6, "fluent_share": 0.5}, base)
+    score = subsets.combined_on_test({"forget_probe_hits": 0.25, "retain_probe_hits": 0.6, "fluent_share": 0.5}, base)
     # hmean(0.75, 0.6 / 0.8 = 0.75, 0.5) = 3 / (1/0.75 + 1/0.75 + 1/0.5) = 0.642857...
     assert score["relative_utility"] == pytest.approx(0.75)
     assert score["combined_score"] == pytest.approx(3 / (2 / 0.75 + 2))
-    tofu = subsets.test_score({"forget_rouge": 1.2, "model_utility": 0.5, "fluent_share": 1.0},
+    tofu = subsets.combined_on_test({"forget_rouge": 1.2, "model_utility": 0.5, "fluent_share": 1.0},
                               {"model_utility": 0.4, "fluent_share": 1.0})
-    assert tofu["forget_efficacy"] == 0.0 and tofu["relative_utility"] == 1.0 and tofu["combined_score"] == 0.0
+    assert tofu["forget_score"] == 0.0 and tofu["relative_utility"] == 1.0 and tofu["combined_score"] == 0.0
