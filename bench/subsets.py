@@ -150,15 +150,17 @@ def run_subset(setting: Setting, recipe: ASUConfig, paper: ASUConfig, points: Se
     return data
 
 
-def summarise(data: dict) -> dict:
-    """Scores of every row, the best grid point, and the two targets' verdicts (None while a row is missing)."""
+def summarise(data: dict, grid_size: int) -> dict:
+    """Scores of every row, the best grid point, and the two targets' verdicts (None while a row is missing, or
+    while fewer than ``grid_size`` grid points are measured: a partial grid's best is no verdict)."""
     base = data["rows"]["base"]["test"]
     scores = {k: combined_on_test(r["test"], base) for k, r in data["rows"].items()}
     grid = {k: s["combined_score"] for k, s in scores.items() if k.startswith("grid ")}
     best = max(grid, key=grid.get) if grid else None
     auto = scores.get("auto", {}).get("combined_score")
     paper = scores.get("paper", {}).get("combined_score")
-    ratio = auto / grid[best] if auto is not None and best and grid[best] > 0 else None
+    complete = len(grid) >= grid_size
+    ratio = auto / grid[best] if auto is not None and complete and grid[best] > 0 else None
     return {"scores": scores, "best_grid": best, "auto_over_best": ratio,
             "meets_ratio": None if ratio is None else ratio >= TARGET_RATIO,
             "beats_paper": None if auto is None or paper is None else auto >= paper}
@@ -182,8 +184,9 @@ def format_markdown(result: dict) -> str:
              f"fluent share). Targets: auto >= {TARGET_RATIO} x best grid point; auto >= paper's fixed recipe.", "",
              "| subset | auto (chosen) | auto score | best grid point | its score | auto / best | paper score | "
              "targets |", "|---|---|---|---|---|---|---|---|"]
+    grid_size = len(result["taus"]) * len(result["lr_multipliers"])
     for name, data in result["subsets"].items():
-        s = summarise(data)
+        s = summarise(data, grid_size)
         auto = data["rows"].get("auto")
         chosen = ("-" if auto is None else f"{auto['status']}: " + ", ".join(
             f"{k} {v:g}" for k, v in auto["chosen"].items()))
@@ -195,7 +198,7 @@ def format_markdown(result: dict) -> str:
                      f"{_fmt(s['auto_over_best'])} | {_fmt(s['scores'].get('paper', {}).get('combined_score'))} | "
                      f"{verdict} |")
     for name, data in result["subsets"].items():
-        s = summarise(data)
+        s = summarise(data, grid_size)
         lines += ["", f"## {name}", "", *[f"- {n}" for n in data["notes"]], "",
                   "| model | forget efficacy | relative utility | fluent share | combined | round s | search s |",
                   "|---|---|---|---|---|---|---|"]

@@ -48,7 +48,8 @@ def test_auto_paper_and_grid_scored_on_test_items_and_resumed(setting, tmp_path,
     data = result["subsets"]["tofu:tiny"]
     assert set(data["rows"]) == {"base", "auto", "paper", "grid tau 2, learning_rate 0.001",
                                  "grid tau 4, learning_rate 0.001"}
-    summary = subsets.summarise(data)
+    summary = subsets.summarise(data, grid_size=2)
+    assert subsets.summarise(data, grid_size=3)["meets_ratio"] is None  # a partial grid gives no verdict
     scores = summary["scores"]
     assert scores["base"]["forget_score"] < 0.6 and scores["base"]["relative_utility"] == 1.0  # memorised
     # a grid round at the tiny recipe's strength forgets; the paper's lr 1e-6 hardly moves the model
