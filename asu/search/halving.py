@@ -35,7 +35,7 @@ from asu.data import QAItem
 from asu.device import AUTO, Placement
 from asu.errors import UsageError
 from asu.modeling import load_model_and_tokenizer
-from asu.search.scores import SetFigures, combined_score, forget_score, retain_score, score_sets
+from asu.search.scores import SetFigures, combined_score, forget_score, retain_score, score_items
 from asu.trainer import run_round
 
 logger = logging.getLogger(__name__)
@@ -96,6 +96,7 @@ class TrialResult:
     forget_weight: float
     effective: bool
     combined_score: float
+    unseen_fluent_share: float | None = None  # None: no unseen forget items judged (``run_trial``'s ``unseen``)
 
     @property
     def feasible(self) -> bool:
@@ -114,6 +115,7 @@ class TrialResult:
             **self.setting, "rung": self.rung, "epochs": self.epochs, "forget_score": self.forget_score,
             "retain_score": self.retain_score, "combined_score": self.combined_score, "effective": self.effective,
             "feasible": self.feasible, "failures": list(self.failures), "seconds": self.seconds,
+            "unseen_fluent_share": self.unseen_fluent_share,
             **{f"forget_{k}": v for k, v in self.forget.to_dict().items()},
             **{f"retain_{k}": v for k, v in self.retain.to_dict().items()},
         }
@@ -147,12 +149,17 @@ def run_trial(
     judge=None,
     teacher_model_dir: str | Path | None = None,
     placement: Placement = AUTO,
+    unseen: Sequence[QAItem] = (),
 ) -> TrialResult:
     """Train ``config`` at ``tau`` for ``epochs`` on ``forget`` from ``model_dir``, score it, drop the model.
 
     ``judge``: the ``asu.fluency.FluencyJudge`` of the model the trial starts from (fluency of its answers);
     ``teacher_model_dir``: the teacher's model when it is not ``model_dir`` (``asu.trainer.run_round``);
-    ``placement``: where the trained trial model is scored (``asu.device``).
+    ``placement``: where the trained trial model is scored (``asu.device``);
+    ``unseen``: forget items of the request the trial does not train on. When given, the fluent share that the
+    floors and the combined score use is pooled over the answers to ``forget`` and to these: a trial that
+    trained many steps on a few items answers *those* like its coherent teacher, while the damage shows first on
+    the subject's other questions, which is what the final round is tested on.
     """
     started = time.perf_counter()
     out = Path(work_dir) / f"trial-r{rung}-tau{tau:g}-lr{config.learning_rate:.3g}-w{config.forget_weight:g}"
@@ -161,18 +168,25 @@ def run_trial(
     trial_config = replace(config, tau=tau, epochs=epochs, checkpoint_every="never")
     run_round(model_dir, forget, retain_train, trial_config, out, progress=False, teacher_model_dir=teacher_model_dir)
     model, tokenizer = load_model_and_tokenizer(out, placement=placement)
-    figures = score_sets(model, tokenizer, {"forget": forget, "retain": retain_val}, prompt_format=config.prompt_format,
-                         max_new_tokens=max_new_tokens, max_length=config.max_length, judge=judge)
-    forget_figures, retain_figures = figures["forget"], figures["retain"]
+    sets = {"forget": forget, "retain": retain_val, **({"unseen": unseen} if unseen else {})}
+    figures = score_items(model, tokenizer, sets, prompt_format=config.prompt_format,
+                          max_new_tokens=max_new_tokens, max_length=config.max_length, judge=judge)
+    forget_figures, retain_figures = figures["forget"].mean(), figures["retain"].mean()
+    unseen_share = None
+    if unseen:
+        unseen_share = figures["unseen"].mean().fluent_share
+        pooled = figures["forget"].fluent + figures["unseen"].fluent
+        forget_figures = replace(forget_figures, fluent_share=sum(pooled) / len(pooled))
     if not keep_model:
         shutil.rmtree(out, ignore_errors=True)
     fe, ru = forget_score(forget_figures), retain_score(retain_figures)
     result = TrialResult(tau, rung, epochs, forget_figures, retain_figures, fe, ru,
                          tuple(floors.failures(forget_figures, ru)), time.perf_counter() - started,
                          config.learning_rate, config.forget_weight, fe >= floors.forget_score,
-                         floors.combined_score(fe, ru, forget_figures))
-    logger.info("trial %s epochs=%d: FS %.3f RS %.3f fluent %.2f score %.3f %s%s", result.label(), epochs, fe, ru,
-                forget_figures.fluent_share, result.combined_score, list(result.failures) or "safe",
+                         floors.combined_score(fe, ru, forget_figures), unseen_share)
+    logger.info("trial %s epochs=%d: FS %.3f RS %.3f fluent %.2f%s score %.3f %s%s", result.label(), epochs, fe, ru,
+                forget_figures.fluent_share, "" if unseen_share is None else f" (unseen items {unseen_share:.2f})",
+                result.combined_score, list(result.failures) or "safe",
                 "" if result.effective else ", ineffective")
     return result
 
@@ -200,6 +214,7 @@ def successive_halving(
     judge=None,
     teacher_model_dir: str | Path | None = None,
     placement: Placement = AUTO,
+    unseen: Sequence[QAItem] = (),
 ) -> list[TrialResult]:
     """Every trial run, rung after rung. ``epochs`` lists the epochs of each rung (see :func:`rung_epochs`).
 
@@ -211,7 +226,7 @@ def successive_halving(
     def trial(tau: float, rung: int) -> TrialResult:
         return run_trial(model_dir, tau, epochs[rung], rung, forget, retain_train, retain_val, config, floors,
                          work_dir, max_new_tokens=max_new_tokens, judge=judge, teacher_model_dir=teacher_model_dir,
-                         placement=placement)
+                         placement=placement, unseen=unseen)
 
     alive, trials, previous = sorted(candidates), [], []
     for rung in range(len(epochs)):
@@ -247,6 +262,7 @@ def bisect_boundary(
     judge=None,
     teacher_model_dir: str | Path | None = None,
     placement: Placement = AUTO,
+    unseen: Sequence[QAItem] = (),
 ) -> list[TrialResult]:
     """Full-length trials that halve the sorted candidates around the feasibility boundary (all at rung 0).
 
@@ -262,7 +278,7 @@ def bisect_boundary(
         mid = (low + high + 1) // 2
         trials.append(run_trial(model_dir, taus[mid], epochs, 0, forget, retain_train, retain_val, config, floors,
                                 work_dir, max_new_tokens=max_new_tokens, judge=judge,
-                                teacher_model_dir=teacher_model_dir, placement=placement))
+                                teacher_model_dir=teacher_model_dir, placement=placement, unseen=unseen))
         low, high = (mid + 1, high) if trials[-1].feasible else (low, mid - 1)
     return trials
 

@@ -20,6 +20,7 @@ FloorMode = Literal["relative", "absolute"]
 Stage2 = Literal["ladder", "bisection", "successive_halving"]
 RecipeWeight = Literal["recipe"]
 TrialLength = Literal["matched_steps", "same_epochs"]
+TrialFluency = Literal["validation_and_unseen", "validation"]
 
 
 def _help(text: str) -> dict[str, str]:
@@ -87,6 +88,16 @@ class SearchConfig:
     fluent_share_floor: float = field(
         default=0.9, metadata=_help("minimum share of forget answers asu.fluency judges fluent; always absolute")
     )
+    trial_fluency: TrialFluency = field(
+        default="validation_and_unseen",
+        metadata=_help("which forget answers a trial's fluent share is judged on: validation (the items it trains "
+                       "on) or validation_and_unseen (those and unseen_fluency_items forget items it never saw, where "
+                       "a round's damage shows first)"),
+    )
+    unseen_fluency_items: int = field(
+        default=8, metadata=_help("validation_and_unseen: forget items outside the validation split (seeded) whose "
+                                  "answers every trial also judges; fewer when the request has fewer")
+    )
     min_content_nll_rise: float = field(
         default=0.1, metadata=_help("stage 1: the teacher must raise content-token NLL by this many nats")
     )
@@ -120,7 +131,8 @@ class SearchConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "tau_grid", tuple(float(t) for t in self.tau_grid))
         self._check_grid()
-        for name in ("stage2_candidates", "trial_epochs", "retain_validation_size", "max_new_tokens"):
+        for name in ("stage2_candidates", "trial_epochs", "retain_validation_size", "max_new_tokens",
+                     "unseen_fluency_items"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UsageError(f"{name}={getattr(self, name)} must be >= 1")
         if self.stage2 not in ("ladder", "bisection", "successive_halving"):
@@ -128,6 +140,8 @@ class SearchConfig:
         self._check_strength()
         if self.trial_length not in ("matched_steps", "same_epochs"):
             raise UsageError(f"trial_length={self.trial_length!r}: use 'matched_steps' or 'same_epochs'")
+        if self.trial_fluency not in ("validation_and_unseen", "validation"):
+            raise UsageError(f"trial_fluency={self.trial_fluency!r}: use 'validation_and_unseen' or 'validation'")
         if self.floor_mode not in ("relative", "absolute"):
             raise UsageError(f"floor_mode={self.floor_mode!r} is unknown; use 'relative' or 'absolute'")
         if self.eta < 2:

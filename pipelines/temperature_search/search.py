@@ -7,7 +7,8 @@ own figures, which fail right after measuring it and before the scan):
 2. measure the current model on the validation items (tau = 1) and turn the floors into absolute values;
 3. stage 1: teacher-only scan over the tau grid (``asu.search.scan``), bracket, pick the candidates;
 4. stage 2: real rounds on the validation items, by default the strength ladder (``asu.search.ladder``), with
-   safety floors as hard constraints and a minimum forget-efficacy gain as the test of effect;
+   safety floors as hard constraints and a minimum forget-efficacy gain as the test of effect (by default the
+   fluent share is judged on the validation answers and on forget items no trial trains on);
 5. outcome: ``chosen`` (tau, learning rate, lambda), or ``no_effect`` / ``no_safe_setting`` with reasons;
    evidence JSON and PNG in ``work_dir``.
 """
@@ -116,8 +117,8 @@ def absolute_floors(config: SearchConfig, base_forget: SetFigures, base_utility:
         # No round can be asked to be more fluent than the model it starts from (on a handful of validation items
         # one odd answer of the current model is already 1/n of the share): the floor becomes the model's own.
         logger.warning("fluent_share_floor %.2f is above the current model's own fluent share %.2f on the forget "
-                       "validation answers; the floor is lowered to %.2f", fluent, base_forget.fluent_share,
-                       base_forget.fluent_share)
+                       "answers the trials are judged on; the floor is lowered to %.2f", fluent,
+                       base_forget.fluent_share, base_forget.fluent_share)
         fluent = base_forget.fluent_share
     return Floors(retain_score=utility, fluent_share=fluent, token_entropy=entropy,
                   forget_score=forget_score(base_forget) + config.min_forget_gain, reference_utility=base_utility)
@@ -165,6 +166,7 @@ class _Stage1:
     candidates: list[float]
     cap: int
     judge: FluencyJudge
+    unseen: list[QAItem]  # forget items no trial trains on, whose answers' fluency every trial also judges
 
 
 def _stage1(model_dir, split: ValidationSplit, round_config: ASUConfig, config: SearchConfig,
@@ -188,7 +190,15 @@ def _stage1(model_dir, split: ValidationSplit, round_config: ASUConfig, config: 
     scan_kw = {**eval_kw, "layers": round_config.layers, "batch_size": 32, "judge": judge}
     base = scan_tau(model, tokenizer, split.forget_val, split.retain_val, 1.0, **scan_kw)
     base_retain = score_set(model, tokenizer, split.retain_val, **eval_kw)
-    floors = absolute_floors(config, base.forget, retain_score(base_retain), len(split.retain_val))
+    unseen = (split.unseen_forget(config.unseen_fluency_items, config.seed)
+              if config.trial_fluency == "validation_and_unseen" else [])
+    base_forget = base.forget
+    if unseen:  # the fluent-share floor is capped at the current model's own share on the same pooled answers
+        base_unseen = score_set(model, tokenizer, unseen, judge=judge, **eval_kw)
+        pooled = ((base_forget.fluent_share * base_forget.items + base_unseen.fluent_share * base_unseen.items)
+                  / (base_forget.items + base_unseen.items))
+        base_forget = replace(base_forget, fluent_share=pooled)
+    floors = absolute_floors(config, base_forget, retain_score(base_retain), len(split.retain_val))
     logger.info("temperature search: %d forget / %d retain validation items, floors %s",
                 len(split.forget_val), len(split.retain_val), floors)
     if teacher_model_dir is not None:
@@ -200,7 +210,7 @@ def _stage1(model_dir, split: ValidationSplit, round_config: ASUConfig, config: 
     verdicts = bracket(rows[1:], base, config.criteria, coherence=round_config.forget_positions == "answer")
     candidates = stage2_candidates(rows[1:], base, verdicts, config) if config.stage2 == "ladder" else spread(
         [t for t, why in verdicts.items() if why is None], config.stage2_candidates)
-    return _Stage1(base, base_retain, floors, rows, verdicts, candidates, cap, judge)
+    return _Stage1(base, base_retain, floors, rows, verdicts, candidates, cap, judge, unseen)
 
 
 def stage2_candidates(rows: Sequence[ScanRow], base: ScanRow, verdicts: dict[float, str | None],
@@ -234,7 +244,7 @@ def _stage2(model_dir, split: ValidationSplit, round_config: ASUConfig, config: 
         return [], epochs
     data = (split.forget_val, split.retain_rest, split.retain_val)
     score_kw = {"max_new_tokens": stage1.cap, "judge": stage1.judge, "teacher_model_dir": teacher_model_dir,
-                "placement": placement}
+                "placement": placement, "unseen": stage1.unseen}
     if config.stage2 == "ladder":
         final_items = len(split.forget_test) + len(split.forget_val)  # the final round trains on both
         trial_epochs = (matched_epochs(round_config, final_items, len(split.forget_val))

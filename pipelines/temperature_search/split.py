@@ -31,6 +31,17 @@ class ValidationSplit:
     forget_val_index: list[int] | None
     retain_val_index: list[int]
 
+    def unseen_forget(self, limit: int, seed: int) -> list[QAItem]:
+        """Up to ``limit`` forget items outside the validation split (a seeded sample, in request order).
+
+        Trials train on the forget validation items only, so these are questions about the same subjects that a
+        trial never saw (``asu.search.halving.run_trial``'s ``unseen``).
+        """
+        if len(self.forget_test) <= limit:
+            return list(self.forget_test)
+        picked = sorted(random.Random(seed).sample(range(len(self.forget_test)), limit))
+        return [self.forget_test[i] for i in picked]
+
     def summary(self) -> dict:
         """Sizes, indices and SHA-256 hashes (no text)."""
         return {

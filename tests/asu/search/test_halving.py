@@ -98,3 +98,27 @@ def test_stops_when_nothing_is_feasible(monkeypatch):
     calls = fake_trials(monkeypatch, {(2.0, 0): (0.3, ["utility"]), (3.0, 0): (0.7, ["utility"])})
     trials = run([2.0, 3.0])
     assert len(calls) == 2 and winner(trials, 2) is None
+
+
+def test_a_trial_judges_fluency_on_unseen_forget_items_too(tiny_model_dir, tiny_sets, tmp_path):
+    """The floors' fluent share pools the trained validation answers with answers to forget items never trained on;
+    each share is what a separate scoring of the kept trial model finds."""
+    from asu.modeling import load_model_and_tokenizer
+    from asu.search.scores import score_sets
+
+    forget, retain = tiny_sets
+    val, unseen = forget[:4], forget[4:10]
+    config = ASUConfig(tau=3.0, learning_rate=1e-3, epochs=1, batch_size=4, grad_accum_steps=1, max_length=256)
+    floors = Floors(retain_score=0.0, fluent_share=0.0)
+    trial = halving.run_trial(tiny_model_dir, 3.0, 1, 0, val, retain[:8], retain[8:12], config, floors, tmp_path,
+                              max_new_tokens=24, keep_model=True, unseen=unseen)
+    model, tokenizer = load_model_and_tokenizer(next(tmp_path.glob("trial-*")))
+    alone = score_sets(model, tokenizer, {"val": val, "unseen": unseen}, max_new_tokens=24, max_length=256)
+    assert trial.unseen_fluent_share == pytest.approx(alone["unseen"].fluent_share)
+    pooled = (alone["val"].fluent_share * len(val) + alone["unseen"].fluent_share * len(unseen)) / 10
+    assert trial.forget.fluent_share == pytest.approx(pooled)
+    assert trial.forget.rouge_l_recall == pytest.approx(alone["val"].rouge_l_recall)  # efficacy: validation only
+    assert trial.to_dict()["unseen_fluent_share"] == trial.unseen_fluent_share
+    without = halving.run_trial(tiny_model_dir, 3.0, 1, 0, val, retain[:8], retain[8:12], config, floors,
+                                tmp_path / "plain", max_new_tokens=24)
+    assert without.unseen_fluent_share is None

@@ -26,6 +26,8 @@ from pipelines.temperature_search import SearchConfig, run_search, split_validat
         ({"forget_validation_fraction": 1.0}, r"must be in \(0, 1\)"),
         ({"stage2": "grid"}, "stage2='grid' is unknown"),
         ({"eta": 1}, "eta=1 must be >= 2"),
+        ({"trial_fluency": "unseen"}, "trial_fluency='unseen': use 'validation_and_unseen' or 'validation'"),
+        ({"unseen_fluency_items": 0}, "unseen_fluency_items=0 must be >= 1"),
     ],
 )
 def test_config_errors_name_the_field(values, message):
@@ -61,6 +63,13 @@ def test_split_is_seeded_stratified_and_disjoint(tiny_sets):
     assert other.retain_val_index != split.retain_val_index
     summary = split.summary()
     assert len(summary["forget_validation_sha256"]) == 4
+    # what trials judge fluency on besides the validation items: seeded, never a validation item, in request order
+    unseen = split.unseen_forget(5, seed=3)
+    assert unseen == split.unseen_forget(5, seed=3) != split.unseen_forget(5, seed=4)
+    assert len(unseen) == 5 and not {it["question"] for it in unseen} & {it["question"] for it in split.forget_val}
+    order = [split.forget_test.index(it) for it in unseen]
+    assert order == sorted(order)
+    assert split.unseen_forget(100, seed=3) == split.forget_test
     assert all(len(h) == 64 for h in summary["retain_validation_sha256"])
 
 

@@ -31,7 +31,8 @@ def test_outcome_has_every_figure(tiny_search, tiny_sets):
     assert outcome.trials and all(t.epochs == expected > TINY_ROUND.epochs for t in outcome.trials)
     rates = {t.learning_rate for t in outcome.trials}
     assert rates <= {m * TINY_ROUND.learning_rate for m in TINY_SEARCH.lr_multipliers} and len(rates) >= 2
-    for trial in outcome.trials:
+    for trial in outcome.trials:  # default trial_fluency: the validation answers and unseen ones are judged
+        assert 0 <= trial.unseen_fluent_share <= 1 and 0 <= trial.forget.fluent_share <= 1
         assert 0 <= trial.forget_score <= 1 and trial.effective == (
             trial.forget_score >= outcome.base["forget_score"] + TINY_SEARCH.min_forget_gain - 1e-12)
     for row in evidence[1:]:
