@@ -6,6 +6,8 @@ round trains on (``pipelines.round.unlearn.final_round``: every forget item plus
 the retain items outside the search's retain validation sample):
 
 - ``auto``: ASU as the product runs it, ``auto_unlearn`` from the ``pretrained`` recipe (search, then the round);
+  with ``--search KEY=VALUE`` the search runs with those ``SearchConfig`` overrides and the row is named after them
+  (``auto trial_fluency=validation``), so search options are compared on the same items and grid;
 - ``grid``: one full round at every point of ``--taus`` x ``--lr-multipliers`` (multiples of the recipe's
   learning rate), the rest of the ``pretrained`` recipe unchanged;
 - ``paper``: one round with the paper's fixed recipe (``tofu_paper``: tau 2.3, lr 1e-5, lambda 0.1).
@@ -30,12 +32,14 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Literal, get_args
 
 from asu.config import ASUConfig
+from asu.errors import UsageError
 from asu.fluency import FluencyJudge
 from asu.modeling import load_model_and_tokenizer
 from asu.recipes import get_recipe
@@ -60,6 +64,11 @@ def grid_points(recipe: ASUConfig, taus: Sequence[float], multipliers: Sequence[
 
 def point_key(point: dict) -> str:
     return "grid " + ", ".join(f"{k} {v:g}" for k, v in point.items())
+
+
+def auto_key(search: Mapping[str, object]) -> str:
+    """``auto`` for the product's own search, else ``auto k=v, ...`` for a search with those overrides."""
+    return "auto" + ("" if not search else " " + ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(search.items())))
 
 
 def combined_on_test(test: dict, base: dict) -> dict[str, float]:
@@ -119,9 +128,10 @@ def _test(setting: Setting, model_dir: Path, judge: FluencyJudge) -> dict:
 
 
 def run_subset(setting: Setting, recipe: ASUConfig, paper: ASUConfig, points: Sequence[dict], work: Path, kept: dict,
-               save: Callable[[dict], None], kinds: Sequence[RowKind] = ROW_KINDS) -> dict:
+               save: Callable[[dict], None], kinds: Sequence[RowKind] = ROW_KINDS,
+               search: Mapping[str, object] = MappingProxyType({})) -> dict:
     """Base, then the auto, paper and grid rows of one subset (those of ``kinds``); rows already in ``kept`` are not
-    measured again."""
+    measured again. ``search``: ``SearchConfig`` overrides of the auto row's search (see :func:`auto_key`)."""
     judge_model, judge_tok = load_model_and_tokenizer(setting.judge_model or setting.model_dir)
     judge = FluencyJudge(judge_model, judge_tok)
     data = {"notes": setting.notes, "rows": dict(kept.get("rows", {}))}
@@ -129,14 +139,15 @@ def run_subset(setting: Setting, recipe: ASUConfig, paper: ASUConfig, points: Se
     if "base" not in rows:
         rows["base"] = {"test": _test(setting, setting.model_dir, judge)}
     base = rows["base"]["test"]
-    todo = [*([("auto", None)] if "auto" in kinds else []), *([("paper", paper)] if "paper" in kinds else []),
+    todo = [*([(auto_key(search), None)] if "auto" in kinds else []), *([("paper", paper)] if "paper" in kinds else []),
             *([(point_key(p), replace(recipe, **p)) for p in points] if "grid" in kinds else [])]
     for key, config in todo:
         if key in rows:
             continue
         out = work / key.replace(" ", "").replace(",", "_")
         if config is None:
-            model_dir, row = _auto(setting, recipe, out)
+            searched = replace(setting, search_overrides={**setting.search_overrides, **search})
+            model_dir, row = _auto(searched, recipe, out)
         else:
             model_dir, seconds = _round(setting, config, out)
             row = {"settings": {k: getattr(config, k) for k in ("tau", "learning_rate", "forget_weight")},
@@ -170,7 +181,9 @@ def _row_order(item: tuple[str, dict]) -> tuple:
     """base, auto, paper, then the grid by tau and learning rate (runs merged in any order read the same)."""
     key, row = item
     settings = row.get("settings", {})
-    return ({"base": 0, "auto": 1, "paper": 2}.get(key, 3), settings.get("tau", 0), settings.get("learning_rate", 0))
+    kind = "auto" if key.startswith("auto") else key
+    return ({"base": 0, "auto": 1, "paper": 2}.get(kind, 3), key != "auto", settings.get("tau", 0),
+            settings.get("learning_rate", 0))
 
 
 def _fmt(value: float | None) -> str:
@@ -214,7 +227,7 @@ def format_markdown(result: dict) -> str:
 def run_subsets(names: Sequence[str], setting_of: Callable[[str], Setting], work_dir: Path, out_dir: Path, *,
                 taus: Sequence[float] = TAUS, multipliers: Sequence[float] = LR_MULTIPLIERS,
                 recipe: ASUConfig | None = None, paper: ASUConfig | None = None,
-                kinds: Sequence[RowKind] = ROW_KINDS) -> dict:
+                kinds: Sequence[RowKind] = ROW_KINDS, search: Mapping[str, object] = MappingProxyType({})) -> dict:
     """Every subset in turn; ``out_dir/subsets.json`` is written after every model and resumed from.
 
     ``recipe`` (default ``pretrained``) is what the search starts from and the grid varies; ``paper`` (default
@@ -237,7 +250,7 @@ def run_subsets(names: Sequence[str], setting_of: Callable[[str], Setting], work
     for name in names:
         points = grid_points(recipe, taus, multipliers)
         data = run_subset(setting_of(name), recipe, paper, points, work_dir / name.replace(":", "-"),
-                          result["subsets"].get(name, {}), lambda d, n=name: save(d, n), kinds)
+                          result["subsets"].get(name, {}), lambda d, n=name: save(d, n), kinds, search)
         save(data, name)
     return result
 
@@ -270,6 +283,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rows", nargs="+", default=list(ROW_KINDS), choices=ROW_KINDS,
                         help="which models to build (base is always measured): two processes can share a subset's "
                              "grid, e.g. one with --taus 1.5 2 and one with --rows grid --taus 3 4 --out OTHER")
+    parser.add_argument("--search", action="append", metavar="KEY=VALUE",
+                        help="SearchConfig override of the auto row's search (repeatable); the row is named after "
+                             "them, e.g. --search trial_fluency=validation -> 'auto trial_fluency=\"validation\"'")
     parser.add_argument("--merge", nargs="+", metavar="JSON",
                         help="only add the rows of these subsets.json files (other runs) to --out's, and render")
     parser.add_argument("--model", default="smollm2-135m")
@@ -282,8 +298,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if any(not (math.isfinite(t) and t >= 1) for t in args.taus):
         parser.error(f"--taus {args.taus}: attention temperatures must be finite and >= 1")
+    from cli.common import parse_overrides
+    from pipelines.temperature_search import SearchConfig
+
+    try:  # a wrong key or value fails here, before any model is built
+        search = parse_overrides(args.search, "--search")
+        SearchConfig.from_dict(search)
+    except UsageError as err:
+        parser.error(str(err))
     result = run_subsets(args.subset, lambda name: subset_setting(name, args.model), Path(args.work_dir),
-                         Path(args.out), taus=args.taus, multipliers=args.lr_multipliers, kinds=args.rows)
+                         Path(args.out), taus=args.taus, multipliers=args.lr_multipliers, kinds=args.rows,
+                         search=search)
     print(format_markdown(result))
 
 

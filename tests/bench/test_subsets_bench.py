@@ -64,7 +64,7 @@ def test_auto_paper_and_grid_scored_on_test_items_and_resumed(setting, tmp_path,
 
     # a larger grid measures its new point only
     calls = []
-    real_round = subsets._round
+    real_round, real_auto = subsets._round, subsets._auto
     monkeypatch.setattr(subsets, "_round", lambda *a: calls.append(a[1].tau) or real_round(*a))
     subsets.run_subsets(["tofu:tiny"], lambda name: setting, tmp_path / "work", out, **{**run, "taus": (2.0, 3.0, 4.0)})
     assert calls == [3.0]
@@ -88,6 +88,17 @@ def test_auto_paper_and_grid_scored_on_test_items_and_resumed(setting, tmp_path,
     assert merged["taus"] == [2.0, 3.0, 4.0, 5.0] and len(merged["subsets"]["tofu:tiny"]["rows"]) == 7
     assert merged["subsets"]["tofu:tiny"]["rows"]["base"] == data["rows"]["base"]  # out's own rows win
     assert "grid tau 5, learning_rate 0.001" in (out / "subsets.md").read_text()
+
+    # a search option compared on the same items: its own auto row, the override reaching the product's search
+    seen = []
+    monkeypatch.setattr(subsets, "_auto", lambda s, *a: seen.append(s.search_overrides) or real_auto(s, *a))
+    variant = subsets.run_subsets(["tofu:tiny"], lambda name: setting, tmp_path / "work", out, **run,
+                                  kinds=("auto",), search={"trial_fluency": "validation"})
+    rows, key = variant["subsets"]["tofu:tiny"]["rows"], 'auto trial_fluency="validation"'
+    assert seen == [{**setting.search_overrides, "trial_fluency": "validation"}]
+    assert rows[key]["status"] in ("chosen", "no_effect", "no_safe_setting") and rows["auto"] == data["rows"]["auto"]
+    md = (out / "subsets.md").read_text()
+    assert md.index("| auto |") < md.index(f"| {key} |") < md.index("| paper |")
 
 
 def test_combined_score_on_test_figures():
