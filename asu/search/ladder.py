@@ -10,7 +10,12 @@ strength. The ladder searches both, with real rounds scored on the validation it
    floor met). This assumes that a stronger round changes the model more, for better (forgetting) and worse
    (damage), which holds for gradient steps of a fixed direction; it assumes nothing about tau.
 2. **tau**: at that strength, one trial at every other bracketed candidate tau. No candidate is skipped because
-   of where it lies: forgetting and damage need not be monotone in tau.
+   of where it lies: forgetting and damage need not be monotone in tau. A tau that breaks a safety floor at that
+   strength is retried at the gentler levels (bisected the same way): a hotter teacher pulls harder, so its safe
+   strength can be lower. Measured on the SmolLM2 TOFU target forgetting author 5 (``bench.subsets``): the
+   reference tau 2 was safe up to lr 1e-4, where tau 3 and 4 broke fluency (3 and 0 of 5 validation answers
+   fluent), so the search chose tau 2 at 1e-4 (test score 0.499), while a full round at tau 3 and lr 3e-5 scored
+   0.821 on the same test items.
 3. **lambda** (only when the search lists forget weights): at the best (tau, learning rate), one trial per other
    forget weight.
 
@@ -66,6 +71,11 @@ def ladder_search(trial: Trial, candidates: Sequence[float], learning_rates: Seq
     logger.info("ladder: strength %.3g (lambda %g) chosen at the reference tau %g", rate, weight, taus[0])
     for tau in taus[1:]:
         trials.append(trial(tau, rate, weight))
+        if not trials[-1].feasible and level:  # unsafe at this strength: the gentler levels, strongest safe first
+            gentler, more = strongest_safe(trial, tau, rates[:level], weight)
+            trials += more
+            logger.info("ladder: tau %g broke a floor at %.3g; %s", tau, rate,
+                        "no gentler level is safe" if gentler is None else f"safe at {rates[gentler]:.3g}")
     if len(forget_weights) > 1:
         ranked = rank(trials)
         best = ranked[0] if ranked else max(trials, key=lambda t: (t.feasible, t.combined_score))

@@ -55,12 +55,32 @@ def test_every_candidate_tau_is_tried_at_the_chosen_strength_and_non_monotone_ta
     # At the chosen strength (1e-4), tau 2.0 breaks fluency but tau 3.0 (higher still) is safe and forgets most:
     # a search that assumed monotonicity would stop at 2.0 and never see 3.0.
     table = strength_table(1.5, fe=[0.1, 0.3, 0.6, 0.9], ru=[1.0, 0.95, 0.9, 0.7], fluent=[1.0, 1.0, 0.95, 0.4])
-    table |= {(2.0, 1e-4, 1.0): (0.8, 0.9, 0.3), (3.0, 1e-4, 1.0): (0.75, 0.92, 1.0)}
+    table |= {(2.0, 1e-4, 1.0): (0.8, 0.9, 0.3), (3.0, 1e-4, 1.0): (0.75, 0.92, 1.0),
+              (2.0, 3e-5, 1.0): (0.55, 0.95, 0.95)}
     trial, calls = landscape(table)
     trials = ladder_search(trial, [3.0, 1.5, 2.0], RATES, [1.0])
-    assert calls[-2:] == [(2.0, 1e-4, 1.0), (3.0, 1e-4, 1.0)]
+    # tau 2.0 breaks fluency at 1e-4 and is retried one level gentler (safe there), then tau 3.0 at 1e-4
+    assert calls[-3:] == [(2.0, 1e-4, 1.0), (2.0, 3e-5, 1.0), (3.0, 1e-4, 1.0)]
     assert rank(trials)[0].setting == {"tau": 3.0, "learning_rate": 1e-4, "forget_weight": 1.0}
     assert outcome_status(trials, {}) == "chosen"
+
+
+def test_a_hotter_tau_that_breaks_a_floor_is_retried_at_gentler_strengths():
+    # The reference tau 1.5 is safe up to 1e-4; tau 3.0 breaks fluency there but at 3e-5 forgets more than any
+    # safe tau-1.5 round: the best setting needs a strength of its own (TOFU author 5 on SmolLM2, ladder.py).
+    table = strength_table(1.5, fe=[0.1, 0.3, 0.55, 0.9], ru=[1.0, 0.95, 0.9, 0.7], fluent=[1.0, 1.0, 0.95, 0.4])
+    table |= {(3.0, 1e-4, 1.0): (0.9, 0.9, 0.6), (3.0, 3e-5, 1.0): (0.8, 0.95, 1.0),
+              (4.0, 1e-4, 1.0): (0.95, 0.5, 0.0), (4.0, 3e-5, 1.0): (0.9, 0.6, 0.2), (4.0, 1e-5, 1.0): (0.9, 0.7, 0.4)}
+    trial, calls = landscape(table)
+    trials = ladder_search(trial, [1.5, 3.0, 4.0], RATES, [1.0])
+    assert calls[2:] == [(3.0, 1e-4, 1.0), (3.0, 3e-5, 1.0),  # one gentler level is safe: stop there
+                         (4.0, 1e-4, 1.0), (4.0, 3e-5, 1.0), (4.0, 1e-5, 1.0)]  # none is: every level tried
+    assert rank(trials)[0].setting == {"tau": 3.0, "learning_rate": 3e-5, "forget_weight": 1.0}
+    # a tau that is safe at the chosen strength is never retried gentler
+    table[(3.0, 1e-4, 1.0)] = (0.9, 0.9, 0.95)
+    trial, calls = landscape(table)
+    ladder_search(trial, [1.5, 3.0], RATES, [1.0])
+    assert [c for c in calls if c[0] == 3.0] == [(3.0, 1e-4, 1.0)]
 
 
 def test_lambda_is_tried_at_the_best_tau_and_strength():
