@@ -27,13 +27,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from typing import Literal
 
+from asu.errors import UsageError
 from asu.search.halving import TrialResult, rank
 
 logger = logging.getLogger(__name__)
 
 #: (tau, learning rate, forget weight) -> the trial's result.
 Trial = Callable[[float, float, float], TrialResult]
+#: What phase 2 does with a tau that breaks a safety floor at the chosen strength: retry it at the gentler levels,
+#: or leave it (the ladder before 2026-12-07).
+UnsafeTau = Literal["gentler_levels", "none"]
 
 
 def strongest_safe(trial: Trial, tau: float, learning_rates: Sequence[float], forget_weight: float
@@ -55,12 +60,15 @@ def strongest_safe(trial: Trial, tau: float, learning_rates: Sequence[float], fo
 
 
 def ladder_search(trial: Trial, candidates: Sequence[float], learning_rates: Sequence[float],
-                  forget_weights: Sequence[float]) -> list[TrialResult]:
+                  forget_weights: Sequence[float], unsafe_tau: UnsafeTau = "gentler_levels") -> list[TrialResult]:
     """Every trial of the ladder (phases 1-3 of the module docstring), in the order run.
 
     ``candidates``: the bracketed taus; ``learning_rates``: the strength levels (sorted here);
-    ``forget_weights``: the lambdas to try, the first one used in phases 1 and 2.
+    ``forget_weights``: the lambdas to try, the first one used in phases 1 and 2; ``unsafe_tau``: see
+    :data:`UnsafeTau`.
     """
+    if unsafe_tau not in ("gentler_levels", "none"):
+        raise UsageError(f"unsafe_tau={unsafe_tau!r}: use 'gentler_levels' or 'none'")
     if not candidates:
         return []
     taus, rates = sorted(candidates), sorted(learning_rates)
@@ -71,7 +79,8 @@ def ladder_search(trial: Trial, candidates: Sequence[float], learning_rates: Seq
     logger.info("ladder: strength %.3g (lambda %g) chosen at the reference tau %g", rate, weight, taus[0])
     for tau in taus[1:]:
         trials.append(trial(tau, rate, weight))
-        if not trials[-1].feasible and level:  # unsafe at this strength: the gentler levels, strongest safe first
+        # Unsafe at this strength: the gentler levels, bisected for the strongest safe one.
+        if unsafe_tau == "gentler_levels" and not trials[-1].feasible and level:
             gentler, more = strongest_safe(trial, tau, rates[:level], weight)
             trials += more
             logger.info("ladder: tau %g broke a floor at %.3g; %s", tau, rate,
@@ -98,4 +107,4 @@ def outcome_status(trials: Sequence[TrialResult], bracket: dict[float, str | Non
     return "no_effect" if reasons and all(why.startswith("too weak") for why in reasons) else "no_safe_setting"
 
 
-__all__ = ["Trial", "ladder_search", "outcome_status", "strongest_safe"]
+__all__ = ["Trial", "UnsafeTau", "ladder_search", "outcome_status", "strongest_safe"]

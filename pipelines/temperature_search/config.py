@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from asu.errors import UsageError
 from asu.passages import CONTINUATION_TOKENS, PREFIX_TOKENS
+from asu.search.ladder import UnsafeTau
 from asu.search.scan import BracketCriteria
 from asu.strict import check_keys
 
@@ -60,6 +61,11 @@ class SearchConfig:
         default="recipe",
         metadata=_help("ladder: 'recipe' keeps the recipe's lambda; a list of lambdas (>= 0) tries each at the "
                        "best tau and learning rate (the first one is used while searching those)"),
+    )
+    unsafe_tau: UnsafeTau = field(
+        default="gentler_levels",
+        metadata=_help("ladder: a tau that breaks a safety floor at the strength chosen at the reference tau is "
+                       "retried at the gentler levels (gentler_levels) or left (none)"),
     )
     trial_length: TrialLength = field(
         default="matched_steps",
@@ -140,6 +146,8 @@ class SearchConfig:
         self._check_strength()
         if self.trial_length not in ("matched_steps", "same_epochs"):
             raise UsageError(f"trial_length={self.trial_length!r}: use 'matched_steps' or 'same_epochs'")
+        if self.unsafe_tau not in ("gentler_levels", "none"):
+            raise UsageError(f"unsafe_tau={self.unsafe_tau!r}: use 'gentler_levels' or 'none'")
         if self.trial_fluency not in ("validation_and_unseen", "validation"):
             raise UsageError(f"trial_fluency={self.trial_fluency!r}: use 'validation_and_unseen' or 'validation'")
         if self.floor_mode not in ("relative", "absolute"):

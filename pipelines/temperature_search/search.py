@@ -257,7 +257,8 @@ def _stage2(model_dir, split: ValidationSplit, round_config: ASUConfig, config: 
                              work_dir / "trials", **score_kw)
 
         rates = [m * round_config.learning_rate for m in config.lr_multipliers]
-        return ladder_search(trial, stage1.candidates, rates, config.weights(round_config.forget_weight)), epochs
+        weights = config.weights(round_config.forget_weight)
+        return ladder_search(trial, stage1.candidates, rates, weights, config.unsafe_tau), epochs
     args = (model_dir, stage1.candidates, *data, round_config, stage1.floors, work_dir / "trials")
     if halving:
         return successive_halving(*args, epochs=epochs, eta=config.eta, **score_kw), epochs

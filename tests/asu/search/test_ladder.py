@@ -81,6 +81,13 @@ def test_a_hotter_tau_that_breaks_a_floor_is_retried_at_gentler_strengths():
     trial, calls = landscape(table)
     ladder_search(trial, [1.5, 3.0], RATES, [1.0])
     assert [c for c in calls if c[0] == 3.0] == [(3.0, 1e-4, 1.0)]
+    # unsafe_tau="none" (the ladder before): an unsafe tau is left at the shared strength
+    table[(3.0, 1e-4, 1.0)] = (0.9, 0.9, 0.6)
+    trial, calls = landscape(table)
+    trials = ladder_search(trial, [1.5, 3.0], RATES, [1.0], unsafe_tau="none")
+    assert [c for c in calls if c[0] == 3.0] == [(3.0, 1e-4, 1.0)] and rank(trials)[0].tau == 1.5
+    with pytest.raises(ValueError, match="unsafe_tau='never': use 'gentler_levels' or 'none'"):
+        ladder_search(trial, [1.5], RATES, [1.0], unsafe_tau="never")
 
 
 def test_lambda_is_tried_at_the_best_tau_and_strength():

@@ -28,6 +28,7 @@ from pipelines.temperature_search import SearchConfig, run_search, split_validat
         ({"eta": 1}, "eta=1 must be >= 2"),
         ({"trial_fluency": "unseen"}, "trial_fluency='unseen': use 'validation_and_unseen' or 'validation'"),
         ({"unseen_fluency_items": 0}, "unseen_fluency_items=0 must be >= 1"),
+        ({"unsafe_tau": "skip"}, "unsafe_tau='skip': use 'gentler_levels' or 'none'"),
     ],
 )
 def test_config_errors_name_the_field(values, message):
