@@ -161,14 +161,14 @@ def run_subset(setting: Setting, recipe: ASUConfig, paper: ASUConfig, points: Se
     return data
 
 
-def summarise(data: dict, grid_size: int) -> dict:
-    """Scores of every row, the best grid point, and the two targets' verdicts (None while a row is missing, or
-    while fewer than ``grid_size`` grid points are measured: a partial grid's best is no verdict)."""
+def summarise(data: dict, grid_size: int, auto_row: str = "auto") -> dict:
+    """Scores of every row, the best grid point, and the two targets' verdicts for ``auto_row`` (None while a row is
+    missing, or while fewer than ``grid_size`` grid points are measured: a partial grid's best is no verdict)."""
     base = data["rows"]["base"]["test"]
     scores = {k: combined_on_test(r["test"], base) for k, r in data["rows"].items()}
     grid = {k: s["combined_score"] for k, s in scores.items() if k.startswith("grid ")}
     best = max(grid, key=grid.get) if grid else None
-    auto = scores.get("auto", {}).get("combined_score")
+    auto = scores.get(auto_row, {}).get("combined_score")
     paper = scores.get("paper", {}).get("combined_score")
     complete = len(grid) >= grid_size
     ratio = auto / grid[best] if auto is not None and complete and grid[best] > 0 else None
@@ -199,17 +199,20 @@ def format_markdown(result: dict) -> str:
              "targets |", "|---|---|---|---|---|---|---|---|"]
     grid_size = len(result["taus"]) * len(result["lr_multipliers"])
     for name, data in result["subsets"].items():
-        s = summarise(data, grid_size)
-        auto = data["rows"].get("auto")
-        chosen = ("-" if auto is None else f"{auto['status']}: " + ", ".join(
-            f"{k} {v:g}" for k, v in auto["chosen"].items()))
-        verdict = ("(incomplete)" if s["meets_ratio"] is None or s["beats_paper"] is None else
-                   f"ratio {'met' if s['meets_ratio'] else 'MISSED'}, "
-                   f"paper {'beaten' if s['beats_paper'] else 'NOT beaten'}")
-        lines.append(f"| {name} | {chosen} | {_fmt(s['scores'].get('auto', {}).get('combined_score'))} | "
-                     f"{s['best_grid'] or '-'} | {_fmt(s['scores'].get(s['best_grid'], {}).get('combined_score'))} | "
-                     f"{_fmt(s['auto_over_best'])} | {_fmt(s['scores'].get('paper', {}).get('combined_score'))} | "
-                     f"{verdict} |")
+        # the product's search first, then any search variant measured on the same items (``--search``)
+        for auto_row in sorted((k for k in data["rows"] if k.startswith("auto")), key=lambda k: (k != "auto", k)):
+            s = summarise(data, grid_size, auto_row)
+            auto = data["rows"][auto_row]
+            chosen = f"{auto['status']}: " + ", ".join(f"{k} {v:g}" for k, v in auto["chosen"].items())
+            verdict = ("(incomplete)" if s["meets_ratio"] is None or s["beats_paper"] is None else
+                       f"ratio {'met' if s['meets_ratio'] else 'MISSED'}, "
+                       f"paper {'beaten' if s['beats_paper'] else 'NOT beaten'}")
+            label = name if auto_row == "auto" else f"{name} ({auto_row})"
+            lines.append(f"| {label} | {chosen} | {_fmt(s['scores'][auto_row]['combined_score'])} | "
+                         f"{s['best_grid'] or '-'} | "
+                         f"{_fmt(s['scores'].get(s['best_grid'], {}).get('combined_score'))} | "
+                         f"{_fmt(s['auto_over_best'])} | {_fmt(s['scores'].get('paper', {}).get('combined_score'))} | "
+                         f"{verdict} |")
     for name, data in result["subsets"].items():
         s = summarise(data, grid_size)
         lines += ["", f"## {name}", "", *[f"- {n}" for n in data["notes"]], "",

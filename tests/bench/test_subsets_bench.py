@@ -99,6 +99,8 @@ def test_auto_paper_and_grid_scored_on_test_items_and_resumed(setting, tmp_path,
     assert rows[key]["status"] in ("chosen", "no_effect", "no_safe_setting") and rows["auto"] == data["rows"]["auto"]
     md = (out / "subsets.md").read_text()
     assert md.index("| auto |") < md.index(f"| {key} |") < md.index("| paper |")
+    assert f"| tofu:tiny ({key}) | {rows[key]['status']}" in md  # a summary line of its own
+    assert subsets.summarise(variant["subsets"]["tofu:tiny"], 2, key)["scores"][key] is not None
 
 
 def test_combined_score_on_test_figures():
