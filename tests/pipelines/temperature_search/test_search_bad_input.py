@@ -26,7 +26,7 @@ from pipelines.temperature_search import SearchConfig, run_search, split_validat
         ({"forget_validation_fraction": 1.0}, r"must be in \(0, 1\)"),
         ({"stage2": "grid"}, "stage2='grid' is unknown"),
         ({"eta": 1}, "eta=1 must be >= 2"),
-        ({"trial_fluency": "unseen"}, "trial_fluency='unseen': use 'validation_and_unseen' or 'validation'"),
+        ({"trial_fluency": "unseen"}, "trial_fluency='unseen': use 'validation' or 'validation_and_unseen'"),
         ({"unseen_fluency_items": 0}, "unseen_fluency_items=0 must be >= 1"),
         ({"unsafe_tau": "skip"}, "unsafe_tau='skip': use 'gentler_levels' or 'none'"),
     ],

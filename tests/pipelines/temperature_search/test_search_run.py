@@ -31,8 +31,8 @@ def test_outcome_has_every_figure(tiny_search, tiny_sets):
     assert outcome.trials and all(t.epochs == expected > TINY_ROUND.epochs for t in outcome.trials)
     rates = {t.learning_rate for t in outcome.trials}
     assert rates <= {m * TINY_ROUND.learning_rate for m in TINY_SEARCH.lr_multipliers} and len(rates) >= 2
-    for trial in outcome.trials:  # default trial_fluency: the validation answers and unseen ones are judged
-        assert 0 <= trial.unseen_fluent_share <= 1 and 0 <= trial.forget.fluent_share <= 1
+    for trial in outcome.trials:  # default trial_fluency: the validation answers alone are judged
+        assert trial.unseen_fluent_share is None
         assert 0 <= trial.forget_score <= 1 and trial.effective == (
             trial.forget_score >= outcome.base["forget_score"] + TINY_SEARCH.min_forget_gain - 1e-12)
     for row in evidence[1:]:
@@ -109,6 +109,19 @@ def test_a_setting_that_forgets_too_little_is_no_effect(tiny_model_dir, tiny_set
     outcome = run_search(tiny_model_dir, forget, retain, replace(TINY_ROUND, epochs=1), config, tmp_path)
     assert outcome.status == "no_effect" and outcome.setting is None and not outcome.trials[0].effective
     assert "minimum gain" in outcome.reasons[0] and any("no effect, forget score" in r for r in outcome.reasons)
+
+
+def test_trials_can_judge_fluency_on_forget_items_they_never_trained_on(tiny_model_dir, tiny_sets, tmp_path):
+    forget, retain = tiny_sets
+    config = replace(TINY_SEARCH, tau_grid=(4.0,), lr_multipliers=(1.0,), trial_fluency="validation_and_unseen",
+                     unseen_fluency_items=3)
+    outcome = run_search(tiny_model_dir, forget, retain, replace(TINY_ROUND, epochs=1), config, tmp_path)
+    (trial,) = outcome.trials
+    assert 0 <= trial.unseen_fluent_share <= 1
+    # the pooled share over 4 validation + 3 unseen answers is a multiple of 1/7
+    assert round(trial.forget.fluent_share * 7, 6) == round(trial.forget.fluent_share * 7)
+    saved = json.loads((tmp_path / "search.json").read_text())
+    assert saved["trials"][0]["unseen_fluent_share"] == trial.unseen_fluent_share
 
 
 @pytest.mark.slow
