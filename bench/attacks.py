@@ -60,11 +60,9 @@ def rebuild(setting: Setting, method: str, row: dict, out: Path) -> Path:
     if method == AUTO:  # the product's final round (pipelines.round.unlearn.auto_unlearn) at the chosen setting
         from asu.recipes import get_recipe
         from pipelines.round.unlearn import final_round
-        from pipelines.temperature_search import SearchConfig
 
-        return final_round(setting.model_dir, setting.forget, setting.search_retain or setting.retain,
-                           replace(get_recipe("pretrained"), **row["chosen"]),
-                           SearchConfig.from_dict(setting.search_overrides), out,
+        return final_round(setting.model_dir, setting.forget, setting.product_retain,
+                           replace(get_recipe("pretrained"), **row["chosen"]), setting.search_config(), out,
                            forget_validation=setting.search_validation).model_dir
     config = ASUConfig.from_dict({**BASE_ROUND, **row["chosen"]})
     return run_round(setting.model_dir, setting.forget, setting.retain, config, out, progress=False).model_dir

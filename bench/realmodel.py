@@ -98,6 +98,17 @@ class Setting:
     search_retain: list[dict] | None = None  # retain items of the product's search (default: ``retain``)
     search_overrides: dict = field(default_factory=dict)  # SearchConfig fields the setting's sizes need
 
+    @property
+    def product_retain(self) -> list[dict]:
+        """The retain items the product's search and final round use."""
+        return self.search_retain or self.retain
+
+    def search_config(self):
+        """The product's ``SearchConfig`` with this setting's overrides."""
+        from pipelines.temperature_search import SearchConfig
+
+        return SearchConfig.from_dict(self.search_overrides)
+
 
 def _answers(model, tokenizer, items: Sequence[dict]) -> list[str]:
     return generate_answers(model, tokenizer, [it["question"] for it in items], max_new_tokens=MAX_NEW_TOKENS)
@@ -223,13 +234,12 @@ def product_round(setting: Setting, out: Path, recipe: ASUConfig | None = None) 
     """
     from asu.recipes import get_recipe
     from pipelines.round.unlearn import auto_unlearn
-    from pipelines.temperature_search import SearchConfig
 
     work = out.with_name(out.name + ".search")
     for folder in (out, work):
         shutil.rmtree(folder, ignore_errors=True)
-    result = auto_unlearn(setting.model_dir, setting.forget, setting.search_retain or setting.retain, out,
-                          recipe or get_recipe("pretrained"), SearchConfig.from_dict(setting.search_overrides), work,
+    result = auto_unlearn(setting.model_dir, setting.forget, setting.product_retain, out,
+                          recipe or get_recipe("pretrained"), setting.search_config(), work,
                           forget_validation=setting.search_validation)
     shutil.rmtree(work, ignore_errors=True)
     return (Path(result["model_dir"]) if result["model_dir"] else setting.model_dir), result

@@ -97,19 +97,13 @@ def subset_setting(name: str, model: str = "smollm2-135m") -> Setting:
     raise ValueError(f"unknown subset {name!r}: use 'scenario' or 'tofu:N' with N a TOFU target author")
 
 
-def _search_config(setting: Setting):
-    from pipelines.temperature_search import SearchConfig
-
-    return SearchConfig.from_dict(setting.search_overrides)
-
-
 def _round(setting: Setting, config, out: Path) -> tuple[Path, float]:
     from pipelines.round.unlearn import final_round
 
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
-    result = final_round(setting.model_dir, setting.forget, setting.search_retain or setting.retain, config,
-                         _search_config(setting), out, forget_validation=setting.search_validation)
+    result = final_round(setting.model_dir, setting.forget, setting.product_retain, config,
+                         setting.search_config(), out, forget_validation=setting.search_validation)
     return result.model_dir, time.perf_counter() - started
 
 
