@@ -72,7 +72,7 @@ def cmd_model_finetune_tofu(args) -> int:
     if not args.json:
         from pipelines.console import show_progress
 
-        show_progress("asu.models.tofu_finetune")  # one line per epoch
+        show_progress("asu.models.tofu_finetune", "asu.finetune")  # its steps, and one line per epoch (asu.finetune)
     built = []
     for spec in specs:
         folder = ensure_tofu_model(spec, progress=not args.json)

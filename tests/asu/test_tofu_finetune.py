@@ -258,3 +258,17 @@ def test_cli_builds_both_roles(tiny_model_dir: Path, tmp_path: Path, monkeypatch
     assert main([*argv, "--role", "retain"]) == 0  # cached now: prints the folder and its figures
     out = capsys.readouterr().out
     assert out.startswith(f"retain: {models[1]['folder']}\n") and "greedy ROUGE-L recall: forget" in out
+
+
+def test_cli_build_shows_one_line_per_epoch(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture) -> None:
+    """A build takes minutes on a real model: the console shows each epoch's loss and ETA as it ends."""
+    from cli.main import main
+
+    monkeypatch.setenv("ASU_CACHE_DIR", str(tmp_path))
+    argv = ["model", "finetune-tofu", "--base", str(tiny_model_dir), "--authors", "0,1", "--forget-authors", "1",
+            "--role", "target", "--set", "epochs=2", "--set", "min_forget_rouge=0", "--set", "eval_sample=4",
+            "--set", "max_new_tokens=16"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "tofu target: epoch 1/2, loss " in err and "tofu target: epoch 2/2, loss " in err and "ETA" in err
