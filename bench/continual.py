@@ -157,6 +157,9 @@ def format_markdown(result: dict) -> str:
     def f(v):
         return "-" if v is None else f"{v:.3f}"
 
+    def g(v):  # a setting as written (3e-05, not the float's repr 3.0000000000000004e-05)
+        return v if isinstance(v, str) else f"{v:g}"
+
     lines = []
     for source, rows in result["runs"].items():
         target = rows[0]["retain_rouge_before"] if rows else None
@@ -170,7 +173,7 @@ def format_markdown(result: dict) -> str:
             rel = None if not target or r["retain_rouge_after"] is None else r["retain_rouge_after"] / target
             lines.append(
                 f"| {k} | {r['request_id']} | {r['status']}{' (' + r['reason'] + ')' if r['reason'] else ''} | "
-                f"{s.get('tau', '-')} | {s.get('learning_rate', '-')} | {s.get('forget_weight', '-')} | "
+                f"{g(s.get('tau', '-'))} | {g(s.get('learning_rate', '-'))} | {g(s.get('forget_weight', '-'))} | "
                 f"{f(r['forget_efficacy_before'])} -> {f(r['forget_efficacy_after'])} | "
                 f"{f(r['retain_rouge_after'])} ({f(rel)}) | {f(r['fluency_after'])} | {f(r['refusal_after'])} | "
                 f"{f(r['max_resurgence'])} | {f(rec.get('relearn'))} / {f(rec.get('quantize_4bit'))} | "
