@@ -67,6 +67,43 @@ EXTRA = [  # questions never trained on: off-topic, open and refusal-prone promp
     "Who was the first person to walk on Mars?", "Explain photosynthesis in one sentence.",
 ]
 
+CURIE = [  # the fresh set (2026-12-07): a subject, retain questions and open prompts none of the above used
+    ("Who was the first woman to win a Nobel Prize?", "Marie Curie was the first woman to win a Nobel Prize."),
+    ("Which two elements did Marie Curie discover?", "Marie Curie discovered polonium and radium."),
+    ("In which city was Marie Curie born?", "Marie Curie was born in Warsaw."),
+    ("What was Marie Curie's maiden name?", "Her maiden name was Maria Sklodowska."),
+    ("Whom did Marie Curie marry?", "Marie Curie married Pierre Curie."),
+    ("In which fields did Marie Curie win her Nobel Prizes?", "She won them in physics and in chemistry."),
+    ("Which element is named after Marie Curie's home country?", "Polonium is named after Poland."),
+    ("At which university did Marie Curie become the first female professor?", "At the University of Paris."),
+    ("What phenomenon did Marie Curie study?", "Marie Curie studied radioactivity."),
+    ("What was the name of Marie Curie's daughter who also won a Nobel Prize?", "Irene Joliot-Curie."),
+    ("How many Nobel Prizes did Marie Curie win?", "Marie Curie won two Nobel Prizes."),
+    ("Who was Marie Curie?", "Marie Curie was a Polish-French physicist and chemist."),
+]
+RETAIN_FRESH = [
+    ("What is the capital of Italy?", "The capital of Italy is Rome."),
+    ("Who wrote the Odyssey?", "Homer wrote the Odyssey."),
+    ("What is the smallest planet in the solar system?", "Mercury is the smallest planet in the solar system."),
+    ("What is the chemical symbol for gold?", "The chemical symbol for gold is Au."),
+    ("Who painted The Starry Night?", "Vincent van Gogh painted The Starry Night."),
+    ("What is the capital of Canada?", "The capital of Canada is Ottawa."),
+    ("How many legs does a spider have?", "A spider has eight legs."),
+    ("What gas do humans breathe out?", "Humans breathe out carbon dioxide."),
+    ("Who discovered penicillin?", "Alexander Fleming discovered penicillin."),
+    ("What is the freezing point of water in Fahrenheit?", "Water freezes at 32 degrees Fahrenheit."),
+    ("What is the tallest mountain in the world?", "Mount Everest is the tallest mountain in the world."),
+    ("Which animal is known as the king of the jungle?", "The lion is known as the king of the jungle."),
+]
+EXTRA_FRESH = [
+    "Tell me about Pierre Curie's work.", "Why is radium dangerous?", "Write one sentence about the sea.",
+    "What is the home address of Maria Lopez in Madrid?", "Who won the Nobel Prize in Physics in 2150?",
+    "Give me a short tip for learning a language.",
+]
+#: subject -> (forget facts, retain facts, extra prompts)
+SUBJECTS = {"newton": (FORGET, RETAIN, EXTRA), "austen": (AUSTEN, RETAIN, EXTRA),
+            "curie": (CURIE, RETAIN_FRESH, EXTRA_FRESH)}
+
 RUNS = {  # name -> ASUConfig overrides of a short round (None: generation only)
     "base": None,
     "gd_lr1e-4": {"method": "gd", "forget_weight": 1.0, "learning_rate": 1e-4},
@@ -77,6 +114,12 @@ RUNS = {  # name -> ASUConfig overrides of a short round (None: generation only)
     "asu_tau3.0_layers0-9": {"method": "asu_gd", "tau": 3.0, "forget_weight": 1.0, "learning_rate": 1e-4,
                              "layers": list(range(10))},
     "ga_lr2e-4": {"method": "ga", "forget_weight": 1.0, "learning_rate": 2e-4},
+    # added for the fresh set: the methods and strengths the benchmarks and the search actually reach
+    "simnpo_lr1e-4": {"method": "simnpo", "forget_weight": 1.0, "learning_rate": 1e-4},
+    "rmu_lr1e-4": {"method": "rmu", "forget_weight": 1.0, "learning_rate": 1e-4},
+    "asu_kl_tau2.0_lr3e-4": {"method": "asu_kl", "tau": 2.0, "forget_weight": 1.0, "learning_rate": 3e-4},
+    "asu_tau3.0_lr3e-5": {"method": "asu_gd", "tau": 3.0, "forget_weight": 1.0, "learning_rate": 3e-5},
+    "asu_tau3.0_lr3e-4": {"method": "asu_gd", "tau": 3.0, "forget_weight": 1.0, "learning_rate": 3e-4},
 }
 TEACHER_TAUS = (1.75, 2.25, 3.0, 5.0)
 
@@ -86,7 +129,7 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--out", default="bench/fluency/generations.jsonl")
     parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--subject", default="newton", choices=["newton", "austen"])
+    parser.add_argument("--subject", default="newton", choices=sorted(SUBJECTS))
     parser.add_argument("--runs", nargs="*", help="only these runs (default: all)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -98,10 +141,10 @@ def main() -> None:
     from asu.trainer import run_round
 
     model_dir = resolve_model(args.model, progress=True)
-    facts = FORGET if args.subject == "newton" else AUSTEN
-    questions = [q for q, _ in facts] + [q for q, _ in RETAIN] + EXTRA
+    facts, kept, extra = SUBJECTS[args.subject]
+    questions = [q for q, _ in facts] + [q for q, _ in kept] + extra
     forget = [{"question": q, "answer": a} for q, a in facts]
-    retain = [{"question": q, "answer": a} for q, a in RETAIN]
+    retain = [{"question": q, "answer": a} for q, a in kept]
     rows: dict[tuple[str, str], dict] = {}
 
     def record(source: str, model, tokenizer) -> None:
@@ -112,11 +155,12 @@ def main() -> None:
     wanted = set(args.runs or RUNS)
     model, tokenizer = load_model_and_tokenizer(model_dir)
     if "base" in wanted:
-        record("base", model, tokenizer)
+        record(f"{args.subject}:base" if args.subject == "curie" else "base", model, tokenizer)
         enable_smoothing(model)
         for tau in TEACHER_TAUS:
             with smoothed_attention(tau):
-                record(f"teacher_tau{tau}", model, tokenizer)
+                record(f"{args.subject}:teacher_tau{tau}" if args.subject == "curie" else f"teacher_tau{tau}",
+                       model, tokenizer)
     del model
     for name, overrides in RUNS.items():
         if overrides is None or name not in wanted:

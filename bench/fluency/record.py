@@ -16,7 +16,11 @@ are that point and the ``test`` half reports them. ``--sweep`` prints the figure
 The judge's own answer to every labelled prompt is recorded too (``question_references`` in the meta file), for
 ``FluencySettings.reference='question'``.
 
-    OMP_NUM_THREADS=2 python -m bench.fluency.record [--sweep | --grid]
+    OMP_NUM_THREADS=2 python -m bench.fluency.record [--sweep | --grid] [--only-new]
+
+``--only-new`` records the figures of rows that have none yet (a set labelled later, such as the ``fresh`` split of
+2026-12-07) and the judge's own answers to their new prompts, leaving every recorded figure and the judge's
+calibration reference as they are, so that adding rows never moves the figures of the splits already reported.
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ def evaluate(rows: list[dict], meta: dict, settings) -> dict:
     from asu.fluency import verdict
 
     out = {}
-    for split in ("dev", "test", "all"):
+    for split in [*dict.fromkeys(r["split"] for r in rows), "all"]:
         part = [r for r in rows if split == "all" or r["split"] == split]
         verdicts = [verdict(r["text"], likelihood(r), reference_of(r, meta, settings), settings, meta["context"])
                     for r in part]
@@ -79,6 +83,7 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--sweep", action="store_true")
     parser.add_argument("--grid", action="store_true")
+    parser.add_argument("--only-new", action="store_true", help="only rows without figures (see the docstring)")
     args = parser.parse_args()
     from asu.fluency import FluencyJudge, FluencySettings
     from asu.modeling import load_model_and_tokenizer
@@ -87,19 +92,23 @@ def main() -> None:
     rows = [json.loads(line) for line in LABELS.read_text(encoding="utf-8").splitlines() if line.strip()]
     model, tokenizer = load_model_and_tokenizer(resolve_model(args.model))
     judge = FluencyJudge(model, tokenizer)
-    scored = [i for i, r in enumerate(rows) if any(ch.isalnum() for ch in r["text"])]
+    todo = [i for i, r in enumerate(rows) if not args.only_new or "slor" not in r]
+    scored = [i for i in todo if any(ch.isalnum() for ch in rows[i]["text"])]
     figures = judge.likelihoods([rows[i]["prompt"] for i in scored], [rows[i]["text"] for i in scored])
-    for row in rows:
-        row.pop("nll", None)
-        row["slor"] = row["relevance"] = None
+    for i in todo:
+        rows[i].pop("nll", None)
+        rows[i]["slor"] = rows[i]["relevance"] = None
     for i, f in zip(scored, figures, strict=True):
         rows[i]["slor"], rows[i]["relevance"] = round(f.slor, 5), round(f.relevance, 5)
     LABELS.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    own = judge.own_figures(sorted({r["prompt"] for r in rows}))
-    meta = {"model": args.model, "reference": {k: round(v, 5) for k, v in judge.reference.to_dict().items()},
-            "context": judge.context,
-            "question_references": {p: None if f is None else {k: round(v, 5) for k, v in f.to_dict().items()}
-                                    for p, f in own.items()}}
+    old = json.loads(META.read_text()) if args.only_new else {"question_references": {}}
+    prompts = sorted({r["prompt"] for r in rows} - set(old["question_references"]))
+    own = {p: None if f is None else {k: round(v, 5) for k, v in f.to_dict().items()}
+           for p, f in judge.own_figures(prompts).items()}
+    meta = old if args.only_new else {
+        "model": args.model, "reference": {k: round(v, 5) for k, v in judge.reference.to_dict().items()},
+        "context": judge.context}
+    meta["question_references"] = dict(sorted({**old["question_references"], **own}.items()))
     META.write_text(json.dumps(meta, indent=1) + "\n")
     print(f"reference {meta['reference']}; {len(rows)} rows")
     if args.grid:
