@@ -44,7 +44,7 @@ that a report can tell a model that answers wrongly from one that refuses. The l
 to them: the original model seldom refuses, so its likelihood of a refusal says nothing about fluency (measured:
 refusals sit 3-4 nats/token above its own answers); the surface checks still do.
 
-Measured on 240+ hand-labelled real generations of SmolLM2-135M and its variants (``tests/asu/fluency_labels.jsonl``,
+Measured on 545 hand-labelled real generations of SmolLM2-135M and its variants (``tests/asu/fluency_labels.jsonl``,
 ``bench/fluency/``): see the README's fluency section for the precision and recall of the "not fluent" verdict.
 """
 

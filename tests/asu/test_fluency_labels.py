@@ -13,10 +13,15 @@ called two thirds of the TOFU target's correct answers unlikely) the TOFU target
 ``min_score``, ``relevance_cap`` and ``relevance_weight`` were chosen together on the ``dev`` half
 (``record.py --grid``), so the ``test`` half is the unbiased figure. The reference of each answer blends the
 judge's calibration medians with its own answer to the same question (``question_references`` in the meta file).
-Measured (precision / recall / TOFU target fluent share): dev 0.93 / 0.92 / 0.94, test 0.87 / 0.97 / 0.97, all
-0.90 / 0.94 / 0.96 (calibration medians alone: test 0.84 / 0.97 / 0.92). The test half misses the precision target
-(fluent wrong answers the 135M judge finds far less likely than its own: "The answer is 1987", invented names);
-the floors below hold what was measured.
+Measured (precision / recall / TOFU target fluent share): dev 0.93 / 0.92 / 0.94, test 0.87 / 0.97 / 0.97 (calibration
+medians alone: test 0.84 / 0.97 / 0.92). The test half misses the precision target (fluent wrong answers the 135M
+judge finds far less likely than its own: "The answer is 1987", invented names).
+
+The ``fresh`` split (184 rows, 2026-12-07) was collected after the measure was frozen, on a subject, retain questions,
+open prompts, TOFU questions and unseen TOFU authors no earlier row used, through variants the first set lacked
+(SimNPO, RMU, asu_kl, tau 3 at two strengths), and labelled by hand before its figures were recorded
+(``record.py --only-new``): 0.91 / 0.99 / 0.96. Test and fresh together (357 held-out rows): 0.89 / 0.98 / 0.96; all
+545 rows: 0.91 / 0.95 / 0.96. The floors below hold what was measured.
 
 No real generation with a run of punctuation turned up among the variants collected (GD and GA loop on words
 instead); that check is covered by the hand-made cases of ``test_fluency.py``.
@@ -36,7 +41,8 @@ LABELS = Path(__file__).with_name("fluency_labels.jsonl")
 META = LABELS.with_suffix(".meta.json")
 CATEGORIES = {"fluent_correct", "fluent_wrong", "refusal", "empty", "loop", "broken_words", "off_topic"}
 #: (precision, recall, TOFU target fluent share) floors per split; see the docstring.
-FLOORS = {"dev": (0.9, 0.9, 0.9), "all": (0.9, 0.9, 0.95), "test": (0.85, 0.95, 0.95)}
+FLOORS = {"dev": (0.9, 0.9, 0.9), "all": (0.9, 0.9, 0.95), "test": (0.85, 0.95, 0.95), "fresh": (0.9, 0.95, 0.95)}
+SPLITS = ("dev", "test", "fresh")
 FLUENT = {"fluent_correct", "fluent_wrong", "refusal"}
 
 
@@ -79,12 +85,12 @@ def test_the_labelled_set_is_large_varied_and_consistent():
     for r in data:
         assert r["fluent"] == (r["category"] in FLUENT)
         assert r["refusal"] == (r["category"] == "refusal")
-        assert r["split"] in ("dev", "test")
+        assert r["split"] in SPLITS
         assert (r["slor"] is None) == (r["relevance"] is None) == (not any(ch.isalnum() for ch in r["text"]))
-    assert {r["split"] for r in data} == {"dev", "test"}
+    assert {r["split"] for r in data} == set(SPLITS)
 
 
-@pytest.mark.parametrize("split", ["dev", "test", "all"])
+@pytest.mark.parametrize("split", [*SPLITS, "all"])
 def test_not_fluent_verdict_precision_and_recall(split):
     items = [r for r in rows() if split == "all" or r["split"] == split]
     figures = measure(items, json.loads(META.read_text()))
