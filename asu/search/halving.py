@@ -45,7 +45,8 @@ logger = logging.getLogger(__name__)
 class Floors:
     """What a trial must reach (all on a 0-1 scale).
 
-    Safety floors: ``retain_score`` on the retain validation items; ``fluent_share`` (``asu.fluency``) and
+    Safety floors: ``retain_score`` and ``retain_rouge`` (ROUGE-L recall of the greedy answers: what the gate's
+    utility check reads) on the retain validation items; ``fluent_share`` (``asu.fluency``) and
     ``token_entropy`` of the greedy answers to the forget validation questions. Effect: ``forget_score`` is
     the least forget score that counts as forgetting (the current model's own plus the configured minimum
     gain); a trial below it is *ineffective*, which is not a safety failure. ``reference_utility`` is the current
@@ -57,12 +58,18 @@ class Floors:
     token_entropy: float = 0.0
     forget_score: float = 0.0
     reference_utility: float = 1.0
+    retain_rouge: float = 0.0
 
-    def failures(self, forget: SetFigures, utility: float) -> list[str]:
-        """The safety floors that the figures miss, each with the measured value (empty = feasible)."""
+    def failures(self, forget: SetFigures, utility: float, retain: SetFigures | None = None) -> list[str]:
+        """The safety floors that the figures miss, each with the measured value (empty = feasible).
+
+        ``retain``: the retain validation figures (their ROUGE-L recall is held to ``retain_rouge``; None: not
+        checked)."""
         out = []
         if utility < self.retain_score:
             out.append(f"retain score {utility:.3f} < floor {self.retain_score:.3f}")
+        if retain is not None and retain.rouge_l_recall < self.retain_rouge:
+            out.append(f"retain ROUGE-L {retain.rouge_l_recall:.3f} < floor {self.retain_rouge:.3f}")
         if forget.fluent_share < self.fluent_share:
             out.append(f"fluent share of forget answers {forget.fluent_share:.2f} < floor {self.fluent_share:.2f}")
         if forget.token_entropy < self.token_entropy:
@@ -181,7 +188,7 @@ def run_trial(
         shutil.rmtree(out, ignore_errors=True)
     fe, ru = forget_score(forget_figures), retain_score(retain_figures)
     result = TrialResult(tau, rung, epochs, forget_figures, retain_figures, fe, ru,
-                         tuple(floors.failures(forget_figures, ru)), time.perf_counter() - started,
+                         tuple(floors.failures(forget_figures, ru, retain_figures)), time.perf_counter() - started,
                          config.learning_rate, config.forget_weight, fe >= floors.forget_score,
                          floors.combined_score(fe, ru, forget_figures), unseen_share)
     logger.info("trial %s epochs=%d: FS %.3f RS %.3f fluent %.2f%s score %.3f %s%s", result.label(), epochs, fe, ru,

@@ -96,12 +96,16 @@ def generation_cap(tokenizer, split: ValidationSplit, config: SearchConfig) -> i
     return longest + longest // 4 + 16
 
 
-def absolute_floors(config: SearchConfig, base_forget: SetFigures, base_utility: float, retain_items: int) -> Floors:
+def absolute_floors(config: SearchConfig, base_forget: SetFigures, base_utility: float, retain_items: int,
+                    base_retain_rouge: float = 1.0) -> Floors:
     """The floors as 0-1 values; raises ``ValueError`` for an absolute utility floor above the current model's.
 
-    The fluent-share floor is capped at the current model's own share; the effect floor is the current model's own
-    forget score plus ``config.min_forget_gain``.
+    ``base_utility``: the current model's retain score; ``base_retain_rouge``: its retain ROUGE-L recall, of which
+    ``config.retain_rouge_floor`` is always a fraction (as the gate's utility drop is relative). The fluent-share
+    floor is capped at the current model's own share; the effect floor is the current model's own forget score plus
+    ``config.min_forget_gain``.
     """
+    rouge = config.retain_rouge_floor * base_retain_rouge
     if config.floor_mode == "relative":
         utility, entropy = config.utility_floor * base_utility, config.entropy_floor * base_forget.token_entropy
     else:
@@ -121,7 +125,8 @@ def absolute_floors(config: SearchConfig, base_forget: SetFigures, base_utility:
                        base_forget.fluent_share, base_forget.fluent_share)
         fluent = base_forget.fluent_share
     return Floors(retain_score=utility, fluent_share=fluent, token_entropy=entropy,
-                  forget_score=forget_score(base_forget) + config.min_forget_gain, reference_utility=base_utility)
+                  forget_score=forget_score(base_forget) + config.min_forget_gain, reference_utility=base_utility,
+                  retain_rouge=rouge)
 
 
 def _choice_reasons(trials: Sequence[TrialResult], candidates: list[float], verdicts: dict[float, str | None],
@@ -198,7 +203,8 @@ def _stage1(model_dir, split: ValidationSplit, round_config: ASUConfig, config: 
         pooled = ((base_forget.fluent_share * base_forget.items + base_unseen.fluent_share * base_unseen.items)
                   / (base_forget.items + base_unseen.items))
         base_forget = replace(base_forget, fluent_share=pooled)
-    floors = absolute_floors(config, base_forget, retain_score(base_retain), len(split.retain_val))
+    floors = absolute_floors(config, base_forget, retain_score(base_retain), len(split.retain_val),
+                             base_retain.rouge_l_recall)
     logger.info("temperature search: %d forget / %d retain validation items, floors %s",
                 len(split.forget_val), len(split.retain_val), floors)
     if teacher_model_dir is not None:

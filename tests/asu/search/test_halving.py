@@ -15,8 +15,8 @@ from asu.search.scores import SetFigures
 FLOORS = Floors(retain_score=0.9, fluent_share=1.0, token_entropy=0.8)
 
 
-def figures(entropy=0.9, fluent=1.0):
-    return SetFigures(items=5, rouge_l_recall=0.5, probability=0.5, nll=1.0, token_entropy=entropy,
+def figures(entropy=0.9, fluent=1.0, rouge=0.5):
+    return SetFigures(items=5, rouge_l_recall=rouge, probability=0.5, nll=1.0, token_entropy=entropy,
                       repetition=0.0, fluent_share=fluent)
 
 
@@ -37,6 +37,16 @@ def test_floors_name_what_fails():
     assert FLOORS.failures(figures(), 0.95) == []
     failures = FLOORS.failures(figures(entropy=0.5, fluent=0.8), 0.5)
     assert len(failures) == 3 and "retain score 0.500 < floor 0.900" in failures[0]
+
+
+def test_a_rise_of_retain_probability_does_not_hide_a_fall_of_the_retain_answers():
+    # The real-model demo (2026-12-07): the retain loss lifted the answers' probability, so the retain score (hmean of
+    # ROUGE-L and probability) rose while the answers themselves, which the gate's utility check reads, fell.
+    floors = Floors(retain_score=0.59, fluent_share=0.9, retain_rouge=0.9 * 0.95)
+    kept, fallen = figures(rouge=0.95), figures(rouge=0.825)
+    assert floors.failures(figures(), 0.87, kept) == []
+    assert floors.failures(figures(), 0.87, fallen) == ["retain ROUGE-L 0.825 < floor 0.855"]
+    assert floors.failures(figures(), 0.87) == []  # no retain figures given: not checked
 
 
 def test_score_is_the_harmonic_mean_of_efficacy_relative_utility_and_fluency():

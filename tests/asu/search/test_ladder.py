@@ -128,8 +128,12 @@ def test_floors_from_the_current_model():
 
     base = SetFigures(items=6, rouge_l_recall=0.9, probability=0.5, nll=1.0, token_entropy=0.8, repetition=0.0,
                       fluent_share=5 / 6)
-    floors = absolute_floors(SearchConfig(), base, 0.7, 10)
+    floors = absolute_floors(SearchConfig(), base, 0.7, 10, base_retain_rouge=0.8)
     assert floors.fluent_share == 5 / 6  # capped at the current model's own share (one odd answer of six)
+    assert floors.retain_rouge == pytest.approx(0.9 * 0.8)
+    # the retain ROUGE-L floor stays relative under absolute floors (the gate's utility drop is relative)
+    absolute = absolute_floors(SearchConfig(floor_mode="absolute", utility_floor=0.5), base, 0.7, 10, 0.8)
+    assert absolute.retain_score == 0.5 and absolute.retain_rouge == pytest.approx(0.72)
     assert floors.retain_score == pytest.approx(0.9 * 0.7) and floors.reference_utility == 0.7
     # FE of the current model: hmean(0.1, 0.5, 0.8) = 3 / (10 + 2 + 1.25); the effect floor adds the minimum gain.
     assert floors.forget_score == pytest.approx(3 / (10 + 2 + 1.25) + 0.1)

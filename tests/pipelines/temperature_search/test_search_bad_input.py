@@ -20,6 +20,7 @@ from pipelines.temperature_search import SearchConfig, run_search, split_validat
         ({"tau_grid": ()}, "tau_grid is empty"),
         ({"tau_grid": (2.0, float("inf"))}, "not finite"),
         ({"utility_floor": 1.2}, "utility_floor=1.2 can never be met"),
+        ({"retain_rouge_floor": -0.1}, "retain_rouge_floor=-0.1 can never be met"),
         ({"fluent_share_floor": -0.1}, "fluent_share_floor=-0.1 can never be met"),
         ({"min_validation_items": 1}, "min_validation_items=1 must be >= 2"),
         ({"retain_validation_size": 3}, "below min_validation_items=5"),
