@@ -96,21 +96,40 @@ def encode_choices(tokenizer, context: str) -> tuple[list[int], list[list[int]]]
     return list(ctx), conts
 
 
+#: Most padded tokens (rows x longest row) in one batch of :func:`next_token_logprobs`. WMDP contexts range from
+#: 50 to about 2,000 tokens (cyber); 20 cyber questions padded to their longest in one batch made 39,100 tokens for
+#: 8,129 real ones, and on a CPU the forward pass costs by the padded token.
+MAX_BATCH_TOKENS = 4096
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int = MAX_BATCH_TOKENS) -> list[list[int]]:
+    """Row indices grouped longest first: each group holds at most ``batch_size`` rows and, unless it is one row,
+    at most ``max_tokens`` padded tokens (its row count x its longest row)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and len(groups[-1]) < batch_size and lengths[groups[-1][0]] * (len(groups[-1]) + 1) <= max_tokens:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
 @torch.no_grad()
 def next_token_logprobs(
-    model, contexts: Sequence[list[int]], token_ids: Sequence[Sequence[int]], *, pad_id: int, batch_size: int = 32
+    model, contexts: Sequence[list[int]], token_ids: Sequence[Sequence[int]], *, pad_id: int, batch_size: int = 32,
+    max_batch_tokens: int = MAX_BATCH_TOKENS,
 ) -> np.ndarray:
     """log p(token | context) for each context's candidate tokens: array [N, K], one forward pass per batch.
 
     Left padding with position ids counted over real tokens, so a padded row scores as it would alone; only the last
-    position's logits are computed when the model supports ``logits_to_keep``.
+    position's logits are computed when the model supports ``logits_to_keep``. Batches group contexts of similar
+    length (:func:`length_batches`, at most ``max_batch_tokens`` padded tokens).
     """
     model.eval()
     keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
     out = np.zeros((len(contexts), len(token_ids[0]) if token_ids else 0))
-    order = sorted(range(len(contexts)), key=lambda i: -len(contexts[i]))
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
+    for rows in length_batches([len(c) for c in contexts], batch_size, max_batch_tokens):
         input_ids, mask = left_pad([contexts[i] for i in rows], pad_id)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         logits = (
@@ -276,6 +295,7 @@ __all__ = [
     "continuation_logprobs",
     "encode_choices",
     "evaluate_wmdp",
+    "length_batches",
     "load_wmdp",
     "next_token_logprobs",
     "score_questions",

@@ -94,6 +94,22 @@ def test_batched_letter_scoring_equals_one_at_a_time(tiny):
     np.testing.assert_allclose(batched[fits], np.reshape(general, (len(fits), 4)), atol=1e-5)
 
 
+def test_batches_group_similar_lengths_under_a_token_budget(tiny):
+    from asu.metrics.wmdp import length_batches, next_token_logprobs
+
+    # longest first; a group closes at batch_size rows or when rows x its longest row would pass max_tokens; a row
+    # longer than the budget goes alone
+    assert length_batches([100, 900, 50, 300, 290, 60], batch_size=3, max_tokens=600) == [[1], [3, 4], [0, 5, 2]]
+    assert length_batches([10, 10, 10], batch_size=2, max_tokens=1000) == [[0, 1], [2]]
+    model, tok = tiny
+    prompts = [wmdp_prompt(it, "cyber") for it in load_wmdp(vendored_wmdp_dir() / "wmdp-cyber.jsonl", limit=6)]
+    contexts = [encode_choices(tok, p)[0][-512:] for p in prompts]
+    letters = [[c[0] for c in encode_choices(tok, p)[1]] for p in prompts]
+    budget = next_token_logprobs(model, contexts, letters, pad_id=tok.pad_token_id, max_batch_tokens=600)
+    one_batch = next_token_logprobs(model, contexts, letters, pad_id=tok.pad_token_id, max_batch_tokens=10**6)
+    np.testing.assert_allclose(budget, one_batch, atol=1e-5)
+
+
 def test_accuracy_of_a_model_that_always_answers_c(tiny, tmp_path):
     _, tok = tiny
     model = _random_llama(tok)
