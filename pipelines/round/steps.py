@@ -184,14 +184,17 @@ def teacher_model(model_dir: Path, settings: PipelineSettings) -> Path | None:
 
 def search_within_gate(settings: PipelineSettings, gate: GateThresholds) -> PipelineSettings:
     """``settings`` with the search's floors raised to what the gate will ask of the round, so the search never
-    chooses a setting the gate is bound to refuse: the relative retain floor to ``1 - utility_drop_max`` (the gate's
-    utility drop is relative to the model the round starts from, like the search's relative floor) and the fluent
-    share floor to ``fluency_min``. Floors already stricter stay; a check the gate disables raises nothing; an
-    absolute retain floor (``floor_mode='absolute'``) is the user's own and stays.
+    chooses a setting the gate is bound to refuse: the retain ROUGE-L floor (the figure the gate's utility drop
+    reads; always relative) and the relative retain-score floor to ``1 - utility_drop_max`` (the gate's utility drop
+    is relative to the model the round starts from, like the search's relative floors) and the fluent share floor to
+    ``fluency_min``. Floors already stricter stay; a check the gate disables raises nothing; an absolute retain
+    floor (``floor_mode='absolute'``) is the user's own and stays.
     """
     from dataclasses import replace
 
     search, changes = settings.search, {}
+    if "utility_drop" not in gate.disabled:
+        changes["retain_rouge_floor"] = max(search.retain_rouge_floor, 1.0 - gate.utility_drop_max)
     if search.floor_mode == "relative" and "utility_drop" not in gate.disabled:
         changes["utility_floor"] = max(search.utility_floor, 1.0 - gate.utility_drop_max)
     if "fluency" not in gate.disabled:
