@@ -40,8 +40,8 @@ def test_floors_name_what_fails():
 
 
 def test_a_rise_of_retain_probability_does_not_hide_a_fall_of_the_retain_answers():
-    # The real-model demo (2026-12-07): the retain loss lifted the answers' probability, so the retain score (hmean of
-    # ROUGE-L and probability) rose while the answers themselves, which the gate's utility check reads, fell.
+    # The retain loss lifts the retain answers' probability, so the retain score (hmean of ROUGE-L and probability)
+    # can rise while the answers themselves, which the gate's utility check reads, fall (hand-made figures).
     floors = Floors(retain_score=0.59, fluent_share=0.9, retain_rouge=0.9 * 0.95)
     kept, fallen = figures(rouge=0.95), figures(rouge=0.825)
     assert floors.failures(figures(), 0.87, kept) == []
