@@ -219,7 +219,7 @@ def format_summary(s: dict[str, Any]) -> str:
     if samples:
         rows += ["", "sample forget answers, before -> after the request's round:"]
     for r in samples:
-        for item in r["samples"][:1]:  # one per request here; --json keeps them all
+        for item in r["samples"]:  # two per request (sample_answers)
             rows += [f"  [{r['request_id']}] {_clip(item['question'])}",
                      f"      before: {_clip(item['before'])}", f"      after:  {_clip(item['after'])}"]
     work = s["work_dir"]
