@@ -97,7 +97,7 @@ def generation_cap(tokenizer, split: ValidationSplit, config: SearchConfig) -> i
 
 
 def absolute_floors(config: SearchConfig, base_forget: SetFigures, base_utility: float, retain_items: int,
-                    base_retain_rouge: float = 1.0) -> Floors:
+                    base_retain_rouge: float) -> Floors:
     """The floors as 0-1 values; raises ``ValueError`` for an absolute utility floor above the current model's.
 
     ``base_utility``: the current model's retain score; ``base_retain_rouge``: its retain ROUGE-L recall, of which
