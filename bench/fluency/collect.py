@@ -147,6 +147,9 @@ def main() -> None:
     retain = [{"question": q, "answer": a} for q, a in kept]
     rows: dict[tuple[str, str], dict] = {}
 
+    def tagged(name: str) -> str:  # the first subject's rows carry the bare run name (as recorded in the labels)
+        return name if args.subject == "newton" else f"{args.subject}:{name}"
+
     def record(source: str, model, tokenizer) -> None:
         for q, a in zip(questions, generate_answers(model, tokenizer, questions, max_new_tokens=64), strict=True):
             rows.setdefault((q, a), {"prompt": q, "text": a, "source": source})
@@ -155,12 +158,11 @@ def main() -> None:
     wanted = set(args.runs or RUNS)
     model, tokenizer = load_model_and_tokenizer(model_dir)
     if "base" in wanted:
-        record(f"{args.subject}:base" if args.subject == "curie" else "base", model, tokenizer)
+        record(tagged("base"), model, tokenizer)
         enable_smoothing(model)
         for tau in TEACHER_TAUS:
             with smoothed_attention(tau):
-                record(f"{args.subject}:teacher_tau{tau}" if args.subject == "curie" else f"teacher_tau{tau}",
-                       model, tokenizer)
+                record(tagged(f"teacher_tau{tau}"), model, tokenizer)
     del model
     for name, overrides in RUNS.items():
         if overrides is None or name not in wanted:
@@ -170,7 +172,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as out:
             result = run_round(model_dir, forget, retain, config, out)
             model, tokenizer = load_model_and_tokenizer(result.model_dir)
-            record(f"{args.subject}:{name}" if args.subject != "newton" else name, model, tokenizer)
+            record(tagged(name), model, tokenizer)
             del model
     Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in rows.values()), encoding="utf-8")
     print(f"wrote {len(rows)} generations to {args.out}")
