@@ -67,6 +67,16 @@ class RoundResult:
     metrics: dict[str, float]
     curve: list[dict[str, float]] = field(default_factory=list)
 
+    @classmethod
+    def load(cls, model_dir: str | Path) -> RoundResult:
+        """The result of a finished round from its folder's ``round.json`` (written last, so a folder without it
+        holds no finished round: ``FileNotFoundError`` naming the folder)."""
+        path = Path(model_dir) / "round.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: {model_dir} holds no finished round; run the round again")
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        return cls(Path(model_dir), saved["metrics"], saved["curve"])
+
 
 @dataclass
 class PreparedData:

@@ -29,6 +29,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 from asu.config import ASUConfig
 from asu.data import QAItem
@@ -104,6 +105,7 @@ class TrialResult:
     effective: bool
     combined_score: float
     unseen_fluent_share: float | None = None  # None: no unseen forget items judged (``run_trial``'s ``unseen``)
+    model_dir: str | None = None  # the trained model's folder while it is kept (``run_trial``'s ``keep_model``)
 
     @property
     def feasible(self) -> bool:
@@ -157,8 +159,13 @@ def run_trial(
     teacher_model_dir: str | Path | None = None,
     placement: Placement = AUTO,
     unseen: Sequence[QAItem] = (),
+    train_forget: Sequence[QAItem] | Literal["scored"] = "scored",
 ) -> TrialResult:
     """Train ``config`` at ``tau`` for ``epochs`` on ``forget`` from ``model_dir``, score it, drop the model.
+
+    ``train_forget``: the forget items the trial trains on: ``"scored"`` (``forget``, the items it is scored on) or
+    a list (the final round's items, of which ``forget`` is a part: ``SearchConfig.trial_items='round'``);
+    ``keep_model``: keep the trained folder (its path in the result's ``model_dir``) for the caller to use or drop;
 
     ``judge``: the ``asu.fluency.FluencyJudge`` of the model the trial starts from (fluency of its answers);
     ``teacher_model_dir``: the teacher's model when it is not ``model_dir`` (``asu.trainer.run_round``);
@@ -173,7 +180,10 @@ def run_trial(
     shutil.rmtree(out, ignore_errors=True)  # a trial never resumes an old folder's checkpoint
     # A trial is short and thrown away: crash-resume checkpoints would only cost writes.
     trial_config = replace(config, tau=tau, epochs=epochs, checkpoint_every="never")
-    run_round(model_dir, forget, retain_train, trial_config, out, progress=False, teacher_model_dir=teacher_model_dir)
+    if isinstance(train_forget, str) and train_forget != "scored":
+        raise UsageError(f"train_forget={train_forget!r}: use 'scored' or a list of forget items")
+    trained = forget if isinstance(train_forget, str) else train_forget
+    run_round(model_dir, trained, retain_train, trial_config, out, progress=False, teacher_model_dir=teacher_model_dir)
     model, tokenizer = load_model_and_tokenizer(out, placement=placement)
     sets = {"forget": forget, "retain": retain_val, **({"unseen": unseen} if unseen else {})}
     figures = score_items(model, tokenizer, sets, prompt_format=config.prompt_format,
@@ -190,7 +200,8 @@ def run_trial(
     result = TrialResult(tau, rung, epochs, forget_figures, retain_figures, fe, ru,
                          tuple(floors.failures(forget_figures, ru, retain_figures)), time.perf_counter() - started,
                          config.learning_rate, config.forget_weight, fe >= floors.forget_score,
-                         floors.combined_score(fe, ru, forget_figures), unseen_share)
+                         floors.combined_score(fe, ru, forget_figures), unseen_share,
+                         str(out) if keep_model else None)
     logger.info("trial %s epochs=%d: FS %.3f RS %.3f fluent %.2f%s score %.3f %s%s", result.label(), epochs, fe, ru,
                 forget_figures.fluent_share, "" if unseen_share is None else f" (unseen items {unseen_share:.2f})",
                 result.combined_score, list(result.failures) or "safe",

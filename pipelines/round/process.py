@@ -100,8 +100,10 @@ class _Round:
         champion_dir = Path(champion.path)
         data, retain = plain.prepare_items(data, retain, champion_dir, s)  # a text request's passages, in pieces
         with self.tracker.request_run(self.request_id, tags={"asu.champion_version": str(champion.version)}) as run:
+            # num_forget: what the round trains on (the trainer logs the same figure): forget and validation items
             run.log_params({"method": s.round.method, "code_version": code_version(), "data_hash": data.forget_sha256,
-                            "parent_version": champion.version, "num_forget": len(data.forget),
+                            "parent_version": champion.version,
+                            "num_forget": len(data.forget) + len(data.validation or ()),
                             "teacher_source": s.teacher_source})
             validation = self.ledger.latest_report(self.request_id)
             for path in (validation or {}).values():
@@ -129,7 +131,7 @@ class _Round:
                                "seed": round_config.seed}
             run.log_params(record.mlflow_params())
             with _timed(seconds, "round"):
-                result = steps.unlearn(champion_dir, data, retain, round_config, self.round_dir / "model",
+                result = steps.unlearn(champion_dir, data, split, round_config, self.round_dir / "model", outcome,
                                        run.metric_logger(), teacher_dir)
             report_items = plain.split_for_report(split, s, data.knowledge)
             earlier, recorded, notes = steps.earlier_requests(self.ledger, self.request_id)

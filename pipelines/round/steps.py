@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import fmean
@@ -44,8 +45,9 @@ from pipelines.round.report import (
     write_report,
 )
 from pipelines.settings import PipelineSettings
+from pipelines.temperature_search.outcome import SearchOutcome
 from pipelines.temperature_search.search import run_search
-from pipelines.temperature_search.split import ValidationSplit, split_validation
+from pipelines.temperature_search.split import ValidationSplit, round_items, split_validation
 from pipelines.tracking.registry import Champion, ModelRegistry
 from pipelines.workspace import work_dir
 
@@ -216,13 +218,22 @@ def choose_temperature(model_dir: Path, data: RequestData, retain: list[QAItem],
                       teacher_model_dir=teacher_model(model_dir, settings), placement=settings.placement, split=split)
 
 
-def unlearn(model_dir: Path, data: RequestData, retain: list[QAItem], config: ASUConfig, out_dir: Path,
-            metric_logger=None, teacher_model_dir: Path | None = None) -> RoundResult:
-    """The round ``config`` (the search's chosen settings) from ``model_dir``; resumes from ``out_dir``'s checkpoint.
+def unlearn(model_dir: Path, data: RequestData, split: ValidationSplit, config: ASUConfig, out_dir: Path,
+            outcome: SearchOutcome, metric_logger=None, teacher_model_dir: Path | None = None) -> RoundResult:
+    """The round ``config`` (the search's chosen settings) from ``model_dir`` into ``out_dir``.
 
-    ``teacher_model_dir``: see :func:`teacher_model`.
+    It trains on what ``auto_unlearn``'s final round trains on (``split.round_items``: every forget item and the
+    request's own validation items; the retain items outside the search's retain validation sample, which stays held
+    out) and resumes from ``out_dir``'s checkpoint. When the search's trials trained on those same items
+    (``trial_items='round'``), the chosen trial's model *is* this round: it is moved to ``out_dir`` instead of
+    training it again (an unfinished checkpoint left there by an earlier attempt is dropped; it belongs to a round
+    this attempt does not run). ``teacher_model_dir``: see :func:`teacher_model`.
     """
-    return run_round(model_dir, data.forget, retain, config, out_dir, metric_logger=metric_logger, progress=False,
+    if outcome.model_dir is not None:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        return RoundResult.load(outcome.take_model(out_dir))
+    forget, retain = round_items(data.forget, split, data.validation)
+    return run_round(model_dir, forget, retain, config, out_dir, metric_logger=metric_logger, progress=False,
                      teacher_model_dir=teacher_model_dir)
 
 

@@ -19,9 +19,9 @@ from asu.modeling import load_model_and_tokenizer, load_tokenizer
 from asu.qa_file import load_round_items
 from asu.recipes import get_recipe
 from asu.search.scores import forget_score, retain_score, score_sets
-from asu.trainer import run_round
+from asu.trainer import RoundResult, run_round
 from pipelines.temperature_search import SearchConfig, run_search, split_validation
-from pipelines.temperature_search.split import ValidationSplit, text_items
+from pipelines.temperature_search.split import round_items, text_items
 
 logger = logging.getLogger(__name__)
 
@@ -55,19 +55,12 @@ def _figures(model_dir: Path, forget: list, retain: list, config: ASUConfig, cap
             "retain_rouge_l_recall": ret.rouge_l_recall}
 
 
-def final_round_items(forget: list, split: ValidationSplit, forget_validation=None) -> tuple[list, list]:
-    """(forget, retain) items the round after a search trains on: every forget item and the request's own
-    validation items, and the retain items outside the search's retain validation sample (held out for the
-    before/after utility)."""
-    return [*forget, *(forget_validation or [])], list(split.retain_rest)
-
-
 def final_round(model_dir: str | Path, forget: list, retain: list, config: ASUConfig, search: SearchConfig,
                 out_dir: str | Path, *, subjects=None, forget_validation=None):
     """The round :func:`auto_unlearn` runs after its search, at ``config`` (any setting, e.g. a grid point or a
     replayed choice): the same validation split, the same training items. Returns ``asu.trainer.RoundResult``."""
     split = split_validation(forget, retain, search, subjects=subjects, forget_validation=forget_validation)
-    train_forget, train_retain = final_round_items(forget, split, forget_validation)
+    train_forget, train_retain = round_items(forget, split, forget_validation)
     return run_round(model_dir, train_forget, train_retain, config, Path(out_dir), progress=False)
 
 
@@ -102,16 +95,21 @@ def auto_unlearn(model_dir: str | Path, forget: list, retain: list, out_dir: str
         result["seconds"] = {"search": outcome.seconds["total"], "total": time.perf_counter() - started}
         return result
     chosen = outcome.round_config(config)
-    train_forget, train_retain = final_round_items(forget, split, forget_validation)
+    train_forget, train_retain = round_items(forget, split, forget_validation)
     round_started = time.perf_counter()
-    round_result = run_round(model_dir, train_forget, train_retain, chosen, out_dir, progress=False)
-    round_seconds = time.perf_counter() - round_started
+    if outcome.model_dir is not None:  # trial_items='round': the chosen trial is the final round, trained once
+        round_result = RoundResult.load(outcome.take_model(out_dir))
+        round_seconds = round_result.metrics["seconds"]  # its training, inside the search's wall time
+    else:
+        round_result = run_round(model_dir, train_forget, train_retain, chosen, out_dir, progress=False)
+        round_seconds = time.perf_counter() - round_started
     cap = outcome.config["max_new_tokens"]
     before = _figures(Path(model_dir), train_forget, split.retain_val, config, cap, judge)
     after = _figures(round_result.model_dir, train_forget, split.retain_val, config, cap, judge)
     result |= {"model_dir": str(round_result.model_dir), "round_config": chosen.to_dict(), "before": before,
                "after": after, "items": {"forget": len(train_forget), "retain_train": len(train_retain),
                                          "retain_held_out": len(split.retain_val)},
+               "round_from_search": outcome.model_dir is not None,
                "seconds": {"search": outcome.seconds["total"], "round": round_seconds,
                            "search_over_round": outcome.seconds["total"] / round_seconds,
                            "total": time.perf_counter() - started}}

@@ -22,6 +22,7 @@ Stage2 = Literal["ladder", "bisection", "successive_halving"]
 RecipeWeight = Literal["recipe"]
 TrialLength = Literal["matched_steps", "same_epochs"]
 TrialFluency = Literal["validation", "validation_and_unseen"]
+TrialItems = Literal["validation", "round"]
 
 
 def _help(text: str) -> dict[str, str]:
@@ -73,6 +74,14 @@ class SearchConfig:
         metadata=_help("ladder: matched_steps: a trial runs as many optimizer steps as the final round will (more "
                        "epochs over the fewer validation items); same_epochs: the round's epochs (cheaper, but a "
                        "request about one subject then forgets less in a trial than in its round)"),
+    )
+    trial_items: TrialItems = field(
+        default="validation",
+        metadata=_help("ladder: what a trial trains on. validation: the forget validation items (trial_length "
+                       "decides its epochs); round: exactly what the final round trains on (every forget item, the "
+                       "retain items outside the retain validation sample, the round's epochs), still scored on the "
+                       "validation items: the chosen trial's model then *is* the final round, which is not trained "
+                       "again"),
     )
     min_forget_gain: float = field(
         default=0.1,
@@ -160,6 +169,7 @@ class SearchConfig:
             raise UsageError(f"unsafe_tau={self.unsafe_tau!r}: use 'gentler_levels' or 'none'")
         if self.trial_fluency not in ("validation", "validation_and_unseen"):
             raise UsageError(f"trial_fluency={self.trial_fluency!r}: use 'validation' or 'validation_and_unseen'")
+        self._check_trial_items()
         if self.floor_mode not in ("relative", "absolute"):
             raise UsageError(f"floor_mode={self.floor_mode!r} is unknown; use 'relative' or 'absolute'")
         if self.eta < 2:
@@ -185,6 +195,16 @@ class SearchConfig:
         for name in ("min_teacher_fluent_share", "min_teacher_entropy_ratio"):
             if not 0 <= getattr(self, name) <= 1:
                 raise UsageError(f"{name}={getattr(self, name)} must be in [0, 1]")
+
+    def _check_trial_items(self) -> None:
+        if self.trial_items not in ("validation", "round"):
+            raise UsageError(f"trial_items={self.trial_items!r}: use 'validation' or 'round'")
+        if self.trial_items == "round" and self.stage2 != "ladder":
+            raise UsageError(f"trial_items='round' needs stage2='ladder' (stage2={self.stage2!r} runs trials of "
+                             "other lengths); use stage2='ladder' or trial_items='validation'")
+        if self.trial_items == "round" and self.trial_fluency != "validation":
+            raise UsageError("trial_fluency='validation_and_unseen' judges forget items no trial trains on, and with "
+                             "trial_items='round' every trial trains on all of them; use one or the other")
 
     def _check_grid(self) -> None:
         grid = self.tau_grid

@@ -8,6 +8,7 @@ rung, is in ``trials``). Everything is plain JSON through :meth:`SearchOutcome.t
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -38,6 +39,9 @@ class SearchOutcome:
     split: dict
     config: dict
     setting: dict[str, float] | None = None
+    #: the chosen trial's trained model when the trials train on the final round's items (``trial_items='round'``):
+    #: that trial *is* the final round (None otherwise, or when nothing was chosen)
+    model_dir: Path | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     plot: Path | None = None
 
@@ -54,6 +58,22 @@ class SearchOutcome:
         if self.setting is None:
             raise UsageError(f"the search chose no setting ({self.status}); nothing to unlearn with")
         return replace(config, **self.setting)
+
+    def take_model(self, out_dir: Path) -> Path:
+        """Move the chosen trial's model (:attr:`model_dir`) to ``out_dir`` (created, or an empty folder) and
+        return ``out_dir``; ``UsageError`` when the search kept none (``trial_items='validation'``)."""
+        if self.model_dir is None:
+            raise UsageError("the search kept no trained model (trial_items='validation' or nothing chosen): "
+                             "run the final round with round_config()")
+        out_dir = Path(out_dir)
+        if out_dir.exists() and any(out_dir.iterdir()):
+            raise UsageError(f"{out_dir} is not empty; the chosen trial's model goes to a new or empty folder")
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        if out_dir.exists():
+            out_dir.rmdir()
+        shutil.move(str(self.model_dir), str(out_dir))
+        self.model_dir = out_dir
+        return out_dir
 
     def evidence(self) -> list[dict]:
         """One row per scanned tau: stage-1 figures, bracket verdict, figures of its longest trial."""
@@ -86,6 +106,7 @@ class SearchOutcome:
             "floors": self.floors, "candidates": self.candidates, "evidence": self.evidence(),
             "trials": [t.to_dict() for t in self.trials], "split": self.split, "config": self.config,
             "seconds": self.seconds, "plot": None if self.plot is None else str(self.plot),
+            "model_dir": None if self.model_dir is None else str(self.model_dir),
         }
 
     def write_json(self, path: Path) -> Path:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -49,7 +50,7 @@ from asu.search.scores import SetFigures, forget_score, retain_score, score_set
 from pipelines.temperature_search.config import SearchConfig
 from pipelines.temperature_search.outcome import SearchOutcome
 from pipelines.temperature_search.plot import plot_search
-from pipelines.temperature_search.split import ValidationSplit, split_validation
+from pipelines.temperature_search.split import ValidationSplit, round_items, split_validation
 
 logger = logging.getLogger(__name__)
 
@@ -240,10 +241,30 @@ def stage2_candidates(rows: Sequence[ScanRow], base: ScanRow, verdicts: dict[flo
     return [best.tau]
 
 
+class _BestModel:
+    """Owner of the trial models under ``trial_items='round'``: keeps the folder of the best trial so far (the
+    order of ``halving.rank``, the search's winner) and deletes every other one as soon as it is beaten."""
+
+    def __init__(self) -> None:
+        self.results: list[TrialResult] = []
+        self.kept: TrialResult | None = None
+
+    def add(self, result: TrialResult) -> TrialResult:
+        self.results.append(result)
+        ranked = rank(self.results)
+        best = ranked[0] if ranked else None
+        for other in (result, self.kept):
+            if other is not None and other is not best and other.model_dir is not None:
+                shutil.rmtree(other.model_dir, ignore_errors=True)
+        self.kept = best
+        return result
+
+
 def _stage2(model_dir, split: ValidationSplit, round_config: ASUConfig, config: SearchConfig, stage1: _Stage1,
-            work_dir: Path, teacher_model_dir=None, placement: Placement = AUTO
-            ) -> tuple[list[TrialResult], list[int]]:
-    """The trials (ladder, bisection or successive halving) and the epochs of each rung."""
+            work_dir: Path, forget: Sequence[QAItem], forget_validation: Sequence[QAItem] | None,
+            teacher_model_dir=None, placement: Placement = AUTO) -> tuple[list[TrialResult], list[int]]:
+    """The trials (ladder, bisection or successive halving) and the epochs of each rung. ``forget`` and
+    ``forget_validation``: the request's items (``trial_items='round'`` trains on them as the final round will)."""
     halving = config.stage2 == "successive_halving"
     epochs = rung_epochs(config.trial_epochs, round_config.epochs, config.eta) if halving else [round_config.epochs]
     if not stage1.candidates:
@@ -252,15 +273,23 @@ def _stage2(model_dir, split: ValidationSplit, round_config: ASUConfig, config: 
     score_kw = {"max_new_tokens": stage1.cap, "judge": stage1.judge, "teacher_model_dir": teacher_model_dir,
                 "placement": placement, "unseen": stage1.unseen}
     if config.stage2 == "ladder":
-        final_items = len(split.forget_test) + len(split.forget_val)  # the final round trains on both
-        trial_epochs = (matched_epochs(round_config, final_items, len(split.forget_val))
-                        if config.trial_length == "matched_steps" else round_config.epochs)
+        if config.trial_items == "round":  # the final round's own items and epochs; the best model is kept
+            train_forget, retain_train = round_items(forget, split, forget_validation)
+            data, trial_epochs = (split.forget_val, retain_train, split.retain_val), round_config.epochs
+            keeper = _BestModel()
+        else:
+            final_items = len(split.forget_test) + len(split.forget_val)  # the final round trains on both
+            train_forget, keeper = "scored", None
+            trial_epochs = (matched_epochs(round_config, final_items, len(split.forget_val))
+                            if config.trial_length == "matched_steps" else round_config.epochs)
         epochs = [trial_epochs]
 
         def trial(tau: float, learning_rate: float, forget_weight: float) -> TrialResult:
             trial_config = replace(round_config, learning_rate=learning_rate, forget_weight=forget_weight)
-            return run_trial(model_dir, tau, trial_epochs, 0, *data, trial_config, stage1.floors,
-                             work_dir / "trials", **score_kw)
+            result = run_trial(model_dir, tau, trial_epochs, 0, *data, trial_config, stage1.floors,
+                               work_dir / "trials", **score_kw, train_forget=train_forget,
+                               keep_model=keeper is not None)
+            return result if keeper is None else keeper.add(result)
 
         rates = [m * round_config.learning_rate for m in config.lr_multipliers]
         weights = config.weights(round_config.forget_weight)
@@ -304,7 +333,8 @@ def run_search(
         split = split_validation(forget, retain, config, subjects=subjects, forget_validation=forget_validation)
     stage1 = _stage1(model_dir, split, round_config, config, judge, teacher_model_dir, placement)
     stage1_seconds = time.perf_counter() - started
-    trials, epochs = _stage2(model_dir, split, round_config, config, stage1, work_dir, teacher_model_dir, placement)
+    trials, epochs = _stage2(model_dir, split, round_config, config, stage1, work_dir, forget, forget_validation,
+                             teacher_model_dir, placement)
     last = [t for t in trials if t.rung == len(epochs) - 1]
     best = winner(trials, len(epochs) - 1)
     status = outcome_status(last, stage1.verdicts)
@@ -329,6 +359,7 @@ def run_search(
               **{f"retain_{k}": v for k, v in stage1.base_retain.to_dict().items()}},
         floors=vars(stage1.floors).copy(), scan=stage1.rows, bracket=stage1.verdicts,
         candidates=stage1.candidates, trials=trials, split=split.summary(),
+        model_dir=Path(best.model_dir) if best is not None and best.model_dir is not None else None,
         config={"search": config.to_dict(), "round": round_config.to_dict(), "rung_epochs": epochs,
                 "max_new_tokens": stage1.cap},
     )

@@ -34,8 +34,8 @@ class ValidationSplit:
     def unseen_forget(self, limit: int, seed: int) -> list[QAItem]:
         """Up to ``limit`` forget items outside the validation split (a seeded sample, in request order).
 
-        Trials train on the forget validation items only, so these are questions about the same subjects that a
-        trial never saw (``asu.search.halving.run_trial``'s ``unseen``).
+        Trials (``trial_items='validation'``) train on the forget validation items only, so these are questions about
+        the same subjects that a trial never saw (``asu.search.halving.run_trial``'s ``unseen``).
         """
         if len(self.forget_test) <= limit:
             return list(self.forget_test)
@@ -55,6 +55,14 @@ class ValidationSplit:
             "forget_validation_sha256": [qa_item_sha256(it) for it in self.forget_val],
             "retain_validation_sha256": [qa_item_sha256(it) for it in self.retain_val],
         }
+
+
+def round_items(forget: Sequence[QAItem], split: ValidationSplit,
+                forget_validation: Sequence[QAItem] | None = None) -> tuple[list[QAItem], list[QAItem]]:
+    """(forget, retain) items the round after a search trains on: every forget item (in request order) and the
+    request's own validation items, and the retain items outside the search's retain validation sample (held out
+    for the before/after utility). Trials with ``SearchConfig.trial_items='round'`` train on exactly these."""
+    return [*forget, *(forget_validation or [])], list(split.retain_rest)
 
 
 def _stratified(num: int, subjects: Sequence[object] | None, fraction: float, rng: random.Random) -> list[int]:

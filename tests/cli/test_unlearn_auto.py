@@ -48,3 +48,29 @@ def test_auto_refuses_an_existing_model_folder(tiny_model_dir, files, tmp_path, 
     (out / "config.json").write_text("{}")
     assert main(args_for(tiny_model_dir, files, out)) == 2
     assert "already holds a model" in capsys.readouterr().err
+
+
+def test_trials_on_the_round_items_hand_over_the_chosen_trial_as_the_final_model(tiny_model_dir, files, tiny_sets,
+                                                                                  tmp_path, capsys):
+    """``trial_items='round'``: every trial trains on the final round's items, so the chosen trial's model is saved
+    as the result (not trained again), other trials' folders are gone, and it is the model that the final round at
+    the chosen settings would have trained (same weights)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from asu.config import ASUConfig
+    from pipelines.round.unlearn import final_round
+
+    out = tmp_path / "model"
+    code = main(args_for(tiny_model_dir, files, out, "--search", 'trial_items="round"', "--json"))
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and result["status"] == "chosen" and result["round_from_search"] is True, result["reasons"]
+    assert (out / "round.json").is_file() and result["items"]["forget"] == len(tiny_sets[0])
+    assert result["after"]["forget_score"] > result["before"]["forget_score"]
+    assert not any((tmp_path / "model.search" / "trials").iterdir())  # the losers' folders are dropped
+    trials = json.loads((tmp_path / "model.search" / "search.json").read_text())["trials"]
+    assert len(trials) >= 2  # a real choice was made between trained models
+    again = final_round(tiny_model_dir, *tiny_sets, ASUConfig.from_dict(result["round_config"]), TINY_SEARCH,
+                        tmp_path / "again")
+    kept, retrained = load_file(out / "model.safetensors"), load_file(again.model_dir / "model.safetensors")
+    assert kept.keys() == retrained.keys() and all(torch.equal(kept[k], retrained[k]) for k in kept)

@@ -65,6 +65,30 @@ def test_process_request_without_prefect_equals_the_flow(prefect_harness, tiny_m
     assert _comparable(through_flow) == _comparable(record.to_dict())
 
 
+def test_trials_on_the_round_items_register_the_chosen_trial_without_training_again(tiny_model_dir, tmp_path,
+                                                                                      monkeypatch):
+    """``search.trial_items: round``: the round's model is the chosen trial's (no training after the search: the
+    trainer is made to fail there), registered and gated like any round."""
+    import json
+
+    import pipelines.round.steps as steps
+    from pipelines.ledger.store import Ledger, default_ledger_url
+    from pipelines.round import process_request
+    from pipelines.settings import PipelineSettings
+
+    def no_second_training(*args, **kwargs):
+        raise AssertionError("the round was trained again after the search")
+
+    monkeypatch.setattr(steps, "run_round", no_second_training)
+    settings = _request(tmp_path, monkeypatch, tiny_model_dir, search={**ONE_TAU, "trial_items": "round"})
+    with Ledger(default_ledger_url(tmp_path)) as ledger:
+        record = process_request("tofu-author-1", PipelineSettings.from_dict(settings), ledger)
+    assert record.status == "registered" and record.version == "2"
+    model = tmp_path / "rounds" / "tofu-author-1" / "model"
+    assert json.loads((model / "round.json").read_text())["config"]["tau"] == record.tau == 2.0
+    assert not any((tmp_path / "rounds" / "tofu-author-1" / "search" / "trials").iterdir())
+
+
 def test_every_scoring_load_lands_on_the_configured_device_and_dtype(tiny_model_dir, tmp_path, monkeypatch, caplog):
     """With ``dtype: bfloat16`` every model the search, judge and measurement load is bfloat16 on the CPU; the only
     float32 loads are the trainer's (its master weights), so CPU-only or fp32 scoring cannot come back unnoticed."""
