@@ -66,15 +66,17 @@ def write_files(folder: Path) -> tuple[Path, Path, list[Path]]:
     return retain, holdout, paths
 
 
-def chain_settings(teacher_source: str, work: Path) -> dict:
-    """The pipeline settings of the chain in ``work`` (its inputs written by :func:`write_files`)."""
+def chain_settings(teacher_source: str, work: Path, search: dict | None = None) -> dict:
+    """The pipeline settings of the chain in ``work`` (its inputs written by :func:`write_files`); ``search``:
+    ``SearchConfig`` overrides on top of the bench's :data:`SEARCH`."""
     return {"base_model": MODEL, "retain_file": str(work / "inputs" / "retain.json"),
-            "holdout_file": str(work / "inputs" / "holdout.json"), "recipe": "pretrained", "search": dict(SEARCH),
+            "holdout_file": str(work / "inputs" / "holdout.json"), "recipe": "pretrained",
+            "search": {**SEARCH, **(search or {})},
             "gate_file": str(GATE), "benchmarks": [], "max_new_tokens": 64, "fluency_model": JUDGE,
             "teacher_source": teacher_source, "robustness": dict(ROBUSTNESS)}
 
 
-def submit_chain(teacher_source: str, work: Path) -> dict:
+def submit_chain(teacher_source: str, work: Path, search: dict | None = None) -> dict:
     """A fresh work dir holding the five requests, queued; returns the chain's pipeline settings."""
     from asu.data import load_qa_file
     from pipelines.intake.submit import submit_request
@@ -82,7 +84,7 @@ def submit_chain(teacher_source: str, work: Path) -> dict:
 
     work.mkdir(parents=True, exist_ok=False)
     _, _, requests = write_files(work / "inputs")
-    settings = chain_settings(teacher_source, work)
+    settings = chain_settings(teacher_source, work, search)
     ledger = Ledger(default_ledger_url(work))
     try:
         retain = load_qa_file(settings["retain_file"])
@@ -93,14 +95,14 @@ def submit_chain(teacher_source: str, work: Path) -> dict:
     return settings
 
 
-def run(sources: list[str], root: Path, stamp: str, on_round) -> dict[str, list[dict]]:
+def run(sources: list[str], root: Path, stamp: str, on_round, search: dict | None = None) -> dict[str, list[dict]]:
     """Both chains in lockstep, one request of each in turn (so that, stopped at any point, they have run the same
     rounds); ``on_round(source, rows)`` after each round."""
     from flows.continual import continual_unlearning
 
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     works = {source: root / f"{stamp}-{source}" for source in sources}
-    chains = {source: submit_chain(source, works[source]) for source in sources}
+    chains = {source: submit_chain(source, works[source], search) for source in sources}
     rows: dict[str, list[dict]] = {source: [] for source in sources}
     for _ in range(len(TOFU_REQUESTS) + 1):  # one request per flow run: rows are written as each round ends
         for source in sources:
@@ -112,14 +114,15 @@ def run(sources: list[str], root: Path, stamp: str, on_round) -> dict[str, list[
     return rows
 
 
-def resume(source: str, work: Path, rows: list[dict], on_round) -> list[dict]:
-    """Continue the chain in ``work`` (an interrupted run) until its queue is empty, appending to ``rows``."""
+def resume(source: str, work: Path, rows: list[dict], on_round, search: dict | None = None) -> list[dict]:
+    """Continue the chain in ``work`` (an interrupted run) until its queue is empty, appending to ``rows``
+    (``search``: the overrides the chain started with)."""
     from flows.continual import continual_unlearning
     from pipelines.ledger.store import Ledger, default_ledger_url
 
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ["ASU_WORK_DIR"] = str(work)
-    settings = chain_settings(source, work)
+    settings = chain_settings(source, work, search)
     while True:
         with Ledger(default_ledger_url(work)) as ledger:
             if not ledger.list_requests(["queued", "running"]):
@@ -215,7 +218,13 @@ def main(argv=None) -> None:
     parser.add_argument("--resume", type=Path, default=None,
                         help="continue the interrupted chain in this work dir (one --teacher-source), appending to "
                              "its rows in the results")
+    parser.add_argument("--search", action="append", metavar="KEY=VALUE",
+                        help="a SearchConfig override of every round's search (repeatable; give the same ones to "
+                             "--resume), e.g. --search trial_items='\"round\"'")
     args = parser.parse_args(argv)
+    from cli.common import parse_overrides
+
+    search = parse_overrides(args.search, "--search") if args.search else {}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     out = Path(args.out)
     result_path = out / "continual.json"
@@ -234,9 +243,9 @@ def main(argv=None) -> None:
         if len(args.teacher_source) != 1:
             parser.error("--resume continues one chain: name its --teacher-source")
         source = args.teacher_source[0]
-        resume(source, args.resume, list(result["runs"].get(source, [])), save)
+        resume(source, args.resume, list(result["runs"].get(source, [])), save, search)
     else:
-        run(list(args.teacher_source), Path(args.work_dir), stamp, save)
+        run(list(args.teacher_source), Path(args.work_dir), stamp, save, search)
     print(format_markdown(result))
 
 

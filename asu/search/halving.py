@@ -2,8 +2,9 @@
 
 Each trial is a real ``asu.trainer.run_round`` from the original model at one tau, trained on the forget
 *validation* items only (a quarter of the request by default, so a full-length trial costs about a quarter
-of the final round), paired with retain training items, then scored on the forget validation items (forget
-efficacy, fluency) and on the held-out retain validation items (utility). Floors are hard constraints.
+of the final round) or on every item the final round trains on (``train_forget``), paired with retain training
+items, then scored on the forget validation items (forget efficacy, fluency) and on the held-out retain
+validation items (utility). Floors are hard constraints.
 
 Two strategies:
 

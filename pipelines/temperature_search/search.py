@@ -6,9 +6,11 @@ own figures, which fail right after measuring it and before the scan):
 1. check the configs, split off the validation items (``split.py``), load the model;
 2. measure the current model on the validation items (tau = 1) and turn the floors into absolute values;
 3. stage 1: teacher-only scan over the tau grid (``asu.search.scan``), bracket, pick the candidates;
-4. stage 2: real rounds on the validation items, by default the strength ladder (``asu.search.ladder``), with
-   safety floors as hard constraints and a minimum forget-efficacy gain as the test of effect (with
-   ``trial_fluency=validation_and_unseen`` the fluent share also judges forget items no trial trains on);
+4. stage 2: real rounds scored on the validation items, by default the strength ladder (``asu.search.ladder``),
+   with safety floors as hard constraints and a minimum forget-efficacy gain as the test of effect (with
+   ``trial_fluency=validation_and_unseen`` the fluent share also judges forget items no trial trains on); a trial
+   trains on the validation items, or with ``trial_items='round'`` on exactly the final round's items, and then
+   the chosen trial's model is kept (``SearchOutcome.model_dir``): it is the final round;
 5. outcome: ``chosen`` (tau, learning rate, lambda), or ``no_effect`` / ``no_safe_setting`` with reasons;
    evidence JSON and PNG in ``work_dir``.
 """
