@@ -220,7 +220,7 @@ def main(argv=None) -> None:
                              "its rows in the results")
     parser.add_argument("--search", action="append", metavar="KEY=VALUE",
                         help="a SearchConfig override of every round's search (repeatable; give the same ones to "
-                             "--resume), e.g. --search trial_items='\"round\"'")
+                             "--resume), e.g. --search trial_items=round")
     args = parser.parse_args(argv)
     from cli.common import parse_overrides
 
