@@ -30,6 +30,9 @@ from pipelines.temperature_search import SearchConfig, run_search, split_validat
         ({"trial_fluency": "unseen"}, "trial_fluency='unseen': use 'validation' or 'validation_and_unseen'"),
         ({"unseen_fluency_items": 0}, "unseen_fluency_items=0 must be >= 1"),
         ({"unsafe_tau": "skip"}, "unsafe_tau='skip': use 'gentler_levels' or 'none'"),
+        ({"trial_items": "all"}, "trial_items='all': use 'validation' or 'round'"),
+        ({"trial_items": "round", "stage2": "successive_halving"}, "trial_items='round' needs stage2='ladder'"),
+        ({"trial_items": "round", "trial_fluency": "validation_and_unseen"}, "use one or the other"),
     ],
 )
 def test_config_errors_name_the_field(values, message):
