@@ -7,10 +7,11 @@ from pathlib import Path
 
 TEST_SEARCH = {"tau_grid": [2.0, 3.0], "stage2_candidates": 1, "trial_epochs": 1, "retain_validation_size": 8,
                "max_new_tokens": 48, "lr_multipliers": [1.0], "trial_length": "same_epochs", "min_forget_gain": 0.0,
-               "fluent_share_floor": 0.6}
-# The flow's mechanics are under test, not the search: one strength, short trials, any effect counts, and a low
-# fluency floor (the tiny model has no language of its own: one of its five validation answers judged unlikely
-# would otherwise decide whether a round runs).
+               "fluent_share_floor": 0.6, "trial_items": "validation"}
+# The flow's mechanics are under test, not the search: one strength, short trials, any effect counts, a final
+# round trained after the search (its checkpoints, crashes and resumes are under test), and a low fluency floor
+# (the tiny model has no language of its own: one of its five validation answers judged unlikely would otherwise
+# decide whether a round runs).
 
 
 def write_gate(path, **values) -> str:

@@ -124,8 +124,10 @@ class _Round:
             if outcome.status != "chosen":
                 return self._nothing_chosen(record, run)
             round_config = outcome.round_config(s.round)
-            say.info("%s: chose tau %g, learning rate %.3g, lambda %g in %.0f s; training the round", self.request_id,
-                     round_config.tau, round_config.learning_rate, round_config.forget_weight, seconds["search"])
+            say.info("%s: chose tau %g, learning rate %.3g, lambda %g in %.0f s; %s", self.request_id,
+                     round_config.tau, round_config.learning_rate, round_config.forget_weight, seconds["search"],
+                     "training the round" if outcome.model_dir is None else
+                     "its trial trained on the round's items is the round")
             record.settings = {"tau": round_config.tau, "learning_rate": round_config.learning_rate,
                                "forget_weight": round_config.forget_weight, "epochs": round_config.epochs,
                                "seed": round_config.seed}
@@ -138,8 +140,11 @@ class _Round:
             for note in notes:
                 self.log.info("request %s: %s", self.request_id, note)
             kw = {"holdout": holdout, "earlier": earlier, "benchmarks": True, "judge": judge}
-            say.info("%s: round done in %.0f s; measuring the champion and the candidate", self.request_id,
-                     seconds["round"])
+            if outcome.model_dir is None:
+                say.info("%s: round done in %.0f s; measuring the champion and the candidate", self.request_id,
+                         seconds["round"])
+            else:
+                say.info("%s: measuring the champion and the candidate", self.request_id)
             with _timed(seconds, "measure_before"):
                 record.before = steps.measure(champion_dir, report_items, s, **kw)
             with _timed(seconds, "measure_after"):

@@ -31,8 +31,8 @@ from pipelines.temperature_search import SearchConfig, run_search, split_validat
         ({"unseen_fluency_items": 0}, "unseen_fluency_items=0 must be >= 1"),
         ({"unsafe_tau": "skip"}, "unsafe_tau='skip': use 'gentler_levels' or 'none'"),
         ({"trial_items": "all"}, "trial_items='all': use 'validation' or 'round'"),
-        ({"trial_items": "round", "stage2": "successive_halving"}, "trial_items='round' needs stage2='ladder'"),
-        ({"trial_items": "round", "trial_fluency": "validation_and_unseen"}, "use one or the other"),
+        ({"stage2": "successive_halving"}, "set trial_items='validation' with this stage2"),
+        ({"trial_fluency": "validation_and_unseen"}, "set trial_items='validation' with it"),
     ],
 )
 def test_config_errors_name_the_field(values, message):
@@ -87,7 +87,7 @@ def test_errors_come_before_the_model_is_loaded(tiny_sets, tmp_path):
         run_search(missing, forget, retain, replace(TINY_ROUND, method="gd"), TINY_SEARCH, tmp_path)
     with pytest.raises(ValueError, match="trial_epochs=5 exceeds the round's epochs=2"):
         run_search(missing, forget, retain, TINY_ROUND, replace(TINY_SEARCH, stage2="successive_halving",
-                                                                   trial_epochs=5), tmp_path)
+                                                                   trial_items="validation", trial_epochs=5), tmp_path)
 
 
 def test_floor_above_the_current_model_fails_before_the_scan(tiny_model_dir, tiny_sets, tmp_path):

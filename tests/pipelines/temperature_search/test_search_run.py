@@ -24,11 +24,13 @@ def test_outcome_has_every_figure(tiny_search, tiny_sets):
         assert {"content_nll", "function_nll", "teacher_forget_token_entropy", "teacher_forget_repetition",
                 "retain_nll", "in_bracket", "candidate"} <= set(row)
     assert outcome.candidates and set(outcome.candidates) <= {2.0, 4.0}
-    # ladder, matched_steps: as many optimizer steps as the final round, over the fewer validation items
-    n_val, n_all = outcome.split["forget_validation_items"], len(tiny_sets[0])
-    steps = lambda n: -(-n // TINY_ROUND.batch_size)  # noqa: E731
-    expected = max(TINY_ROUND.epochs, round(TINY_ROUND.epochs * steps(n_all) / steps(n_val)))
-    assert outcome.trials and all(t.epochs == expected > TINY_ROUND.epochs for t in outcome.trials)
+    # ladder, trial_items='round' (the default): every trial is a final round (the round's epochs, every forget
+    # item), and the chosen one's model is kept for the caller
+    assert outcome.trials and all(t.epochs == TINY_ROUND.epochs for t in outcome.trials)
+    assert (outcome.model_dir is not None) == (outcome.status == "chosen")
+    if outcome.model_dir is not None:
+        assert (outcome.model_dir / "round.json").is_file() and outcome.model_dir.parent.name == "trials"
+        assert [p.name for p in outcome.model_dir.parent.iterdir()] == [outcome.model_dir.name]
     rates = {t.learning_rate for t in outcome.trials}
     assert rates <= {m * TINY_ROUND.learning_rate for m in TINY_SEARCH.lr_multipliers} and len(rates) >= 2
     for trial in outcome.trials:  # default trial_fluency: the validation answers alone are judged
@@ -57,7 +59,8 @@ def test_png_and_json_are_written_without_forget_content(tiny_search, tiny_sets)
     saved = json.loads(text)
     assert saved["status"] == outcome.status and saved["evidence"] == json.loads(json.dumps(outcome.evidence()))
     assert not any(item["question"] in text or item["answer"] in text for item in tiny_sets[0])
-    assert not list((work / "trials").glob("*/model.safetensors"))  # trial models are not kept
+    kept = [p.parent for p in (work / "trials").glob("*/model.safetensors")]
+    assert kept == ([outcome.model_dir] if outcome.model_dir else [])  # only the chosen trial's model is kept
 
 
 def test_no_candidate_passes_stage_one(tiny_model_dir, tiny_sets, tmp_path):
@@ -114,7 +117,7 @@ def test_a_setting_that_forgets_too_little_is_no_effect(tiny_model_dir, tiny_set
 def test_trials_can_judge_fluency_on_forget_items_they_never_trained_on(tiny_model_dir, tiny_sets, tmp_path):
     forget, retain = tiny_sets
     config = replace(TINY_SEARCH, tau_grid=(4.0,), lr_multipliers=(1.0,), trial_fluency="validation_and_unseen",
-                     unseen_fluency_items=3)
+                     trial_items="validation", unseen_fluency_items=3)
     outcome = run_search(tiny_model_dir, forget, retain, replace(TINY_ROUND, epochs=1), config, tmp_path)
     (trial,) = outcome.trials
     assert 0 <= trial.unseen_fluent_share <= 1
@@ -127,11 +130,21 @@ def test_trials_can_judge_fluency_on_forget_items_they_never_trained_on(tiny_mod
 @pytest.mark.slow
 def test_successive_halving_on_real_rounds(tiny_model_dir, tiny_sets, tmp_path):
     forget, retain = tiny_sets
-    config = replace(TINY_SEARCH, stage2="successive_halving", trial_epochs=1, tau_grid=(2.0, 3.0, 4.0),
-                     stage2_candidates=3)
+    config = replace(TINY_SEARCH, stage2="successive_halving", trial_items="validation", trial_epochs=1,
+                     tau_grid=(2.0, 3.0, 4.0), stage2_candidates=3)
     outcome = run_search(tiny_model_dir, forget, retain, TINY_ROUND, config, tmp_path)
     rung0 = [t for t in outcome.trials if t.rung == 0]
     rung1 = [t for t in outcome.trials if t.rung == 1]
     assert [t.tau for t in rung0] == outcome.candidates and all(t.epochs == 1 for t in rung0)
     assert rung1 and all(t.epochs == 2 for t in rung1)
     assert {t.tau for t in rung1} <= {t.tau for t in rung0 if t.feasible} | set(outcome.candidates)
+
+
+def test_matched_trials_make_as_many_optimizer_steps_as_the_final_round():
+    """``trial_items='validation'``, ``trial_length='matched_steps'``: more epochs over the fewer validation items."""
+    from pipelines.temperature_search.search import matched_epochs
+
+    config = replace(TINY_ROUND, epochs=2, batch_size=4, grad_accum_steps=1)
+    assert matched_epochs(config, final_items=20, trial_items=5) == 5  # 2 x 5 steps = 5 x 2 steps
+    assert matched_epochs(config, final_items=20, trial_items=20) == 2
+    assert matched_epochs(replace(config, grad_accum_steps=2), final_items=20, trial_items=4) == 6  # 2 x 3 / 1
