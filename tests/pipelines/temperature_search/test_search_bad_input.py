@@ -31,8 +31,8 @@ from pipelines.temperature_search import SearchConfig, run_search, split_validat
         ({"unseen_fluency_items": 0}, "unseen_fluency_items=0 must be >= 1"),
         ({"unsafe_tau": "skip"}, "unsafe_tau='skip': use 'gentler_levels' or 'none'"),
         ({"trial_items": "all"}, "trial_items='all': use 'validation' or 'round'"),
-        ({"stage2": "successive_halving"}, "set trial_items='validation' with this stage2"),
-        ({"trial_fluency": "validation_and_unseen"}, "set trial_items='validation' with it"),
+        ({"trial_items": "round", "stage2": "successive_halving"}, "trial_items='round' needs stage2='ladder'"),
+        ({"trial_items": "round", "trial_fluency": "validation_and_unseen"}, "use one or the other"),
     ],
 )
 def test_config_errors_name_the_field(values, message):

@@ -24,13 +24,13 @@ def test_outcome_has_every_figure(tiny_search, tiny_sets):
         assert {"content_nll", "function_nll", "teacher_forget_token_entropy", "teacher_forget_repetition",
                 "retain_nll", "in_bracket", "candidate"} <= set(row)
     assert outcome.candidates and set(outcome.candidates) <= {2.0, 4.0}
-    # ladder, trial_items='round' (the default): every trial is a final round (the round's epochs, every forget
-    # item), and the chosen one's model is kept for the caller
-    assert outcome.trials and all(t.epochs == TINY_ROUND.epochs for t in outcome.trials)
-    assert (outcome.model_dir is not None) == (outcome.status == "chosen")
-    if outcome.model_dir is not None:
-        assert (outcome.model_dir / "round.json").is_file() and outcome.model_dir.parent.name == "trials"
-        assert [p.name for p in outcome.model_dir.parent.iterdir()] == [outcome.model_dir.name]
+    # ladder, trial_items='validation', matched_steps (the defaults): as many optimizer steps as the final round,
+    # over the fewer validation items; no trial model is kept
+    n_val, n_all = outcome.split["forget_validation_items"], len(tiny_sets[0])
+    steps = lambda n: -(-n // TINY_ROUND.batch_size)  # noqa: E731
+    expected = max(TINY_ROUND.epochs, round(TINY_ROUND.epochs * steps(n_all) / steps(n_val)))
+    assert outcome.trials and all(t.epochs == expected > TINY_ROUND.epochs for t in outcome.trials)
+    assert outcome.model_dir is None
     rates = {t.learning_rate for t in outcome.trials}
     assert rates <= {m * TINY_ROUND.learning_rate for m in TINY_SEARCH.lr_multipliers} and len(rates) >= 2
     for trial in outcome.trials:  # default trial_fluency: the validation answers alone are judged
