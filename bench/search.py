@@ -33,7 +33,7 @@ from asu.modeling import load_model_and_tokenizer
 from asu.recipes import get_recipe
 from asu.search.scores import combined_score, forget_score, retain_score, score_sets
 from asu.trainer import run_round
-from pipelines.temperature_search import SearchConfig, run_search, split_validation
+from pipelines.temperature_search import SearchConfig, round_items, run_search, split_validation
 
 logger = logging.getLogger(__name__)
 DEFAULT_SUBSETS: tuple[str, ...] = ("1,4", "7", "2,9", "0,5")
@@ -167,7 +167,7 @@ def bench_subset(subset: BenchSubset, search: SearchConfig, work_dir: Path, cost
     search_cpu = time.process_time() - cpu
     split = split_validation(subset.forget, subset.retain, search, subjects=subset.subjects,
                              forget_validation=subset.forget_validation)
-    train_forget = [*subset.forget, *(subset.forget_validation or [])]
+    train_forget, train_retain = round_items(subset.forget, split, subset.forget_validation)
     cap = outcome.config["max_new_tokens"]
     judge_model, judge_tok = load_model_and_tokenizer(subset.judge_model or subset.model_dir)
     judge = FluencyJudge(judge_model, judge_tok, prompt_format=config.prompt_format)
@@ -179,7 +179,7 @@ def bench_subset(subset: BenchSubset, search: SearchConfig, work_dir: Path, cost
     def full_round(name: str, round_config: ASUConfig) -> dict:
         out = work_dir / f"round-{name}"
         shutil.rmtree(out, ignore_errors=True)
-        folder, wall, cpu_s = _timed_round(subset.model_dir, train_forget, split.retain_rest, round_config, out)
+        folder, wall, cpu_s = _timed_round(subset.model_dir, train_forget, train_retain, round_config, out)
         figures = score_on_test(folder, *test, config, cap, judge, base["retain_score"])
         shutil.rmtree(out, ignore_errors=True)
         row = {"setting": {k: getattr(round_config, k) for k in ("tau", "learning_rate", "forget_weight")},

@@ -106,7 +106,9 @@ class TrialResult:
     effective: bool
     combined_score: float
     unseen_fluent_share: float | None = None  # None: no unseen forget items judged (``run_trial``'s ``unseen``)
-    model_dir: str | None = None  # the trained model's folder while it is kept (``run_trial``'s ``keep_model``)
+    #: the trained model's folder (``run_trial``'s ``keep_model``); the search deletes a beaten trial's folder, so
+    #: only ``SearchOutcome.model_dir`` names one that is sure to exist
+    model_dir: str | None = None
 
     @property
     def feasible(self) -> bool:
@@ -176,13 +178,13 @@ def run_trial(
     trained many steps on a few items answers *those* like its coherent teacher, while the damage shows first on
     the subject's other questions, which is what the final round is tested on.
     """
+    if isinstance(train_forget, str) and train_forget != "scored":
+        raise UsageError(f"train_forget={train_forget!r}: use 'scored' or a list of forget items")
     started = time.perf_counter()
     out = Path(work_dir) / f"trial-r{rung}-tau{tau:g}-lr{config.learning_rate:.3g}-w{config.forget_weight:g}"
     shutil.rmtree(out, ignore_errors=True)  # a trial never resumes an old folder's checkpoint
     # A trial is short and thrown away: crash-resume checkpoints would only cost writes.
     trial_config = replace(config, tau=tau, epochs=epochs, checkpoint_every="never")
-    if isinstance(train_forget, str) and train_forget != "scored":
-        raise UsageError(f"train_forget={train_forget!r}: use 'scored' or a list of forget items")
     trained = forget if isinstance(train_forget, str) else train_forget
     run_round(model_dir, trained, retain_train, trial_config, out, progress=False, teacher_model_dir=teacher_model_dir)
     model, tokenizer = load_model_and_tokenizer(out, placement=placement)
