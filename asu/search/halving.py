@@ -51,8 +51,10 @@ class Floors:
     utility check reads) on the retain validation items; ``fluent_share`` (``asu.fluency``) and
     ``token_entropy`` of the greedy answers to the forget validation questions. Effect: ``forget_score`` is
     the least forget score that counts as forgetting (the current model's own plus the configured minimum
-    gain); a trial below it is *ineffective*, which is not a safety failure. ``reference_utility`` is the current
-    model's retain score, the denominator of the relative utility in the combined score.
+    gain) and ``forget_efficacy`` the least share of the forget answers' facts that must be gone
+    (:attr:`SetFigures.efficacy`, what the pipeline's gate reads); a trial below either is *ineffective*, which is
+    not a safety failure. ``reference_utility`` is the current model's retain score, the denominator of the
+    relative utility in the combined score.
     """
 
     retain_score: float
@@ -61,6 +63,17 @@ class Floors:
     forget_score: float = 0.0
     reference_utility: float = 1.0
     retain_rouge: float = 0.0
+    forget_efficacy: float = 0.0
+
+    def effect_misses(self, score: float, forget: SetFigures) -> list[str]:
+        """The effect floors that a trial's forget ``score`` and figures miss, with the values (empty = effective)."""
+        out = []
+        if score < self.forget_score:
+            out.append(f"forget score {score:.3f} < {self.forget_score:.3f} (the current model's plus the minimum "
+                       "gain)")
+        if forget.efficacy < self.forget_efficacy:
+            out.append(f"forget efficacy {forget.efficacy:.3f} < floor {self.forget_efficacy:.3f}")
+        return out
 
     def failures(self, forget: SetFigures, utility: float, retain: SetFigures | None = None) -> list[str]:
         """The safety floors that the figures miss, each with the measured value (empty = feasible).
@@ -88,7 +101,7 @@ class Floors:
 class TrialResult:
     """One real round at ``tau``, ``learning_rate`` and ``forget_weight`` for ``epochs`` epochs (rung ``rung``).
 
-    ``effective``: forget score reached the floor's minimum (it forgot measurably); ``feasible``: no safety
+    ``effective``: the forget figures reached the effect floors (it forgot measurably); ``feasible``: no safety
     floor broken; ``score``: the combined score (:meth:`Floors.combined_score`) the search ranks by.
     """
 
@@ -202,7 +215,7 @@ def run_trial(
     fe, ru = forget_score(forget_figures), retain_score(retain_figures)
     result = TrialResult(tau, rung, epochs, forget_figures, retain_figures, fe, ru,
                          tuple(floors.failures(forget_figures, ru, retain_figures)), time.perf_counter() - started,
-                         config.learning_rate, config.forget_weight, fe >= floors.forget_score,
+                         config.learning_rate, config.forget_weight, not floors.effect_misses(fe, forget_figures),
                          floors.combined_score(fe, ru, forget_figures), unseen_share,
                          str(out) if keep_model else None)
     logger.info("trial %s epochs=%d: FS %.3f RS %.3f fluent %.2f%s score %.3f %s%s", result.label(), epochs, fe, ru,

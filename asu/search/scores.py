@@ -55,14 +55,20 @@ class SetFigures:
     refusal_share: float = 0.0
     fact_recall: float | None = None  # None: not measured (no questions given); FS then uses ROUGE-L recall
 
+    @property
+    def efficacy(self) -> float:
+        """1 - fact recall (1 - ROUGE-L recall when fact recall was not measured): the share of the answers' facts
+        gone, the figure the pipeline's gate reads as ``forget_efficacy``."""
+        recall = self.rouge_l_recall if self.fact_recall is None else self.fact_recall
+        return max(0.0, 1.0 - recall)
+
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
 
 
 def forget_score(figures: SetFigures) -> float:
     """hmean(1 - fact recall, 1 - probability, token entropy) of a forget set; 0 = nothing forgotten."""
-    recall = figures.rouge_l_recall if figures.fact_recall is None else figures.fact_recall
-    return harmonic_mean([max(0.0, 1.0 - recall), max(0.0, 1.0 - figures.probability), figures.token_entropy])
+    return harmonic_mean([figures.efficacy, max(0.0, 1.0 - figures.probability), figures.token_entropy])
 
 
 def retain_score(figures: SetFigures) -> float:

@@ -188,9 +188,11 @@ def search_within_gate(settings: PipelineSettings, gate: GateThresholds) -> Pipe
     """``settings`` with the search's floors raised to what the gate will ask of the round, so the search never
     chooses a setting the gate is bound to refuse: the retain ROUGE-L floor (the figure the gate's utility drop
     reads; always relative) and the relative retain-score floor to ``1 - utility_drop_max`` (the gate's utility drop
-    is relative to the model the round starts from, like the search's relative floors) and the fluent share floor to
-    ``fluency_min``. Floors already stricter stay; a check the gate disables raises nothing; an absolute retain
-    floor (``floor_mode='absolute'``) is the user's own and stays.
+    is relative to the model the round starts from, like the search's relative floors), the fluent share floor to
+    ``fluency_min`` and the forget efficacy floor (an effect floor: below it a trial is ineffective) to
+    ``forget_efficacy_min``. The search judges on its validation items, the gate on the request's report items, so
+    a floor met here makes the gate's pass likely, not certain. Floors already stricter stay; a check the gate
+    disables raises nothing; an absolute retain floor (``floor_mode='absolute'``) is the user's own and stays.
     """
     from dataclasses import replace
 
@@ -201,6 +203,8 @@ def search_within_gate(settings: PipelineSettings, gate: GateThresholds) -> Pipe
         changes["utility_floor"] = max(search.utility_floor, 1.0 - gate.utility_drop_max)
     if "fluency" not in gate.disabled:
         changes["fluent_share_floor"] = max(search.fluent_share_floor, gate.fluency_min)
+    if "forget_efficacy" not in gate.disabled:
+        changes["forget_efficacy_floor"] = max(search.forget_efficacy_floor, gate.forget_efficacy_min)
     changes = {k: v for k, v in changes.items() if v != getattr(search, k)}
     if not changes:
         return settings

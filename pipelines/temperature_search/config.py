@@ -89,6 +89,14 @@ class SearchConfig:
         metadata=_help("a setting must raise forget score on the validation items by at least this much over "
                        "the current model, or it counts as no effect"),
     )
+    forget_efficacy_floor: float = field(
+        default=0.0,
+        metadata=_help("a setting must also leave at most 1 - this share of the validation answers' facts stated "
+                       "(forget efficacy = 1 - fact recall, absolute, the figure the pipeline's gate reads), or it "
+                       "counts as no effect; 0 = no such floor. The pipeline raises it to the gate's "
+                       "forget_efficacy_min, so the search never chooses a setting that misses the gate on the very "
+                       "items it was judged on"),
+    )
     trial_epochs: int = field(
         default=3, metadata=_help("successive_halving: epochs of the first rung (the last rung uses the round's)")
     )
@@ -246,12 +254,14 @@ class SearchConfig:
         return (recipe_weight,) if self.forget_weights == "recipe" else tuple(self.forget_weights)
 
     def _check_floors(self) -> None:
-        for name in ("utility_floor", "retain_rouge_floor", "entropy_floor", "fluent_share_floor"):
+        for name in ("utility_floor", "retain_rouge_floor", "entropy_floor", "fluent_share_floor",
+                     "forget_efficacy_floor"):
             value = getattr(self, name)
             if not 0 <= value <= 1:
                 raise UsageError(
                     f"{name}={value} can never be met: figures are on a 0-1 scale"
-                    + (" and relative floors are fractions of the current model's value" if name != "fluent_share_floor"
+                    + (" and relative floors are fractions of the current model's value"
+                       if name not in ("fluent_share_floor", "forget_efficacy_floor")
                        and self.floor_mode == "relative" else "")
                     + f"; set {name} within [0, 1]"
                 )

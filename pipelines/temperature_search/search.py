@@ -105,8 +105,8 @@ def absolute_floors(config: SearchConfig, base_forget: SetFigures, base_utility:
 
     ``base_utility``: the current model's retain score; ``base_retain_rouge``: its retain ROUGE-L recall, of which
     ``config.retain_rouge_floor`` is always a fraction (as the gate's utility drop is relative). The fluent-share
-    floor is capped at the current model's own share; the effect floor is the current model's own forget score plus
-    ``config.min_forget_gain``.
+    floor is capped at the current model's own share; the effect floors are the current model's own forget score plus
+    ``config.min_forget_gain`` and ``config.forget_efficacy_floor`` (absolute).
     """
     rouge = config.retain_rouge_floor * base_retain_rouge
     if config.floor_mode == "relative":
@@ -129,7 +129,7 @@ def absolute_floors(config: SearchConfig, base_forget: SetFigures, base_utility:
         fluent = base_forget.fluent_share
     return Floors(retain_score=utility, fluent_share=fluent, token_entropy=entropy,
                   forget_score=forget_score(base_forget) + config.min_forget_gain, reference_utility=base_utility,
-                  retain_rouge=rouge)
+                  retain_rouge=rouge, forget_efficacy=config.forget_efficacy_floor)
 
 
 def _choice_reasons(trials: Sequence[TrialResult], candidates: list[float], verdicts: dict[float, str | None],
@@ -148,8 +148,8 @@ def _choice_reasons(trials: Sequence[TrialResult], candidates: list[float], verd
         if t.failures:
             reasons.append(f"{t.label()} ({t.epochs} epochs): " + "; ".join(t.failures))
         elif not t.effective:
-            reasons.append(f"{t.label()} ({t.epochs} epochs): no effect, forget score {t.forget_score:.3f} "
-                           f"< {floors.forget_score:.3f} (the current model's plus the minimum gain)")
+            reasons.append(f"{t.label()} ({t.epochs} epochs): no effect, "
+                           + "; ".join(floors.effect_misses(t.forget_score, t.forget)))
     untried = [tau for tau in candidates if tau not in {t.tau for t in trials}]
     if untried:
         reasons.append(
@@ -347,8 +347,11 @@ def run_search(
     if not stage1.candidates:
         reasons.insert(0, "no tau of the grid passed stage 1 (facts move while the teacher stays coherent)")
     elif status == "no_effect":
+        efficacy = (f" with forget efficacy >= forget_efficacy_floor {config.forget_efficacy_floor:g}"
+                    if config.forget_efficacy_floor > 0 else "")
         reasons.insert(0, f"no setting raised forget score by the minimum gain {config.min_forget_gain} over the "
-                          "current model; raise lr_multipliers, the recipe's epochs or min_forget_gain's tolerance")
+                          f"current model{efficacy}; raise lr_multipliers or the recipe's epochs, or lower "
+                          "min_forget_gain" + (" or forget_efficacy_floor" if efficacy else ""))
     elif status == "no_safe_setting":
         reasons.insert(0, "every setting that forgot measurably broke a floor (retain score or fluency); "
                           "unlearning this request at these settings would damage the model")

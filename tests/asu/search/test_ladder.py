@@ -152,3 +152,27 @@ def test_a_weak_but_coherent_teacher_is_tried_when_nothing_is_bracketed():
     assert stage2_candidates(rows, base, verdicts, SearchConfig()) == [1.5]  # never the incoherent 2.0
     assert stage2_candidates(rows, base, {**verdicts, 1.25: None}, SearchConfig()) == [1.25]  # bracketed first
     assert stage2_candidates(rows, base, {t: "teacher incoherent" for t in verdicts}, SearchConfig()) == []
+
+
+def test_a_setting_that_leaves_the_facts_stated_is_no_effect():
+    # The forget score rises (the answers' probability falls) but the greedy answers still state most facts:
+    # the gate's forget efficacy (1 - fact recall) would refuse the round, so the search must not choose it.
+    floors = Floors(retain_score=0.8, fluent_share=0.9, forget_score=0.3, forget_efficacy=0.5)
+
+    def result(tau, fact_recall, fe):
+        forget = SetFigures(items=5, rouge_l_recall=0.9, probability=0.2, nll=1.6, token_entropy=0.9,
+                            repetition=0.0, fluent_share=1.0, fact_recall=fact_recall)
+        misses = floors.effect_misses(fe, forget)
+        return TrialResult(tau, 0, 5, forget, figures(), fe, 0.95, tuple(floors.failures(forget, 0.95)), 0.0, 1e-4,
+                           1.0, not misses, floors.combined_score(fe, 0.95, forget)), misses
+
+    keeps_facts, misses = result(2.0, fact_recall=0.7, fe=0.6)
+    assert misses == ["forget efficacy 0.300 < floor 0.500"] and keeps_facts.feasible
+    forgets, _ = result(3.0, fact_recall=0.4, fe=0.5)
+    assert keeps_facts.combined_score > forgets.combined_score  # the better score alone would have won
+    assert rank([keeps_facts, forgets])[0].tau == 3.0
+    assert outcome_status([keeps_facts], {}) == "no_effect"
+    # fact recall not measured: ROUGE-L recall stands in (efficacy 1 - 0.9)
+    no_questions = SetFigures(items=5, rouge_l_recall=0.9, probability=0.2, nll=1.6, token_entropy=0.9,
+                              repetition=0.0, fluent_share=1.0)
+    assert floors.effect_misses(0.6, no_questions) == ["forget efficacy 0.100 < floor 0.500"]

@@ -48,19 +48,20 @@ def test_privleak_reference_without_a_holdout_is_refused_naming_both_settings():
 
 
 @pytest.mark.parametrize(("search", "gate", "expected"), [
-    # the gate allows a 5% relative utility drop and asks 90% fluent: the search's floors rise to match
-    ({"utility_floor": 0.9, "fluent_share_floor": 0.6}, {"utility_drop_max": 0.05, "fluency_min": 0.9},
-     (0.95, 0.95, 0.9)),
+    # the gate allows a 5% relative utility drop, asks 90% fluent and half the facts gone: the search's floors rise
+    ({"utility_floor": 0.9, "fluent_share_floor": 0.6},
+     {"utility_drop_max": 0.05, "fluency_min": 0.9, "forget_efficacy_min": 0.5}, (0.95, 0.95, 0.9, 0.5)),
     # floors already stricter than the gate's stay
-    ({"utility_floor": 0.97, "retain_rouge_floor": 0.96, "fluent_share_floor": 0.95},
-     {"utility_drop_max": 0.05, "fluency_min": 0.9}, (0.97, 0.96, 0.95)),
+    ({"utility_floor": 0.97, "retain_rouge_floor": 0.96, "fluent_share_floor": 0.95, "forget_efficacy_floor": 0.7},
+     {"utility_drop_max": 0.05, "fluency_min": 0.9, "forget_efficacy_min": 0.5}, (0.97, 0.96, 0.95, 0.7)),
     # a check the gate disables raises nothing
     ({"utility_floor": 0.9, "fluent_share_floor": 0.6},
-     {"utility_drop_max": 0.05, "fluency_min": 0.9, "disabled": ["utility_drop", "fluency"]}, (0.9, 0.9, 0.6)),
+     {"utility_drop_max": 0.05, "fluency_min": 0.9, "disabled": ["utility_drop", "fluency", "forget_efficacy"]},
+     (0.9, 0.9, 0.6, 0.0)),
     # an absolute retain floor is the user's own number; the retain ROUGE-L floor (always relative, what the gate
     # reads) and fluency still follow the gate
     ({"floor_mode": "absolute", "utility_floor": 0.5, "fluent_share_floor": 0.6},
-     {"utility_drop_max": 0.05, "fluency_min": 0.8}, (0.5, 0.95, 0.8)),
+     {"utility_drop_max": 0.05, "fluency_min": 0.8, "forget_efficacy_min": 0.4}, (0.5, 0.95, 0.8, 0.4)),
 ])
 def test_the_search_never_chooses_below_what_the_gate_will_ask(search, gate, expected):
     from pipelines.round.gate import GateThresholds
@@ -70,6 +71,6 @@ def test_the_search_never_chooses_below_what_the_gate_will_ask(search, gate, exp
     settings = PipelineSettings(retain_file="retain.jsonl", search=search)
     thresholds = GateThresholds(**{k: tuple(v) if isinstance(v, list) else v for k, v in gate.items()})
     searched = search_within_gate(settings, thresholds).search
-    assert (searched.utility_floor, searched.retain_rouge_floor, searched.fluent_share_floor) == pytest.approx(
-        expected)
+    assert (searched.utility_floor, searched.retain_rouge_floor, searched.fluent_share_floor,
+            searched.forget_efficacy_floor) == pytest.approx(expected)
     assert searched.tau_grid == settings.search.tau_grid and searched.floor_mode == settings.search.floor_mode

@@ -114,6 +114,18 @@ def test_a_setting_that_forgets_too_little_is_no_effect(tiny_model_dir, tiny_set
     assert "minimum gain" in outcome.reasons[0] and any("no effect, forget score" in r for r in outcome.reasons)
 
 
+def test_a_setting_that_leaves_facts_stated_is_no_effect(tiny_model_dir, tiny_sets, tmp_path):
+    # every fact of every validation answer gone is more than one epoch of the tiny round does
+    forget, retain = tiny_sets
+    config = replace(TINY_SEARCH, tau_grid=(4.0,), min_forget_gain=0.0, forget_efficacy_floor=1.0,
+                     lr_multipliers=(1.0,))
+    outcome = run_search(tiny_model_dir, forget, retain, replace(TINY_ROUND, epochs=1), config, tmp_path)
+    (trial,) = outcome.trials
+    assert trial.forget.efficacy < 1.0 and not trial.effective and outcome.status == "no_effect"
+    assert "forget_efficacy_floor 1" in outcome.reasons[0]
+    assert any(re.search(r"no effect, forget efficacy 0\.\d{3} < floor 1\.000", r) for r in outcome.reasons)
+
+
 def test_trials_can_judge_fluency_on_forget_items_they_never_trained_on(tiny_model_dir, tiny_sets, tmp_path):
     forget, retain = tiny_sets
     config = replace(TINY_SEARCH, tau_grid=(4.0,), lr_multipliers=(1.0,), trial_fluency="validation_and_unseen",
