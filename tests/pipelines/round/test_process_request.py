@@ -89,6 +89,30 @@ def test_trials_on_the_round_items_register_the_chosen_trial_without_training_ag
     assert not any((tmp_path / "rounds" / "tofu-author-1" / "search" / "trials").iterdir())
 
 
+def test_a_gate_that_asks_every_fact_gone_makes_the_search_refuse_before_any_round(tiny_model_dir, tmp_path,
+                                                                                    monkeypatch):
+    """The gate's forget-efficacy bar is the search's effect floor: no trial reaches it, so nothing is trained,
+    measured or registered, and the ledger says the search found no effect."""
+    import pipelines.round.steps as steps
+    from pipelines.ledger.store import Ledger, default_ledger_url
+    from pipelines.round import process_request
+    from pipelines.settings import PipelineSettings
+
+    def no_round(*args, **kwargs):
+        raise AssertionError("a round was trained although the search chose nothing")
+
+    monkeypatch.setattr(steps, "unlearn", no_round)
+    settings = _request(tmp_path, monkeypatch, tiny_model_dir,
+                        gate_file=_gate(tmp_path / "strict.yaml", forget_efficacy_min=1.0))
+    with Ledger(default_ledger_url(tmp_path)) as ledger:
+        record = process_request("tofu-author-1", PipelineSettings.from_dict(settings), ledger)
+        assert ledger.get("tofu-author-1").state == "gate_failed"
+        assert ledger.history("tofu-author-1")[-1].detail["reason"] == "no_effect"
+    assert record.status == "gate_failed" and record.version is None and record.search.status == "no_effect"
+    assert record.failed_checks == ["temperature_search"]
+    assert "forget_efficacy_floor 1" in record.search.reasons[0]
+
+
 def test_every_scoring_load_lands_on_the_configured_device_and_dtype(tiny_model_dir, tmp_path, monkeypatch, caplog):
     """With ``dtype: bfloat16`` every model the search, judge and measurement load is bfloat16 on the CPU; the only
     float32 loads are the trainer's (its master weights), so CPU-only or fp32 scoring cannot come back unnoticed."""
