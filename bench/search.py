@@ -265,8 +265,10 @@ def format_markdown(result: dict) -> str:
     lines = ["# Settings search benchmark", "",
              f"Search: tau grid {search['tau_grid']}, stage 2 `{search['stage2']}`, learning rates "
              f"{search['lr_multipliers']} x the recipe's, minimum forget-efficacy gain {search['min_forget_gain']}, "
-             f"floors: retain score {search['utility_floor']} ({search['floor_mode']}), fluent share "
-             f"{search['fluent_share_floor']}; torch threads {result['torch_threads']}. Cost ratio = search wall "
+             f"floors: retain score {search['utility_floor']} ({search['floor_mode']}), retain ROUGE-L "
+             f"{search.get('retain_rouge_floor', '-')} (relative), fluent share {search['fluent_share_floor']}, "
+             f"forget efficacy {search.get('forget_efficacy_floor', '-')}; torch threads {result['torch_threads']}. "
+             "Cost ratio = search wall "
              "time / wall time of the final round at the chosen settings, run right after. Scores: hmean(forget "
              "efficacy, relative retain score, fluent share) on the test items (never validated on). Quality: "
              f"chosen >= {QUALITY_RATIO} x the best grid round and >= the paper's fixed recipe.", "",

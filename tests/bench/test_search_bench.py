@@ -67,4 +67,5 @@ def test_bench_search_cost_only_on_tiny(tiny_model_dir, tmp_path, capsys, monkey
     if row["setting"] is not None:
         assert row["cost_ratio"] > 0 and row["chosen"]["setting"] == row["setting"] and "grid" not in row
     assert (tmp_path / "out" / "search.json").is_file()
-    assert "| subset |" in (tmp_path / "out" / "search.md").read_text()
+    md = (tmp_path / "out" / "search.md").read_text()
+    assert "| subset |" in md and "retain ROUGE-L 0.9 (relative)" in md and "forget efficacy 0.0;" in md
