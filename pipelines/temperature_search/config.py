@@ -91,11 +91,10 @@ class SearchConfig:
     )
     forget_efficacy_floor: float = field(
         default=0.0,
-        metadata=_help("a setting must also leave at most 1 - this share of the validation answers' facts stated "
-                       "(forget efficacy = 1 - fact recall, absolute, the figure the pipeline's gate reads), or it "
-                       "counts as no effect; 0 = no such floor. The pipeline raises it to the gate's "
-                       "forget_efficacy_min, so the search never chooses a setting that misses the gate on the very "
-                       "items it was judged on"),
+        metadata=_help("a setting must also remove at least this share of the validation answers' facts (forget "
+                       "efficacy = 1 - fact recall, absolute, the figure the pipeline's gate reads), or it counts as "
+                       "no effect; 0 = no such floor. The pipeline raises it to the gate's forget_efficacy_min, so "
+                       "the search never chooses a setting whose own validation answers already miss the gate's bar"),
     )
     trial_epochs: int = field(
         default=3, metadata=_help("successive_halving: epochs of the first rung (the last rung uses the round's)")
