@@ -138,7 +138,10 @@ def round_row(work: Path, o: dict, seconds: float) -> dict:
     before, after = o.get("before", {}), o.get("after", {})
     row = {"request_id": o["request_id"], "status": o["status"], "reason": o.get("reason"),
            "setting": search.get("setting"), "search_seconds": search.get("seconds"), "seconds": seconds,
-           "model_version": o.get("model_version"), "failed_checks": o.get("failed_checks", [])}
+           "model_version": o.get("model_version"), "failed_checks": o.get("failed_checks", []),
+           "attempt": o.get("attempt", 1), "failed_attempts": o.get("failed_attempts", [])}
+    if o.get("settings"):  # the setting the figures are of: the search's choice or, after a gate retry, its runner-up
+        row["setting"] = {k: o["settings"][k] for k in ("tau", "learning_rate", "forget_weight")}
     for key in ("forget_efficacy", "forget_rouge", "forget_fact_recall", "retain_rouge", "fluency", "refusal"):
         row[f"{key}_before"], row[f"{key}_after"] = before.get(key), after.get(key)
     row["earlier_after"] = after.get("earlier", {})
@@ -174,8 +177,12 @@ def format_markdown(result: dict) -> str:
             s = r["setting"] or {}
             rec = r.get("attack_recovery") or {}
             rel = None if not target or r["retain_rouge_after"] is None else r["retain_rouge_after"] / target
+            retried = "".join(  # gate retries: the settings whose rounds failed before this row's
+                f"; tau {g(a['settings']['tau'])} lr {g(a['settings']['learning_rate'])} failed "
+                f"{', '.join(a['failed_checks'])} first" for a in r.get("failed_attempts") or ())
             lines.append(
-                f"| {k} | {r['request_id']} | {r['status']}{' (' + r['reason'] + ')' if r['reason'] else ''} | "
+                f"| {k} | {r['request_id']} | {r['status']}{' (' + r['reason'] + ')' if r['reason'] else ''}"
+                f"{retried} | "
                 f"{g(s.get('tau', '-'))} | {g(s.get('learning_rate', '-'))} | {g(s.get('forget_weight', '-'))} | "
                 f"{f(r['forget_efficacy_before'])} -> {f(r['forget_efficacy_after'])} | "
                 f"{f(r['retain_rouge_after'])} ({f(rel)}) | {f(r['fluency_after'])} | {f(r['refusal_after'])} | "

@@ -67,6 +67,9 @@ class PipelineSettings:
     teacher_source: ``previous``: each round's teacher is the model it starts from (the champion, i.e. the
         previous round's model; the paper's single-round setting); ``original``: every round is taught by the
         chain's base model (``base_model``), so later rounds do not distil earlier rounds' drift.
+    gate_retries: when a round fails the gate, train the search's next-best safe and effective setting
+        (``SearchOutcome.runner_ups``) and gate it, at most this many times; every attempt is registered as a
+        candidate with its gate verdict and the evidence report lists the failed ones. 0: the first verdict stands.
     """
 
     base_model: str = "embedded:default"
@@ -85,6 +88,7 @@ class PipelineSettings:
     fluency_model: ChampionJudge | str = "champion"
     privleak_reference: NoReference | str = "none"
     teacher_source: TeacherSource = "previous"
+    gate_retries: int = 1
     robustness: RobustnessConfig = field(default_factory=lambda: RobustnessConfig(attacks=()))
     device: DeviceName = "auto"
     dtype: DTypeName = "auto"
@@ -100,6 +104,9 @@ class PipelineSettings:
             raise UsageError(f"benchmarks {unknown} unknown; choose from {', '.join(SUITES)}")
         if self.teacher_source not in get_args(TeacherSource):
             raise UsageError(f"teacher_source={self.teacher_source!r}: use 'previous' or 'original'")
+        if isinstance(self.gate_retries, bool) or not isinstance(self.gate_retries, int) or self.gate_retries < 0:
+            raise UsageError(f"gate_retries={self.gate_retries!r} must be an integer >= 0 (how many runner-up "
+                             "settings a round that fails the gate may try; 0 = none)")
         if not isinstance(self.fluency_model, str) or not self.fluency_model.strip():
             raise UsageError("fluency_model must be 'champion' or a model name / folder (asu model list)")
         if not isinstance(self.privleak_reference, str) or not self.privleak_reference.strip():

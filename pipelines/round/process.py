@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -123,37 +123,25 @@ class _Round:
             self._log_search(run, outcome)
             if outcome.status != "chosen":
                 return self._nothing_chosen(record, run)
-            round_config = outcome.round_config(s.round)
-            say.info("%s: chose tau %g, learning rate %.3g, lambda %g in %.0f s; %s", self.request_id,
-                     round_config.tau, round_config.learning_rate, round_config.forget_weight, seconds["search"],
-                     "training the round" if outcome.model_dir is None else
-                     "its trial trained on the round's items is the round")
-            record.settings = {"tau": round_config.tau, "learning_rate": round_config.learning_rate,
-                               "forget_weight": round_config.forget_weight, "epochs": round_config.epochs,
-                               "seed": round_config.seed}
-            run.log_params(record.mlflow_params())
-            with _timed(seconds, "round"):
-                result = steps.unlearn(champion_dir, data, split, round_config, self.round_dir / "model", outcome,
-                                       run.metric_logger(), teacher_dir)
             report_items = plain.split_for_report(split, s, data.knowledge)
             earlier, recorded, notes = steps.earlier_requests(self.ledger, self.request_id)
             for note in notes:
                 self.log.info("request %s: %s", self.request_id, note)
             kw = {"holdout": holdout, "earlier": earlier, "benchmarks": True, "judge": judge}
-            if outcome.model_dir is None:
-                say.info("%s: round done in %.0f s; measuring the champion and the candidate", self.request_id,
-                         seconds["round"])
-            else:
-                say.info("%s: measuring the champion and the candidate", self.request_id)
-            with _timed(seconds, "measure_before"):
-                record.before = steps.measure(champion_dir, report_items, s, **kw)
-            with _timed(seconds, "measure_after"):
-                record.after = steps.measure(result.model_dir, report_items, s, **kw, attacks=True)
+            # The chosen setting first; when its round fails the gate, the search's runner-ups (gate_retries).
+            attempts = [outcome, *outcome.runner_ups()[: s.gate_retries]]
+            for number, attempt in enumerate(attempts, start=1):
+                self._attempt(record, attempt, number, champion_dir, data, split, report_items, kw, teacher_dir,
+                              run, say)
+                if number == 1:
+                    self.ledger.transition(self.request_id, "evaluated", actor=self.actor,
+                                           detail={"tau": record.tau})
+                record.gate, record.rechecks = plain.decide(record.before, record.after, recorded, self.thresholds)
+                if record.gate.passed or number == len(attempts):
+                    break
+                self._keep_failed_attempt(record, number, run, say)
             del judge
-            run.log_metrics(record.mlflow_metrics())
-            self.ledger.transition(self.request_id, "evaluated", actor=self.actor, detail={"tau": record.tau})
-            record.gate, record.rechecks = plain.decide(record.before, record.after, recorded, self.thresholds)
-            self._register(record, result.model_dir, run)
+            self._register(record, self._model_dir(record.attempt), run)
             paths = steps.write_evidence(record=record, data=data, validation=_validation_summary(validation),
                                          settings=s, thresholds=self.thresholds,
                                          model=ModelRef(s.model_name, record.version,
@@ -164,11 +152,63 @@ class _Round:
             for path in paths:
                 run.log_file(path, "evidence")
             run.set_tags({"asu.gate": "passed" if record.gate.passed else "failed",
-                          "asu.model_version": record.version})
+                          "asu.model_version": record.version, "asu.gate_attempts": str(record.attempt)})
             say.info("%s: gate %s; model version %s%s", self.request_id,
                      "passed" if record.gate.passed else "FAILED (" + ", ".join(record.failed_checks) + ")",
                      record.version, " is the champion" if record.promoted else "")
         return record
+
+    def _model_dir(self, attempt: int) -> Path:
+        """Where attempt ``attempt`` (1 = the chosen setting, then the gate retries) trains its model."""
+        return self.round_dir / ("model" if attempt == 1 else f"model-retry-{attempt - 1}")
+
+    def _attempt(self, record: RoundRecord, outcome, number: int, champion_dir: Path, data, split, report_items,
+                 kw: dict, teacher_dir, run, say) -> None:
+        """Train ``outcome``'s setting as attempt ``number`` and measure the candidate (the champion once)."""
+        s, seconds = self.settings, record.seconds
+        round_config = outcome.round_config(s.round)
+        record.attempt = number
+        record.settings = {"tau": round_config.tau, "learning_rate": round_config.learning_rate,
+                           "forget_weight": round_config.forget_weight, "epochs": round_config.epochs,
+                           "seed": round_config.seed}
+        suffix = "" if number == 1 else f"_retry_{number - 1}"
+        if number == 1:
+            say.info("%s: chose tau %g, learning rate %.3g, lambda %g in %.0f s; %s", self.request_id,
+                     round_config.tau, round_config.learning_rate, round_config.forget_weight, seconds["search"],
+                     "training the round" if outcome.model_dir is None else
+                     "its trial trained on the round's items is the round")
+            run.log_params(record.mlflow_params())
+        else:
+            say.info("%s: gate retry %d: training the search's runner-up, tau %g, learning rate %.3g, lambda %g",
+                     self.request_id, number - 1, round_config.tau, round_config.learning_rate,
+                     round_config.forget_weight)
+        # A retry's round logs its parameters and curve to a child run: the request run's parameters are the first
+        # attempt's, and MLflow never lets a parameter change.
+        with _timed(seconds, "round" + suffix), (nullcontext(run) if number == 1 else
+                                                   self.tracker.child_run(run, f"gate-retry-{number - 1}")) as where:
+            result = self.steps.unlearn(champion_dir, data, split, round_config, self._model_dir(number), outcome,
+                                        where.metric_logger(), teacher_dir)
+        say.info("%s: round done in %.0f s; measuring %s", self.request_id, seconds["round" + suffix],
+                 "the champion and the candidate" if record.before is None else "the candidate")
+        if record.before is None:
+            with _timed(seconds, "measure_before"):
+                record.before = self.steps.measure(champion_dir, report_items, s, **kw)
+        with _timed(seconds, "measure_after" + suffix):
+            record.after = self.steps.measure(result.model_dir, report_items, s, **kw, attacks=True)
+        run.log_metrics(record.mlflow_metrics(), step=number - 1)
+
+    def _keep_failed_attempt(self, record: RoundRecord, number: int, run, say) -> None:
+        """Attempt ``number`` failed the gate and a runner-up is left: register it as a failed candidate (the
+        request stays ``evaluated``; only the last attempt moves it on) and keep its figures in the record."""
+        info = self.registry.register_candidate(self._model_dir(number), request_ids=[self.request_id],
+                                                parent_version=record.champion_version, gate_results=record.gate,
+                                                tau=record.tau, run_id=run.run_id)
+        record.failed_attempts.append({"attempt": number, "settings": dict(record.settings or {}),
+                                       "model_version": info.version, "failed_checks": record.failed_checks,
+                                       "after": record.after.headline()})
+        say.info("%s: gate FAILED (%s) at tau %g, learning rate %.3g (candidate version %s); trying the search's "
+                 "next-best setting", self.request_id, ", ".join(record.failed_checks), record.tau,
+                 record.settings["learning_rate"], info.version)
 
     def _log_search(self, run, outcome) -> None:
         for trial in outcome.trials:

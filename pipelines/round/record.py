@@ -42,6 +42,10 @@ class RoundRecord:
     promoted: bool = False
     report: Path | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    #: which setting the figures are of: 1 = the search's choice, 2.. = its runner-ups after a failed gate
+    attempt: int = 1
+    #: the attempts that failed the gate before this one: attempt, settings, model_version, failed_checks, after
+    failed_attempts: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def status(self) -> RoundStatus:
@@ -69,6 +73,7 @@ class RoundRecord:
             "model_version": self.version, "promoted": self.promoted, "settings": dict(self.settings or {}),
             "before": self.before.to_dict(), "after": self.after.to_dict(), "gate": self.gate.to_dict(),
             "report": None if self.report is None else str(self.report),
+            "attempt": self.attempt, "failed_attempts": list(self.failed_attempts),
         }
 
     def mlflow_params(self) -> dict[str, Any]:
@@ -95,6 +100,7 @@ class RoundRecord:
             "model_version": self.version, "gate": "passed" if self.gate.passed else "failed",
             "failed_checks": self.failed_checks,
             "before": self.before.headline(), "after": self.after.headline(),
+            "attempt": self.attempt, "failed_attempts": list(self.failed_attempts),
         }
 
     def table_row(self) -> dict[str, Any]:
@@ -108,7 +114,9 @@ class RoundRecord:
                 "earlier_efficacy_after": a.get("earlier", {}), "failed_checks": self.failed_checks,
                 "verbmem": [b.get("forget_verbmem"), a.get("forget_verbmem")],
                 "report": None if self.report is None else str(self.report),
-                "seconds": round(sum(self.seconds.values()), 1)}
+                "seconds": round(sum(self.seconds.values()), 1), "attempt": self.attempt,
+                "failed_attempts": [{"tau": a["settings"].get("tau"), "failed_checks": a["failed_checks"],
+                                     "model_version": a["model_version"]} for a in self.failed_attempts]}
 
 
 def refused_outcome(request_id: str, reason: str) -> dict[str, Any]:
@@ -147,6 +155,9 @@ def format_rounds(rows: list[dict[str, Any]], urgent: dict[str, bool] | None = N
         if verbmem[1] is not None:  # a text request: how much of its passages the model still continues verbatim
             lines.append(f"{'':<18}passages: VerbMem {_figure(verbmem[0]).strip()} -> {_figure(verbmem[1]).strip()} "
                          "(ROUGE-L F1 of greedy continuations; forget efficacy above is on the passages' pieces)")
+        for failed in r.get("failed_attempts") or ():  # gate retries: the settings tried before this one
+            lines.append(f"{'':<18}earlier attempt: tau {failed['tau']:g} failed {', '.join(failed['failed_checks'])}"
+                         f" (version {failed['model_version']}); this row is the search's next-best setting")
         if r["failed_checks"]:
             lines.append(f"{'':<18}failed checks: {', '.join(r['failed_checks'])}"
                          + (f" (search: {r['search']})" if r["search"] != "chosen" else ""))

@@ -124,6 +124,8 @@ class EvidenceReport:
     config_digests: Mapping[str, str]
     metrics_before: Mapping[str, Any] = field(default_factory=dict)
     metrics_after: Mapping[str, Any] = field(default_factory=dict)
+    #: attempts that failed the gate before this model (``RoundRecord.failed_attempts``: settings, version, checks)
+    failed_attempts: Sequence[Mapping[str, Any]] = ()
     created_at: str = field(default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
 
     def __post_init__(self) -> None:
@@ -145,6 +147,11 @@ class EvidenceReport:
             "figures": {"before": _figures(self.before), "after": _figures(self.after)},
             "metrics": {"before": flatten_metrics(self.metrics_before), "after": flatten_metrics(self.metrics_after)},
             "gate": self.gate.to_dict(),
+            "failed_attempts": [{"attempt": int(a["attempt"]), "model_version": _opt(a["model_version"]),
+                                 "settings": {_name(k): float(v) for k, v in a["settings"].items()},
+                                 "failed_checks": [_name(c) for c in a["failed_checks"]],
+                                 "after": {_name(k): v for k, v in a["after"].items()}}
+                                for a in self.failed_attempts],
             "earlier_requests": [{"request_id": r.request_id, "forget_efficacy_before": r.forget_efficacy_before,
                                   "forget_efficacy_after": r.forget_efficacy_after} for r in self.earlier],
             "model": {"name": _name(self.model.name), "version": _opt(self.model.version),
@@ -188,8 +195,8 @@ def render_markdown(d: Mapping[str, Any]) -> str:
            f"Created {d['created_at']} · code `{d['code_version']}` · gate **{verdict}**", "",
            "## Request content (SHA-256; the content itself is never stored here)", ""]
     out += _table(["item", "SHA-256"], list(d["content_hashes"].items()))
-    for section in (_md_validation, _md_search, _md_figures, _md_verbatim, _md_robustness, _md_gate, _md_earlier,
-                    _md_model):
+    for section in (_md_validation, _md_search, _md_figures, _md_verbatim, _md_robustness, _md_gate, _md_attempts,
+                    _md_earlier, _md_model):
         out += ["", *section(d)]
     return "\n".join(out) + "\n"
 
@@ -276,6 +283,20 @@ def _md_gate(d: Mapping[str, Any]) -> list[str]:
     rows = [[c["name"], c["subject"], c["value"], f"{c['comparator']} {_fmt(c['threshold'])}", c["status"],
              c["reason"]] for c in d["gate"]["checks"]]
     return ["## Gate checks", "", *_table(["check", "request", "value", "threshold", "result", "reason"], rows)]
+
+
+def _md_attempts(d: Mapping[str, Any]) -> list[str]:
+    attempts = d.get("failed_attempts") or []  # reports written before gate retries have none
+    if not attempts:
+        return []
+    out = ["## Earlier attempts", "", "Settings whose round failed the gate before the search's next-best one was "
+           "trained (each registered as a failed candidate):", ""]
+    rows = [[a["attempt"], a["settings"].get("tau"), a["settings"].get("learning_rate"),
+             a["settings"].get("forget_weight"), a["model_version"], ", ".join(a["failed_checks"]),
+             a["after"].get("forget_efficacy"), a["after"].get("retain_rouge"), a["after"].get("fluency")]
+            for a in attempts]
+    return out + _table(["attempt", "tau", "lr", "lambda", "version", "failed checks", "forget efficacy",
+                         "retain ROUGE-L", "fluent"], rows)
 
 
 def _md_earlier(d: Mapping[str, Any]) -> list[str]:

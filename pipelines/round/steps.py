@@ -506,6 +506,7 @@ def write_evidence(*, record, data: RequestData, validation: dict | None, settin
                         "gate_thresholds": sha256_json(thresholds.to_dict())},
         metrics_before=record.before.to_dict(),
         metrics_after=record.after.to_dict(),
+        failed_attempts=record.failed_attempts,
     )
     return write_report(report)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from asu.errors import UsageError
-from asu.search.halving import TrialResult
+from asu.search.halving import TrialResult, rank
 from asu.search.scan import ScanRow
 
 Status = Literal["chosen", "no_effect", "no_safe_setting"]
@@ -52,6 +52,23 @@ class SearchOutcome:
             return None
         last = max(t.rung for t in self.trials)
         return next(t for t in self.trials if t.setting == self.setting and t.rung == last)
+
+    def runner_ups(self) -> list[SearchOutcome]:
+        """The other safe and effective settings of the longest rung, best first (``halving.rank``), each as an
+        outcome that chose it (no trained model kept: its round trains afresh). What the pipeline trains next when
+        the chosen setting's round fails the gate (``PipelineSettings.gate_retries``); empty when nothing was chosen.
+        """
+        if self.setting is None:
+            return []
+        last = max(t.rung for t in self.trials)
+        seen, out = [self.setting], []
+        for trial in rank([t for t in self.trials if t.rung == last]):
+            if trial.setting not in seen:
+                seen.append(trial.setting)
+                out.append(replace(self, tau=trial.tau, setting=trial.setting, model_dir=None,
+                                   reasons=[*self.reasons, f"runner-up {trial.label()} (score "
+                                            f"{trial.combined_score:.3f}) after the chosen setting failed the gate"]))
+        return out
 
     def round_config(self, config):  # (ASUConfig) -> ASUConfig
         """``config`` with the chosen settings; ``ValueError`` when nothing was chosen."""

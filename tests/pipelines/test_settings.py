@@ -25,6 +25,9 @@ def test_teacher_source_original_names_the_base_model(tiny_model_dir, tmp_path):
     ("robustness", {"attack": ["relearn"]}, "attacks"),
     ("robustness", {"attacks": ["relearn", "jailbreak"]}, "unknown"),
     ("robustness", ["relearn"], "robustness must be a mapping"),
+    ("gate_retries", -1, "gate_retries=-1 must be an integer >= 0"),
+    ("gate_retries", 1.5, "gate_retries=1.5 must be an integer"),
+    ("gate_retries", True, "gate_retries=True must be an integer"),
 ])
 def test_bad_choices_name_the_fix(field, value, message):
     with pytest.raises(ValueError, match=message):

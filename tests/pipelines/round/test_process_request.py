@@ -225,3 +225,56 @@ def test_a_mixed_request_is_unlearnt_measured_and_reported_without_its_passages(
     assert not any(p[:40] in saved or p[-40:] in saved for p in passages)  # hashes and figures, never the text
     assert not any(q["question"] in saved or q["answer"] in saved for q in questions)
     assert 0.0 <= report["figures"]["after"]["forget_efficacy"] <= 1.0  # the questions and probes, scored together
+
+
+@pytest.mark.parametrize("retries", [1, 0])
+def test_a_round_that_fails_the_gate_trains_the_searchs_next_best_setting(retries, tiny_model_dir, tmp_path,
+                                                                           monkeypatch):
+    """``gate_retries``: the chosen setting's round fails the gate (injected: its MIA band is made impossible on the
+    first verdict only), so the search's runner-up is trained and gated. Both candidates are registered with their
+    verdicts, the ledger moves on once, and the report lists the failed attempt; with 0 retries the first verdict
+    stands."""
+    from dataclasses import replace
+
+    import pipelines.round.steps as steps
+    from pipelines.ledger.store import Ledger, default_ledger_url
+    from pipelines.round import process_request
+    from pipelines.settings import PipelineSettings
+    from pipelines.tracking.registry import ModelRegistry
+    from pipelines.tracking.runs import Tracker
+
+    real_decide, verdicts = steps.decide, []
+
+    def first_verdict_fails(before, after, recorded, thresholds):
+        if not verdicts:
+            thresholds = replace(thresholds, mia_auc_band=(0.0, 0.001))
+        verdicts.append(real_decide(before, after, recorded, thresholds))
+        return verdicts[-1]
+
+    monkeypatch.setattr(steps, "decide", first_verdict_fails)
+    settings = _request(tmp_path, monkeypatch, tiny_model_dir, gate_retries=retries,
+                        search={**TEST_SEARCH, "tau_grid": [3.0, 4.0], "stage2_candidates": 2})
+    with Ledger(default_ledger_url(tmp_path)) as ledger:
+        record = process_request("tofu-author-1", PipelineSettings.from_dict(settings), ledger)
+        states = [t.to_state for t in ledger.history("tofu-author-1")]
+    assert len(record.search.runner_ups()) >= 1, record.search.format_table()  # a runner-up to fall back on
+    round_dir = tmp_path / "rounds" / "tofu-author-1"
+    if retries == 0:
+        assert record.status == "gate_failed" and record.attempt == 1 and record.failed_checks == ["mia_auc"]
+        assert not record.failed_attempts and not (round_dir / "model-retry-1").exists()
+        return
+    assert len(verdicts) == 2 and not verdicts[0][0].passed
+    assert record.status == "registered" and record.attempt == 2 and record.version == "3" and record.promoted
+    failed = record.failed_attempts[0]
+    assert failed["model_version"] == "2" and failed["failed_checks"] == ["mia_auc"] and failed["attempt"] == 1
+    assert failed["settings"]["tau"] != record.tau  # the runner-up is another setting
+    assert states.count("evaluated") == 1 and states[-1] == "registered" and "gate_failed" not in states
+    assert {"round", "round_retry_1", "measure_before", "measure_after", "measure_after_retry_1"} <= set(
+        record.seconds)
+    assert (round_dir / "model").is_dir() and (round_dir / "model-retry-1").is_dir()
+    registry = ModelRegistry(Tracker(), PipelineSettings.from_dict(settings).model_name)
+    assert registry.get("2").gate_passed is False and registry.get("3").gate_passed is True
+    assert registry.aliases().get("champion") == "3"
+    report = Path(record.report).read_text()
+    assert "## Earlier attempts" in report and "mia_auc" in report.split("## Earlier attempts")[1]
+    assert record.to_dict()["failed_attempts"][0]["model_version"] == "2"
