@@ -30,6 +30,8 @@ ChampionJudge = Literal["champion"]
 #: Whose smoothed attention teaches each round: the model the round starts from (the previous round's) or the
 #: original base model of the chain.
 TeacherSource = Literal["previous", "original"]
+#: What a round that failed the gate tries next (``gate_retries``): see ``PipelineSettings``.
+GateRetry = Literal["gentler_strength", "runner_up"]
 #: Privleak needs a reference model that never saw the forget data (a retain model); "none": not measured.
 NoReference = Literal["none"]
 
@@ -70,6 +72,10 @@ class PipelineSettings:
     gate_retries: when a round fails the gate, train the search's next-best safe and effective setting
         (``SearchOutcome.runner_ups``) and gate it, at most this many times; every attempt is registered as a
         candidate with its gate verdict and the evidence report lists the failed ones. 0: the first verdict stands.
+    gate_retry: what a retry trains. ``gentler_strength``: a round that failed only on damage (``fluency``,
+        ``utility_drop``) is trained again at the same tau and lambda one level down the search's strength ladder
+        (``search.lr_multipliers``), a setting the gate alone judges; any other failure, or no gentler level, takes
+        the runner-up. ``runner_up``: always the runner-up.
     """
 
     base_model: str = "embedded:default"
@@ -89,6 +95,7 @@ class PipelineSettings:
     privleak_reference: NoReference | str = "none"
     teacher_source: TeacherSource = "previous"
     gate_retries: int = 1
+    gate_retry: GateRetry = "gentler_strength"
     robustness: RobustnessConfig = field(default_factory=lambda: RobustnessConfig(attacks=()))
     device: DeviceName = "auto"
     dtype: DTypeName = "auto"
@@ -107,6 +114,8 @@ class PipelineSettings:
         if isinstance(self.gate_retries, bool) or not isinstance(self.gate_retries, int) or self.gate_retries < 0:
             raise UsageError(f"gate_retries={self.gate_retries!r} must be an integer >= 0 (how many runner-up "
                              "settings a round that fails the gate may try; 0 = none)")
+        if self.gate_retry not in get_args(GateRetry):
+            raise UsageError(f"gate_retry={self.gate_retry!r}: use 'gentler_strength' or 'runner_up'")
         if not isinstance(self.fluency_model, str) or not self.fluency_model.strip():
             raise UsageError("fluency_model must be 'champion' or a model name / folder (asu model list)")
         if not isinstance(self.privleak_reference, str) or not self.privleak_reference.strip():

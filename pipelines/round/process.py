@@ -30,6 +30,8 @@ from pipelines.tracking.runs import Tracker, code_version
 from pipelines.workspace import work_dir
 
 logger = logging.getLogger(__name__)
+#: Gate checks a round fails by damaging the model (not by forgetting too little): a gentler strength may pass them.
+DAMAGE_CHECKS = frozenset({"fluency", "utility_drop"})
 
 
 @dataclass(frozen=True)
@@ -128,16 +130,18 @@ class _Round:
             for note in notes:
                 self.log.info("request %s: %s", self.request_id, note)
             kw = {"holdout": holdout, "earlier": earlier, "benchmarks": True, "judge": judge}
-            # The chosen setting first; when its round fails the gate, the search's runner-ups (gate_retries).
-            attempts = [outcome, *outcome.runner_ups()[: s.gate_retries]]
-            for number, attempt in enumerate(attempts, start=1):
+            # The chosen setting first; when its round fails the gate, a gentler strength or the search's runner-up
+            # (gate_retry), at most gate_retries times.
+            attempt, runner_ups = outcome, outcome.runner_ups()
+            for number in range(1, s.gate_retries + 2):
                 self._attempt(record, attempt, number, champion_dir, data, split, report_items, kw, teacher_dir,
                               run, say)
                 if number == 1:
                     self.ledger.transition(self.request_id, "evaluated", actor=self.actor,
                                            detail={"tau": record.tau})
                 record.gate, record.rechecks = plain.decide(record.before, record.after, recorded, self.thresholds)
-                if record.gate.passed or number == len(attempts):
+                attempt = None if record.gate.passed else self._next_setting(attempt, record, runner_ups)
+                if attempt is None or number == s.gate_retries + 1:
                     break
                 self._keep_failed_attempt(record, number, run, say)
             del judge
@@ -179,9 +183,9 @@ class _Round:
                      "its trial trained on the round's items is the round")
             run.log_params(record.mlflow_params())
         else:
-            say.info("%s: gate retry %d: training the search's runner-up, tau %g, learning rate %.3g, lambda %g",
-                     self.request_id, number - 1, round_config.tau, round_config.learning_rate,
-                     round_config.forget_weight)
+            say.info("%s: gate retry %d: training %s, tau %g, learning rate %.3g, lambda %g", self.request_id,
+                     number - 1, "a gentler strength" if outcome.chosen_trial is None else "the search's runner-up",
+                     round_config.tau, round_config.learning_rate, round_config.forget_weight)
         # A retry's round logs its parameters and curve to a child run: the request run's parameters are the first
         # attempt's, and MLflow never lets a parameter change.
         with _timed(seconds, "round" + suffix), (nullcontext(run) if number == 1 else
@@ -197,6 +201,17 @@ class _Round:
             record.after = self.steps.measure(result.model_dir, report_items, s, **kw, attacks=True)
         run.log_metrics(record.mlflow_metrics(), step=number - 1)
 
+    def _next_setting(self, tried, record: RoundRecord, runner_ups: list):
+        """What to train after ``tried`` failed the gate (``gate_retry``), or None when nothing is left."""
+        keys = ("tau", "learning_rate", "forget_weight")
+        done = [{k: a["settings"][k] for k in keys} for a in record.failed_attempts] + [tried.setting]
+        if self.settings.gate_retry == "gentler_strength" and set(record.failed_checks) <= DAMAGE_CHECKS:
+            rates = [m * self.settings.round.learning_rate for m in self.settings.search.lr_multipliers]
+            gentler = tried.gentler(rates)
+            if gentler is not None and gentler.setting not in done:
+                return gentler
+        return next((r for r in runner_ups if r.setting not in done), None)
+
     def _keep_failed_attempt(self, record: RoundRecord, number: int, run, say) -> None:
         """Attempt ``number`` failed the gate and a runner-up is left: register it as a failed candidate (the
         request stays ``evaluated``; only the last attempt moves it on) and keep its figures in the record."""
@@ -206,8 +221,8 @@ class _Round:
         record.failed_attempts.append({"attempt": number, "settings": dict(record.settings or {}),
                                        "model_version": info.version, "failed_checks": record.failed_checks,
                                        "after": record.after.headline()})
-        say.info("%s: gate FAILED (%s) at tau %g, learning rate %.3g (candidate version %s); trying the search's "
-                 "next-best setting", self.request_id, ", ".join(record.failed_checks), record.tau,
+        say.info("%s: gate FAILED (%s) at tau %g, learning rate %.3g (candidate version %s); retrying",
+                 self.request_id, ", ".join(record.failed_checks), record.tau,
                  record.settings["learning_rate"], info.version)
 
     def _log_search(self, run, outcome) -> None:

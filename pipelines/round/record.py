@@ -157,7 +157,7 @@ def format_rounds(rows: list[dict[str, Any]], urgent: dict[str, bool] | None = N
                          "(ROUGE-L F1 of greedy continuations; forget efficacy above is on the passages' pieces)")
         for failed in r.get("failed_attempts") or ():  # gate retries: the settings tried before this one
             lines.append(f"{'':<18}earlier attempt: tau {failed['tau']:g} failed {', '.join(failed['failed_checks'])}"
-                         f" (version {failed['model_version']}); this row is the search's next-best setting")
+                         f" (version {failed['model_version']}); this row is the gate retry")
         if r["failed_checks"]:
             lines.append(f"{'':<18}failed checks: {', '.join(r['failed_checks'])}"
                          + (f" (search: {r['search']})" if r["search"] != "chosen" else ""))

@@ -47,11 +47,11 @@ class SearchOutcome:
 
     @property
     def chosen_trial(self) -> TrialResult | None:
-        """The full-length trial of the chosen settings."""
+        """The full-length trial of the chosen settings (None for a setting no trial tried: :meth:`gentler`)."""
         if self.setting is None:
             return None
         last = max(t.rung for t in self.trials)
-        return next(t for t in self.trials if t.setting == self.setting and t.rung == last)
+        return next((t for t in self.trials if t.setting == self.setting and t.rung == last), None)
 
     def runner_ups(self) -> list[SearchOutcome]:
         """The other safe and effective settings of the longest rung, best first (``halving.rank``), each as an
@@ -69,6 +69,21 @@ class SearchOutcome:
                                    reasons=[*self.reasons, f"runner-up {trial.label()} (score "
                                             f"{trial.combined_score:.3f}) after the chosen setting failed the gate"]))
         return out
+
+    def gentler(self, learning_rates) -> SearchOutcome | None:
+        """The chosen tau and lambda at the strongest of ``learning_rates`` (the search's strength ladder) below the
+        chosen learning rate, as an outcome that chose it (an untried setting: no trial, no trained model); None when
+        nothing was chosen or the chosen rate is the gentlest."""
+        if self.setting is None:
+            return None
+        rate = self.setting["learning_rate"]
+        lower = [r for r in learning_rates if r < rate * (1 - 1e-9)]
+        if not lower:
+            return None
+        setting = {**self.setting, "learning_rate": max(lower)}
+        return replace(self, setting=setting, model_dir=None,
+                       reasons=[*self.reasons, f"gentler strength: learning rate {max(lower):.3g} at tau "
+                                f"{setting['tau']:g} after the round at {rate:.3g} damaged the model at the gate"])
 
     def round_config(self, config):  # (ASUConfig) -> ASUConfig
         """``config`` with the chosen settings; ``ValueError`` when nothing was chosen."""

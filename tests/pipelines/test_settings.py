@@ -28,6 +28,7 @@ def test_teacher_source_original_names_the_base_model(tiny_model_dir, tmp_path):
     ("gate_retries", -1, "gate_retries=-1 must be an integer >= 0"),
     ("gate_retries", 1.5, "gate_retries=1.5 must be an integer"),
     ("gate_retries", True, "gate_retries=True must be an integer"),
+    ("gate_retry", "stronger", "use 'gentler_strength' or 'runner_up'"),
 ])
 def test_bad_choices_name_the_fix(field, value, message):
     with pytest.raises(ValueError, match=message):

@@ -278,3 +278,36 @@ def test_a_round_that_fails_the_gate_trains_the_searchs_next_best_setting(retrie
     report = Path(record.report).read_text()
     assert "## Earlier attempts" in report and "mia_auc" in report.split("## Earlier attempts")[1]
     assert record.to_dict()["failed_attempts"][0]["model_version"] == "2"
+
+
+def test_a_round_that_damaged_the_model_is_retrained_one_strength_level_gentler(tiny_model_dir, tmp_path,
+                                                                               monkeypatch):
+    """``gate_retry: gentler_strength``: the first verdict sees the candidate's answers as not fluent (injected: its
+    fluency figure set to 0), so the same tau is trained at the next learning rate down the search's ladder, a
+    setting no trial ran, and the gate judges it."""
+    from dataclasses import replace
+
+    import pipelines.round.steps as steps
+    from pipelines.ledger.store import Ledger, default_ledger_url
+    from pipelines.round import process_request
+    from pipelines.settings import PipelineSettings
+
+    real_decide, verdicts = steps.decide, []
+
+    def first_answers_broken(before, after, recorded, thresholds):
+        verdicts.append(real_decide(before, replace(after, fluency=0.0) if not verdicts else after, recorded,
+                                    thresholds))
+        return verdicts[-1]
+
+    monkeypatch.setattr(steps, "decide", first_answers_broken)
+    settings = _request(tmp_path, monkeypatch, tiny_model_dir,
+                        gate_file=_gate(tmp_path / "fluency.yaml", fluency_min=0.5),
+                        search={**ONE_TAU, "tau_grid": [3.0], "lr_multipliers": [0.5, 1.0]})
+    with Ledger(default_ledger_url(tmp_path)) as ledger:
+        record = process_request("tofu-author-1", PipelineSettings.from_dict(settings), ledger)
+    chosen, lr = record.search.setting, PipelineSettings.from_dict(settings).round.learning_rate
+    assert chosen["learning_rate"] == lr and not record.search.runner_ups()  # the ladder's top level, no runner-up
+    failed = record.failed_attempts[0]
+    assert failed["failed_checks"] == ["fluency"] and failed["settings"]["learning_rate"] == lr
+    assert record.attempt == 2 and record.status == "registered" and record.tau == chosen["tau"]
+    assert record.settings["learning_rate"] == 0.5 * lr

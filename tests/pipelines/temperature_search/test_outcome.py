@@ -46,3 +46,15 @@ def test_nothing_chosen_has_no_runner_up():
     outcome = SearchOutcome("no_safe_setting", None, ["every trial broke a floor"], {}, {}, [], {}, [],
                             [_trial(2.0, 1e-4, 0.9, failures=("x",))], {}, {})
     assert outcome.runner_ups() == []
+
+
+def test_gentler_is_the_chosen_tau_one_ladder_level_down():
+    chosen = {"tau": 3.0, "learning_rate": 1e-4, "forget_weight": 1.0}
+    outcome = _outcome([_trial(3.0, 1e-4, 0.9)], chosen)
+    rates = [m * 1e-5 for m in (1.0, 3.0, 10.0, 30.0)]  # as the search computes them: 3.0000000000000004e-05
+    gentler = outcome.gentler(rates)
+    assert gentler.setting == {"tau": 3.0, "learning_rate": rates[1], "forget_weight": 1.0}
+    assert gentler.model_dir is None and gentler.chosen_trial is None  # untried: the gate alone judges it
+    assert "gentler strength" in gentler.reasons[-1] and outcome.setting == chosen  # the search's choice unchanged
+    assert gentler.gentler(rates).setting["learning_rate"] == rates[0] and gentler.gentler(rates).gentler(rates) is None
+    assert SearchOutcome("no_effect", None, [], {}, {}, [], {}, [], [], {}, {}).gentler(rates) is None
