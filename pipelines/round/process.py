@@ -213,7 +213,7 @@ class _Round:
         return next((r for r in runner_ups if r.setting not in done), None)
 
     def _keep_failed_attempt(self, record: RoundRecord, number: int, run, say) -> None:
-        """Attempt ``number`` failed the gate and a runner-up is left: register it as a failed candidate (the
+        """Attempt ``number`` failed the gate and another setting is left: register it as a failed candidate (the
         request stays ``evaluated``; only the last attempt moves it on) and keep its figures in the record."""
         info = self.registry.register_candidate(self._model_dir(number), request_ids=[self.request_id],
                                                 parent_version=record.champion_version, gate_results=record.gate,
