@@ -206,8 +206,7 @@ class _Round:
         keys = ("tau", "learning_rate", "forget_weight")
         done = [{k: a["settings"][k] for k in keys} for a in record.failed_attempts] + [tried.setting]
         if self.settings.gate_retry == "gentler_strength" and set(record.failed_checks) <= DAMAGE_CHECKS:
-            rates = [m * self.settings.round.learning_rate for m in self.settings.search.lr_multipliers]
-            gentler = tried.gentler(rates)
+            gentler = tried.gentler(self.settings.search.learning_rates(self.settings.round.learning_rate))
             if gentler is not None and gentler.setting not in done:
                 return gentler
         return next((r for r in runner_ups if r.setting not in done), None)

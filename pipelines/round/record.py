@@ -42,7 +42,7 @@ class RoundRecord:
     promoted: bool = False
     report: Path | None = None
     seconds: dict[str, float] = field(default_factory=dict)
-    #: which setting the figures are of: 1 = the search's choice, 2.. = its runner-ups after a failed gate
+    #: which setting the figures are of: 1 = the search's choice, 2.. = a gate retry (gentler strength or runner-up)
     attempt: int = 1
     #: the attempts that failed the gate before this one: attempt, settings, model_version, failed_checks, after
     failed_attempts: list[dict[str, Any]] = field(default_factory=list)

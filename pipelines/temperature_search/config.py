@@ -248,6 +248,11 @@ class SearchConfig:
         if not (math.isfinite(self.min_forget_gain) and 0 <= self.min_forget_gain < 1):
             raise UsageError(f"min_forget_gain={self.min_forget_gain} must be in [0, 1): forget score is 0-1")
 
+    def learning_rates(self, recipe_rate: float) -> list[float]:
+        """The ladder's strength levels: ``lr_multipliers`` x the recipe's learning rate (the search's trials and
+        the pipeline's gentler-strength retry read the same levels)."""
+        return [m * recipe_rate for m in self.lr_multipliers]
+
     def weights(self, recipe_weight: float) -> tuple[float, ...]:
         """The lambdas the ladder tries, the first one while it searches tau and strength."""
         return (recipe_weight,) if self.forget_weights == "recipe" else tuple(self.forget_weights)

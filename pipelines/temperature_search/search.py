@@ -293,7 +293,7 @@ def _stage2(model_dir, split: ValidationSplit, round_config: ASUConfig, config: 
                                keep_model=keeper is not None)
             return result if keeper is None else keeper.add(result)
 
-        rates = [m * round_config.learning_rate for m in config.lr_multipliers]
+        rates = config.learning_rates(round_config.learning_rate)
         weights = config.weights(round_config.forget_weight)
         return ladder_search(trial, stage1.candidates, rates, weights, config.unsafe_tau), epochs
     args = (model_dir, stage1.candidates, *data, round_config, stage1.floors, work_dir / "trials")
